@@ -1,0 +1,1 @@
+"""tljax: one jaxpr, many semantics."""
