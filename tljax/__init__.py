@@ -1,1 +1,12 @@
-"""tljax: one jaxpr, many semantics."""
+"""tljax: one jaxpr, many semantics. Execute, emulate, bound and verify the same traced program."""
+
+__version__ = "0.1.0"
+
+from .core import Graph as Graph
+from .core import Semantics as Semantics
+from .core import TljaxError as TljaxError
+from .core import UnsupportedPrimitiveError as UnsupportedPrimitiveError
+from .core import trace as trace
+from .interpret import evaluate as evaluate
+from .interpret import get_semantics as get_semantics
+from .interpret import register_rule as register_rule

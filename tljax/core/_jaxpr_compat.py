@@ -1,0 +1,132 @@
+"""Every version-sensitive fact about JAX's jaxpr API, in one place.
+
+tljax supports jax 0.10.x (Python 3.11) and 0.11.x (Python 3.12+). JAX 0.11 merged `ClosedJaxpr`
+into `Jaxpr` and replaced scan's `num_consts/num_carry` with `ft_in/ft_out`. Nothing outside this
+module may touch those details; `tests/core/test_compat.py` has one test per fact so that an upgrade
+fails there first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.extend.core as jcore
+import numpy as np
+from jax.extend import source_info_util
+from jax.extend.core import primitives as _prims
+
+JAX_VERSION = tuple(int(p) for p in jax.__version__.split(".")[:3] if p.isdigit())
+
+Jaxpr = jcore.Jaxpr
+ClosedJaxpr = jcore.ClosedJaxpr
+Literal = jcore.Literal
+Var = jcore.Var
+DropVar = jcore.DropVar
+Primitive = jcore.Primitive
+
+# Higher-order primitives: the closed set the walker recurses into. Key by object, never by name.
+jit_p = _prims.jit_p
+closed_call_p = _prims.closed_call_p
+custom_jvp_call_p = _prims.custom_jvp_call_p
+custom_vjp_call_p = _prims.custom_vjp_call_p
+remat_p = _prims.remat_p
+cond_p = _prims.cond_p
+scan_p = _prims.scan_p
+while_p = _prims.while_p
+# First-order primitives that only appear through jax internals.
+add_any_p = _prims.add_jaxvals_p
+stop_gradient_p = _prims.stop_gradient_p
+square_p = getattr(_prims, "square_p", None)
+
+
+def open_jaxpr(j: Any) -> tuple[Any, list]:
+    """(open jaxpr, consts) for a ClosedJaxpr (0.10) or a merged Jaxpr (0.11+) or an open Jaxpr."""
+    if ClosedJaxpr is not Jaxpr and isinstance(j, ClosedJaxpr):
+        return j.jaxpr, list(j.consts)
+    consts = getattr(j, "consts", None)
+    if consts is not None and ClosedJaxpr is Jaxpr:
+        # 0.11+: a Jaxpr carries its consts; its constvars are bound to them.
+        return j, list(consts)
+    return j, []
+
+
+def closed_jaxpr_parts(j: Any) -> tuple[Any, list]:
+    """Alias of `open_jaxpr` for readability where a closed jaxpr is expected."""
+    return open_jaxpr(j)
+
+
+def scan_layout(params: dict) -> tuple[int, int]:
+    """(number of consts, number of carries) of a scan equation."""
+    if "num_consts" in params:
+        return int(params["num_consts"]), int(params["num_carry"])
+    n_consts, n_carry, _ = (len(t) for t in params["ft_in"].unpack())
+    return n_consts, n_carry
+
+
+def bind_params(prim: Any, params: dict) -> dict:
+    """Params to pass to `prim.bind` when re-binding an equation (call-like primitives need this)."""
+    out = prim.get_bind_params(params)
+    if isinstance(out, tuple):  # JAX < 0.9.2 returned (subfuns, params)
+        subfuns, p = out
+        if subfuns:
+            raise NotImplementedError("re-binding with subfuns needs jax >= 0.9.2")
+        return p
+    return out
+
+
+def is_literal(v: Any) -> bool:
+    return isinstance(v, Literal)
+
+
+def is_dropvar(v: Any) -> bool:
+    return isinstance(v, DropVar)
+
+
+def literal_value(lit: Any) -> np.ndarray:
+    """The value of a Literal as a numpy array of its aval's dtype (exactly, never via str)."""
+    return np.asarray(lit.val, dtype=lit.aval.dtype)
+
+
+def call_name(eqn: Any) -> str:
+    """Human name of a call-like equation: jit's `name`, or the wrapped function's name."""
+    p = eqn.params
+    if "name" in p:
+        return str(p["name"])
+    sub = p.get("call_jaxpr") or p.get("jaxpr")
+    if sub is not None:
+        inner, _ = open_jaxpr(sub)
+        dbg = getattr(inner, "debug_info", None)
+        name = getattr(dbg, "func_name", None)
+        if name:
+            return str(name).split(" ")[0]
+    return eqn.primitive.name
+
+
+def source_line(eqn: Any) -> str:
+    """`file.py:line:col (function)` of the user code that produced the equation."""
+    try:
+        return source_info_util.summarize(eqn.source_info)
+    except Exception:  # noqa: BLE001 - location is best effort, never a new failure
+        return "<unknown source>"
+
+
+def name_stack(eqn: Any) -> str:
+    """The `jax.named_scope` chain under which the equation was traced (layer names)."""
+    try:
+        return str(eqn.source_info.name_stack)
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def make_jaxpr(fn, *args):
+    """`jax.make_jaxpr(fn, return_shape=True)(*args)` -> (closed jaxpr, out shape pytree)."""
+    return jax.make_jaxpr(fn, return_shape=True)(*args)
+
+
+def register_exclusion(path: str) -> None:
+    """Hide a tljax file from user tracebacks."""
+    try:
+        source_info_util.register_exclusion(path)
+    except Exception:  # noqa: BLE001
+        pass

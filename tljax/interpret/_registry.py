@@ -1,0 +1,109 @@
+"""Semantics by name, `evaluate`, and `register_rule`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from ..core import _jaxpr_compat as compat
+from ..core._errors import InputError
+from ..core._graph import Graph, trace
+from ..core._semantics import Semantics
+from ..core._walker import eval_closed
+
+compat.register_exclusion(__file__)
+
+_NAMED: dict[str, Semantics] = {}
+_FACTORIES: list[tuple[re.Pattern, Callable[[re.Match], Semantics]]] = []
+
+
+def register_semantics(sem: Semantics) -> Semantics:
+    """Makes `sem` available by its name to `evaluate`, `compare` and `register_rule`."""
+    _NAMED[sem.name] = sem
+    return sem
+
+
+def register_semantics_factory(pattern: str, factory: Callable[[re.Match], Semantics]) -> None:
+    """Names matching `pattern` (a regex, e.g. ``r"float\\[(.+)\\]"``) are built by `factory`."""
+    _FACTORIES.append((re.compile(pattern), factory))
+
+
+def _load_builtin():
+    # Importing the modules registers their semantics.
+    from . import _reference  # noqa: F401
+
+    for mod in ("_exact", "_float", "_symbolic"):
+        try:
+            __import__(f"{__package__}.{mod}")
+        except ModuleNotFoundError as err:
+            if not err.name or not err.name.endswith(mod):
+                raise
+
+
+def get_semantics(semantics: str | Semantics) -> Semantics:
+    """Resolves a name (``"reference"``, ``"exact"``, ``"float[bf16]"``, ...) to a `Semantics`."""
+    if isinstance(semantics, Semantics):
+        return semantics
+    if not isinstance(semantics, str):
+        raise InputError(f"semantics must be a name or a Semantics, got {type(semantics).__name__}")
+    _load_builtin()
+    if semantics in _NAMED:
+        return _NAMED[semantics]
+    for pat, factory in _FACTORIES:
+        m = pat.fullmatch(semantics)
+        if m:
+            sem = factory(m)
+            _NAMED[semantics] = sem
+            return sem
+    raise InputError(
+        f"unknown semantics {semantics!r}; known: {sorted(_NAMED)} and patterns "
+        f"{[p.pattern for p, _ in _FACTORIES]}"
+    )
+
+
+def register_rule(semantics: str, primitive) -> Callable:
+    """Decorator adding a rule ``rule(ctx, *invals, **params)`` to a named semantics' table.
+
+    Example:
+      >>> @tljax.register_rule("exact", jax.lax.sin_p)
+      ... def _sin(ctx, x, *, accuracy): ...
+    """
+
+    def deco(rule):
+        sem = get_semantics(semantics)
+        _NAMED[sem.name] = sem.derive(rules={primitive: rule})
+        return rule
+
+    return deco
+
+
+def run(graph: Graph, sem: Semantics, leaves: list) -> list:
+    """Evaluates a graph's flat input leaves under `sem`; returns flat finalized outputs."""
+    lift_in = sem.lift_input or sem.lift
+    vals = [lift_in(x, a) for x, a in zip(leaves, graph.in_avals, strict=True)]
+    out = eval_closed(sem, graph.closed_jaxpr, vals)
+    if sem.finalize is not None:
+        out = [sem.finalize(v, a) for v, a in zip(out, graph.out_avals, strict=True)]
+    return out
+
+
+def evaluate(fn, *inputs, semantics: str | Semantics = "exact"):
+    """Evaluates `fn(*inputs)` under a semantics; the output keeps `fn`'s pytree structure.
+
+    Args:
+      fn: a function, module or `Graph`.
+      *inputs: the inputs (a `Graph` must get inputs shaped like its example).
+      semantics: ``"reference"``, ``"exact"``, ``"float[bf16]"`` (any float format), or a
+        configured `Semantics`.
+
+    Returns:
+      The outputs in the structure `fn` returns; their type depends on the semantics (arrays for
+      reference/float, `tljax.interpret.ExactArray` results for exact).
+
+    Example:
+      >>> tljax.evaluate(lambda x: x * 3.0, jnp.float32(0.1), semantics="exact")
+    """
+    sem = get_semantics(semantics)
+    graph = fn if isinstance(fn, Graph) else trace(fn, *inputs)
+    leaves = graph.flatten_inputs(*inputs)
+    return graph.unflatten_outputs(run(graph, sem, leaves))
