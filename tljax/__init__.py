@@ -2,11 +2,19 @@
 
 __version__ = "0.1.0"
 
+from . import proofs as proofs
+from . import rl as rl
+from .bounds import Bounds as Bounds
+from .bounds import Box as Box
+from .bounds import bound as bound
 from .core import Graph as Graph
 from .core import Semantics as Semantics
 from .core import TljaxError as TljaxError
 from .core import UnsupportedPrimitiveError as UnsupportedPrimitiveError
 from .core import trace as trace
+from .interpret import compare as compare
 from .interpret import evaluate as evaluate
+from .interpret import exact_to_float as exact_to_float
 from .interpret import get_semantics as get_semantics
+from .interpret import is_exact as is_exact
 from .interpret import register_rule as register_rule

@@ -1,1 +1,9 @@
-"""tljax.bounds."""
+"""tljax.bounds: sound interval and CROWN / alpha-CROWN bounds over jaxprs, and certificates."""
+
+from ._api import bound as bound
+from ._box import Bounds as Bounds
+from ._box import Box as Box
+from ._float_model import ProgramModel as ProgramModel
+from ._relax import relax_relu as relax_relu
+from ._relax import relax_smooth as relax_smooth
+from ._relax import relax_unary as relax_unary

@@ -1,5 +1,15 @@
 """tljax.interpret: one module per semantics, each a rule table over the one walker."""
 
+from ._compare import Comparison as Comparison
+from ._compare import compare as compare
+from ._exact import Enclosure as Enclosure
+from ._exact import ExactArray as ExactArray
+from ._exact import ExactDomainError as ExactDomainError
+from ._exact import exact_semantics as exact_semantics
+from ._exact import exact_to_float as exact_to_float
+from ._exact import is_exact as is_exact
+from ._exact import to_sympy as to_sympy
+from ._exact import ulp_distance as ulp_distance
 from ._reference import reference as reference
 from ._registry import evaluate as evaluate
 from ._registry import get_semantics as get_semantics

@@ -80,7 +80,13 @@ def register_rule(semantics: str, primitive) -> Callable:
 def run(graph: Graph, sem: Semantics, leaves: list) -> list:
     """Evaluates a graph's flat input leaves under `sem`; returns flat finalized outputs."""
     lift_in = sem.lift_input or sem.lift
-    vals = [lift_in(x, a) for x, a in zip(leaves, graph.in_avals, strict=True)]
+    vals = []
+    for k, (x, a) in enumerate(zip(leaves, graph.in_avals, strict=True)):
+        try:
+            vals.append(lift_in(x, a))
+        except InputError as err:  # say which leaf: lift_input only sees the value
+            what = a.str_short() if hasattr(a, "str_short") else str(a)
+            raise InputError(f"input leaf {k} ({what}) of {graph.name!r}: {err}") from err
     out = eval_closed(sem, graph.closed_jaxpr, vals)
     if sem.finalize is not None:
         out = [sem.finalize(v, a) for v, a in zip(out, graph.out_avals, strict=True)]

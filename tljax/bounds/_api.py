@@ -1,0 +1,154 @@
+"""`tljax.bound(fn, box, *args)`: certified output bounds of a model over an input box."""
+
+from __future__ import annotations
+
+import collections
+import functools as ft
+
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+from ..core import _jaxpr_compat as compat
+from ..core._errors import InputError, InvalidBoxError
+from ..core._graph import Graph, trace
+from . import _float_model as fm
+from ._box import Box, Bounds
+from ._crown import run_method
+from ._relax import Options
+from ._tape import record_graph
+
+compat.register_exclusion(__file__)
+
+METHODS = ("ibp", "crown", "alpha-crown")
+
+_CACHE: collections.OrderedDict = collections.OrderedDict()
+_CACHE_SIZE = 64
+
+
+def _program_model(float_format) -> fm.ProgramModel:
+    if float_format is None or float_format in ("fp32", "float32"):
+        return fm.FLOAT32
+    if isinstance(float_format, fm.ProgramModel):
+        return float_format
+    table = {
+        "bf16": fm.ProgramModel(2.0**-8, 2.0**-24, 2.0**-126, "bfloat16 ops, float32 accumulation, FTZ"),
+        "bfloat16": fm.ProgramModel(2.0**-8, 2.0**-24, 2.0**-126, "bfloat16 ops, float32 accumulation, FTZ"),
+        "fp16": fm.ProgramModel(2.0**-11, 2.0**-24, 2.0**-14, "float16 ops, float32 accumulation, FTZ"),
+        "float16": fm.ProgramModel(2.0**-11, 2.0**-24, 2.0**-14, "float16 ops, float32 accumulation, FTZ"),
+    }
+    if float_format not in table:
+        raise InputError(f"float_format {float_format!r} is not supported; use one of {sorted(table)} or a ProgramModel")
+    return table[float_format]
+
+
+def _compute(graph: Graph, n_box: int, box_leaves, arg_leaves, *, method, opts, spec, alpha_iters, alpha_lr):
+    mask = [True] * n_box + [False] * (len(graph.in_avals) - n_box)
+    tape = record_graph(graph, mask, arg_leaves, name=method)
+    in_bounds = {}
+    for node, (lo, hi) in zip(tape.inputs, box_leaves, strict=True):
+        lo = jnp.asarray(lo, node.dtype)
+        hi = jnp.asarray(hi, node.dtype)
+        in_bounds[node.id] = (jnp.broadcast_to(lo, node.shape), jnp.broadcast_to(hi, node.shape))
+    outs, _ = run_method(tape, in_bounds, opts, method, spec, alpha_iters=alpha_iters, alpha_lr=alpha_lr)
+    return outs
+
+
+def bound(
+    fn,
+    box: Box,
+    *args,
+    method: str = "crown",
+    float_sound: bool = True,
+    float_format=None,
+    spec=None,
+    certificate: bool = False,
+    alpha_iters: int = 20,
+    alpha_lr: float = 0.1,
+    jit: bool = True,
+) -> Bounds:
+    """Certified bounds of `fn(x, *args)` for every `x` in `box`.
+
+    Args:
+      fn: a function, Equinox module or Flax NNX module (or a `Graph`) taking the boxed input first.
+      box: a `Box` over the first argument (a pytree box for pytree inputs).
+      *args: further (concrete) arguments, e.g. parameters.
+      method: ``"ibp"``, ``"crown"`` (backward linear relaxation with CROWN intermediate bounds)
+        or ``"alpha-crown"`` (ReLU lower slopes optimised with Adam).
+      float_sound: also contain what the float32 program computes at every point of the box, with
+        any summation order, FMA contraction and flush-to-zero, and round this computation
+        outward. With False, bounds are for the real-valued network computed in plain float
+        (what peers report).
+      float_format: the program's arithmetic when it is not float32: ``"bf16"`` or ``"fp16"``
+        (float32 accumulation).
+      spec: optional matrix `C` of shape (m, n_out): bound `C @ y` (y the flattened single
+        output) directly, as robustness margins need.
+      certificate: also return a `Certificate` (CROWN / alpha-CROWN / IBP) checkable in exact
+        arithmetic by `tljax.bounds.check`.
+      alpha_iters, alpha_lr: alpha-CROWN's optimisation budget.
+      jit: compile the computation (cached per function and shapes).
+
+    Returns:
+      `Bounds` with `lower` / `upper` in the output's pytree structure (shape (m,) with `spec`).
+
+    Example:
+      >>> b = tljax.bound(model, tljax.Box.linf(x, 0.01))
+      >>> b.lower, b.upper
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {METHODS}")
+    if not isinstance(box, Box):
+        raise InvalidBoxError(f"box must be a tljax.Box, got {type(box).__name__}")
+    opts = Options(float_sound=bool(float_sound), program=_program_model(float_format))
+    example = (box.lower, *args)
+    graph = fn if isinstance(fn, Graph) else trace(fn, *example)
+    box_lo = jtu.tree_leaves(box.lower)
+    box_hi = jtu.tree_leaves(box.upper)
+    n_box = len(box_lo)
+    all_leaves = graph.flatten_inputs(*example)
+    arg_leaves = all_leaves[n_box:]
+    spec_arr = None if spec is None else np.asarray(spec)
+    if spec_arr is not None and len(graph.out_avals) != 1:
+        raise InputError(f"spec needs a function with one array output; {graph.name!r} has {len(graph.out_avals)}")
+    if spec_arr is not None and spec_arr.reshape(spec_arr.shape[0], -1).shape[1] != int(np.prod(graph.out_avals[0].shape)):
+        raise InputError(
+            f"spec has {spec_arr.reshape(spec_arr.shape[0], -1).shape[1]} columns but the output has "
+            f"{int(np.prod(graph.out_avals[0].shape))} elements"
+        )
+    kw = dict(method=method, opts=opts, spec=spec_arr, alpha_iters=alpha_iters, alpha_lr=alpha_lr)
+    boxes = list(zip(box_lo, box_hi, strict=True))
+    if jit:
+        key = (
+            id(fn),
+            graph.in_tree,
+            tuple((a.shape, str(a.dtype)) for a in graph.in_avals),
+            method,
+            opts,
+            None if spec_arr is None else (spec_arr.shape, spec_arr.tobytes()),
+            alpha_iters,
+            alpha_lr,
+        )
+        entry = _CACHE.get(key)
+        if entry is None or entry[0] is not fn:
+            compiled = jax.jit(ft.partial(_compute, graph, n_box, **kw))
+            entry = (fn, compiled)
+            _CACHE[key] = entry
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+        _CACHE.move_to_end(key)
+        outs = entry[1](boxes, arg_leaves)
+    else:
+        outs = _compute(graph, n_box, boxes, arg_leaves, **kw)
+    lows = [o[0] for o in outs]
+    highs = [o[1] for o in outs]
+    if spec_arr is not None:
+        lower, upper = lows[0], highs[0]
+    else:
+        lower, upper = graph.unflatten_outputs(lows), graph.unflatten_outputs(highs)
+    cert = None
+    if certificate:
+        from ._certificate import make_certificate
+
+        cert = make_certificate(graph, n_box, boxes, arg_leaves, method=method, opts=opts, spec=spec_arr, bounds=(lows, highs))
+    return Bounds(lower, upper, method=method, float_sound=opts.float_sound, certificate=cert)

@@ -1,0 +1,163 @@
+"""Input boxes and output bounds: pytrees with validated `lower` / `upper`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+from ..core._errors import InvalidBoxError
+
+
+def _concrete(x) -> np.ndarray | None:
+    try:
+        return np.asarray(x)
+    except Exception:  # noqa: BLE001 - tracers are validated elsewhere (at the concrete boundary)
+        return None
+
+
+def _validate(lower, upper, what="Box"):
+    ll, lt = jtu.tree_flatten(lower)
+    ul, ut = jtu.tree_flatten(upper)
+    if lt != ut:
+        raise InvalidBoxError(f"{what}: lower and upper have different structures: {lt} vs {ut}")
+    problems = []
+    for k, (lo, hi) in enumerate(zip(ll, ul, strict=True)):
+        if np.shape(lo) != np.shape(hi):
+            problems.append(f"leaf {k}: lower has shape {np.shape(lo)}, upper has shape {np.shape(hi)}")
+            continue
+        lo_c, hi_c = _concrete(lo), _concrete(hi)
+        if lo_c is None or hi_c is None:
+            continue
+        lo_c = lo_c.astype(np.float64)
+        hi_c = hi_c.astype(np.float64)
+        bad_nan = np.argwhere(np.isnan(lo_c) | np.isnan(hi_c))
+        for idx in bad_nan[:20]:
+            t = tuple(int(i) for i in idx)
+            problems.append(f"leaf {k} index {t}: NaN (lower={lo_c[t]}, upper={hi_c[t]})")
+        bad = np.argwhere(lo_c > hi_c)
+        for idx in bad[:20]:
+            t = tuple(int(i) for i in idx)
+            problems.append(f"leaf {k} index {t}: lower {lo_c[t]!r} > upper {hi_c[t]!r}")
+        extra = max(0, len(bad) - 20) + max(0, len(bad_nan) - 20)
+        if extra:
+            problems.append(f"... and {extra} more offending indices in leaf {k}")
+    if problems:
+        raise InvalidBoxError(
+            f"{what} is invalid ({len(problems)} problem(s)); every entry needs lower <= upper and "
+            "no NaN:\n  " + "\n  ".join(problems)
+        )
+
+
+@jtu.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """An axis-aligned box `{x : lower <= x <= upper}` over an array or a pytree of arrays.
+
+    Validated on construction when the values are concrete: shapes must match, lower <= upper
+    everywhere and no NaN; the error lists every offending index. Boxes are pytrees, so a batch of
+    boxes (leading axis) can be mapped over with `jax.vmap`.
+
+    Example:
+      >>> box = tljax.Box(jnp.zeros(3), jnp.ones(3))
+      >>> box = tljax.Box.linf(x, 0.01, clip=(0.0, 1.0))
+    """
+
+    lower: Any
+    upper: Any
+
+    def __post_init__(self):
+        _validate(self.lower, self.upper)
+
+    @classmethod
+    def linf(cls, center, eps, clip: tuple | None = None) -> Box:
+        """The L-infinity ball of radius `eps` around `center`, optionally clipped to `clip`."""
+        lo = jtu.tree_map(lambda c: jnp.asarray(c) - eps, center)
+        hi = jtu.tree_map(lambda c: jnp.asarray(c) + eps, center)
+        if clip is not None:
+            lo = jtu.tree_map(lambda v: jnp.maximum(v, clip[0]), lo)
+            hi = jtu.tree_map(lambda v: jnp.minimum(v, clip[1]), hi)
+        return cls(lo, hi)
+
+    @classmethod
+    def point(cls, x) -> Box:
+        return cls(x, x)
+
+    @property
+    def center(self):
+        return jtu.tree_map(lambda a, b: (jnp.asarray(a) + jnp.asarray(b)) / 2, self.lower, self.upper)
+
+    def sample(self, key, n: int):
+        """`n` points drawn uniformly from the box (leading axis n), plus nothing else."""
+        leaves, tree = jtu.tree_flatten(self.lower)
+        his = jtu.tree_leaves(self.upper)
+        keys = jax.random.split(key, len(leaves))
+        out = [
+            jax.random.uniform(k, (n, *np.shape(lo)), minval=jnp.asarray(lo), maxval=jnp.asarray(hi))
+            for k, lo, hi in zip(keys, leaves, his, strict=True)
+        ]
+        return jtu.tree_unflatten(tree, out)
+
+    def tree_flatten(self):
+        return (self.lower, self.upper), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        del aux
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "lower", children[0])
+        object.__setattr__(obj, "upper", children[1])
+        return obj
+
+
+@jtu.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """Certified output bounds, `lower` / `upper` in the output's pytree structure.
+
+    Attributes:
+      lower, upper: the bounds.
+      method: how they were computed ("ibp", "crown", ...).
+      float_sound: whether they also contain the float32 program's outputs.
+      certificate: a `Certificate` when requested, else None.
+    """
+
+    lower: Any
+    upper: Any
+    method: str = ""
+    float_sound: bool = True
+    certificate: Any = None
+
+    @property
+    def width(self):
+        return jtu.tree_map(lambda a, b: b - a, self.lower, self.upper)
+
+    def contains(self, y, *, strict: bool = False) -> bool:
+        """Whether the (pytree of) array(s) `y` lies inside the bounds."""
+        ok = jtu.tree_map(
+            lambda lo, hi, v: bool(np.all((np.asarray(lo) <= np.asarray(v)) & (np.asarray(v) <= np.asarray(hi)))),
+            self.lower,
+            self.upper,
+            y,
+        )
+        return all(jtu.tree_leaves(ok))
+
+    def tree_flatten(self):
+        return (self.lower, self.upper, self.certificate), (self.method, self.float_sound)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "lower", children[0])
+        object.__setattr__(obj, "upper", children[1])
+        object.__setattr__(obj, "certificate", children[2])
+        object.__setattr__(obj, "method", aux[0])
+        object.__setattr__(obj, "float_sound", aux[1])
+        return obj
+
+    def __repr__(self) -> str:
+        return f"Bounds(method={self.method!r}, float_sound={self.float_sound},\n  lower={self.lower},\n  upper={self.upper})"

@@ -1,0 +1,331 @@
+"""Bound propagation over a recorded tape: IBP (forward), CROWN (backward linear relaxation with
+CROWN intermediate bounds, as auto_LiRPA's default) and alpha-CROWN (ReLU lower slopes optimised
+with optax). All of it is plain JAX code: jit-compatible and differentiable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from . import _float_model as fm
+from ._relax import Options, ibp_eqn, node_abs_max, relax_mul, relax_unary
+from ._tape import STRUCTURAL, Node, Tape, apply_affine, terms
+
+_BOXLIKE = frozenset([lax.reshape_p, lax.transpose_p, lax.squeeze_p, lax.slice_p, lax.rev_p, lax.copy_p, lax.convert_element_type_p])
+# Coordinatewise maps: an exact interval stays exact through them.
+_COORDWISE = _BOXLIKE | frozenset([lax.add_p, lax.sub_p, lax.mul_p, lax.div_p, lax.neg_p, lax.broadcast_in_dim_p])
+
+
+def refine_plan(tape: Tape) -> set[int]:
+    """Ids of nodes whose bounds CROWN tightens: inputs of relaxed equations that are not an exact
+    interval image already (an input, or one affine map of box-like nodes)."""
+    boxlike = {n.id for n in tape.inputs}
+    exact = set(boxlike)
+    plan: set[int] = set()
+    for e in tape.eqns:
+        ins = e.node_inputs
+        if e.kind == "affine":
+            if e.prim in _BOXLIKE and all(n.id in boxlike for n in ins):
+                boxlike.add(e.out.id)
+                exact.add(e.out.id)
+            elif all(n.id in boxlike for n in ins) or (len(ins) == 1 and ins[0].id in exact and e.prim in _COORDWISE):
+                exact.add(e.out.id)
+        if e.kind in ("unary", "mul"):
+            plan.update(n.id for n in ins if n.id not in exact)
+    return plan
+
+
+def _sum_rows(x):
+    return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
+
+
+def _mul0(a, b):
+    # a * b with 0 * inf = 0 (unbounded relaxation intercepts multiplied by zero coefficients).
+    return jnp.where(a == 0, 0.0, a * b)
+
+
+class _Pass:
+    """State of one bound computation: node bounds, relaxations, and the float error terms."""
+
+    def __init__(self, tape: Tape, in_bounds: dict, opts: Options):
+        self.tape = tape
+        self.opts = opts
+        self.bounds = dict(in_bounds)
+        self.relax: dict[int, tuple] = {}
+        self._m: dict[int, jax.Array] = {}
+
+    # Per affine equation: |L|-weighted allowance for (a) rounding of the transposed product and of
+    # the constant term in this computation and (b) the program's own rounding at this node.
+    def affine_allowance(self, i: int):
+        if i in self._m:
+            return self._m[i]
+        e = self.tape.eqns[i]
+        n_fwd, n_bwd = terms(e)
+        xmax = [node_abs_max(self.bounds[n.id]) for n in e.node_inputs]
+        labs = apply_affine(e, xmax, mode="abs")
+        f0 = jnp.abs(apply_affine(e, [jnp.zeros(n.shape, n.dtype) for n in e.node_inputs], mode="zero"))
+        u = fm.unit(labs.dtype)
+        m = jnp.zeros_like(labs)
+        if n_bwd:
+            m = m + fm.gamma(n_bwd + 1, u) * labs
+        m = m + fm.gamma(2, u) * f0
+        if n_fwd:
+            p = self.opts.program
+            m = m + p.rel(n_fwd) * (labs + f0) * (1.0 + fm.gamma(n_fwd + 1, u)) + p.abs_eta(n_fwd)
+        m = fm.inflate(m, 8.0) + (n_bwd + 2) * fm.tiny(labs.dtype)
+        self._m[i] = m
+        return m
+
+    def backward(self, start: Node, lam, alphas: dict | None = None, start_key=None):
+        """Lower bounds of the rows of `lam · start` over the input box: shape (S,)."""
+        tape, opts = self.tape, self.opts
+        fs = opts.float_sound
+        S = lam.shape[0]
+        dt = lam.dtype
+        u = fm.unit(dt)
+        acc = {start.id: lam}
+        bias = jnp.zeros((S,), dt)
+        slack = jnp.zeros((S,), dt)
+        absbias = jnp.zeros((S,), dt)
+        steps = 0
+        end = start.eqn_index if start.eqn_index is not None else -1
+        for i in range(end, -1, -1):
+            e = tape.eqns[i]
+            L = acc.pop(e.out.id, None)
+            if L is None:
+                continue
+            steps += 1
+            ins = e.node_inputs
+            if e.kind == "affine":
+                zeros = [jnp.zeros(n.shape, n.dtype) for n in ins]
+                f0 = apply_affine(e, zeros, mode="zero")
+                t = _sum_rows(L * f0)
+                bias, absbias = bias + t, absbias + jnp.abs(t)
+                lin = lambda *xs, e=e, f0=f0: apply_affine(e, list(xs)) - f0  # noqa: E731
+                _, vjp = jax.vjp(lin, *zeros)
+                gs = jax.vmap(vjp)(L)
+                for n, g in zip(ins, gs, strict=True):
+                    acc[n.id] = acc[n.id] + g if n.id in acc else g
+                if fs:
+                    slack = slack + _sum_rows(jnp.abs(L) * self.affine_allowance(i))
+            elif e.kind == "unary":
+                a_l, b_l, a_u, b_u = self.relax[i]
+                if alphas is not None and (start_key, i) in alphas:
+                    a_l = jnp.clip(alphas[(start_key, i)], 0.0, 1.0) if e.fn == "relu" else a_l
+                Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
+                g = Lp * a_l + Ln * a_u
+                t = _sum_rows(_mul0(Lp, b_l) + _mul0(Ln, b_u))
+                bias, absbias = bias + t, absbias + jnp.abs(t)
+                x = ins[0]
+                acc[x.id] = acc[x.id] + g if x.id in acc else g
+                if fs:
+                    xm = node_abs_max(self.bounds[x.id])
+                    slack = slack + 2 * u * _sum_rows(jnp.abs(g) * xm) + fm.gamma(x.size + 1, u) * _sum_rows(
+                        jnp.abs(_mul0(Lp, b_l)) + jnp.abs(_mul0(Ln, b_u))
+                    )
+            elif e.kind == "mul":
+                (axl, ayl, cl), (axu, ayu, cu) = self.relax[i]
+                Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
+                gx = Lp * axl + Ln * axu
+                gy = Lp * ayl + Ln * ayu
+                t = _sum_rows(_mul0(Lp, cl) + _mul0(Ln, cu))
+                bias, absbias = bias + t, absbias + jnp.abs(t)
+                x, y = ins
+                shape_x, shape_y = (S, *x.shape), (S, *y.shape)
+                gx = _unbroadcast(gx, shape_x)
+                gy = _unbroadcast(gy, shape_y)
+                acc[x.id] = acc[x.id] + gx if x.id in acc else gx
+                acc[y.id] = acc[y.id] + gy if y.id in acc else gy
+                if fs:
+                    slack = slack + 4 * u * (
+                        _sum_rows(jnp.abs(gx) * node_abs_max(self.bounds[x.id]))
+                        + _sum_rows(jnp.abs(gy) * node_abs_max(self.bounds[y.id]))
+                    ) + fm.gamma(e.out.size + 1, u) * jnp.abs(t)
+            else:  # concretize: the node's own interval
+                lo, hi = self.bounds[e.out.id]
+                Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
+                t = _sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi))
+                bias, absbias = bias + t, absbias + jnp.abs(t)
+                if fs:
+                    slack = slack + fm.gamma(e.out.size + 1, u) * _sum_rows(jnp.abs(L) * node_abs_max((lo, hi)))
+        for n in tape.inputs:
+            L = acc.pop(n.id, None)
+            if L is None:
+                continue
+            steps += 1
+            lo, hi = self.bounds[n.id]
+            Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
+            t = _sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi))
+            bias, absbias = bias + t, absbias + jnp.abs(t)
+            if fs:
+                slack = slack + fm.gamma(n.size + 1, u) * _sum_rows(jnp.abs(L) * node_abs_max((lo, hi)))
+        if not fs:
+            return jnp.where(jnp.isnan(bias), -jnp.inf, bias)
+        slack = slack + fm.gamma(steps + 1, u) * absbias
+        out = fm.down(bias - fm.inflate(slack, 4.0 * steps + 16.0))
+        return jnp.where(jnp.isnan(out), -jnp.inf, out)
+
+    def node_bounds(self, n: Node, alphas=None):
+        """CROWN bounds of every element of node `n` (lower and upper in one backward pass)."""
+        size = n.size
+        eye = jnp.eye(size, dtype=n.dtype)
+        lam = jnp.concatenate([eye, -eye]).reshape(2 * size, *n.shape)
+        low = self.backward(n, lam, alphas, start_key=n.id)
+        lo = low[:size].reshape(n.shape)
+        hi = (-low[size:]).reshape(n.shape)
+        return lo, hi
+
+    def relax_eqn(self, i: int):
+        e = self.tape.eqns[i]
+        if e.kind == "unary":
+            lo, hi = self.bounds[e.inputs[0].id]
+            self.relax[i] = relax_unary(e.fn, lo, hi, self.opts)
+        elif e.kind == "mul":
+            x, y = e.node_inputs
+            bx, by = self.bounds[x.id], self.bounds[y.id]
+            shape = e.out.shape
+            bx = tuple(jnp.broadcast_to(v, shape) for v in bx)
+            by = tuple(jnp.broadcast_to(v, shape) for v in by)
+            self.relax[i] = relax_mul(bx, by, self.opts)
+
+    def propagate(self, method: str, alphas=None, plan: set | None = None):
+        """Forward sweep: interval bounds of every node, tightened by CROWN where planned."""
+        refined = set()
+        for i, e in enumerate(self.tape.eqns):
+            if method != "ibp" and e.kind in ("unary", "mul"):
+                for n in e.node_inputs:
+                    if plan is not None and n.id in plan and n.id not in refined:
+                        lo, hi = self.node_bounds(n, alphas)
+                        olo, ohi = self.bounds[n.id]
+                        self.bounds[n.id] = (jnp.maximum(lo, olo), jnp.minimum(hi, ohi))
+                        refined.add(n.id)
+                self.relax_eqn(i)
+            self.bounds[e.out.id] = ibp_eqn(e, self.bounds, self.opts)
+
+
+def _unbroadcast(g, shape):
+    if g.shape == tuple(shape):
+        return g
+    # McCormick was applied on the broadcast shape: sum back over broadcast axes.
+    extra = g.ndim - len(shape)
+    if extra:
+        g = g.sum(axis=tuple(range(1, 1 + extra)))
+    axes = tuple(k for k, (a, b) in enumerate(zip(g.shape, shape, strict=True)) if a != b)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+def _output_lam(out: Node, spec):
+    size = out.size
+    if spec is None:
+        c = jnp.eye(size, dtype=out.dtype)
+    else:
+        c = jnp.asarray(spec, dtype=out.dtype).reshape(-1, size)
+    lam = jnp.concatenate([c, -c]).reshape(2 * c.shape[0], *out.shape)
+    return lam, c.shape[0]
+
+
+def run_method(tape: Tape, in_bounds: dict, opts: Options, method: str, spec=None, *, alpha_iters=20, alpha_lr=0.1):
+    """Bounds of every tape output (or of `spec @ output` for a single output).
+
+    Returns (list of (lower, upper) per output, the `_Pass` with all intermediate state).
+    """
+    plan = refine_plan(tape) if method != "ibp" else set()
+    if method == "alpha-crown":
+        return _alpha_crown(tape, in_bounds, opts, spec, plan, alpha_iters, alpha_lr)
+    p = _Pass(tape, in_bounds, opts)
+    p.propagate(method, plan=plan)
+    return _finish(p, method, spec), p
+
+
+def _finish(p: _Pass, method, spec, alphas=None):
+    outs = []
+    for o in p.tape.outputs:
+        if not isinstance(o, Node):
+            v = jnp.asarray(o)
+            if spec is not None:
+                v = jnp.asarray(spec, v.dtype).reshape(-1, v.size) @ v.reshape(-1)
+            outs.append((v, v))
+            continue
+        if method == "ibp" or method == "affine":
+            lo, hi = p.bounds[o.id]
+            if spec is not None:
+                c = jnp.asarray(spec, lo.dtype).reshape(-1, o.size)
+                cp, cn = jnp.maximum(c, 0), jnp.minimum(c, 0)
+                l1 = cp @ lo.reshape(-1) + cn @ hi.reshape(-1)
+                h1 = cp @ hi.reshape(-1) + cn @ lo.reshape(-1)
+                if p.opts.float_sound:
+                    u = fm.unit(lo.dtype)
+                    s = fm.inflate(fm.gamma(o.size + 1, u) * (jnp.abs(c) @ node_abs_max((lo, hi)).reshape(-1)), 8.0)
+                    l1, h1 = fm.down(l1 - s), fm.up(h1 + s)
+                lo, hi = l1, h1
+            outs.append((lo, hi))
+            continue
+        lam, m = _output_lam(o, spec)
+        low = p.backward(o, lam, alphas, start_key="out")
+        lo, hi = low[:m], -low[m:]
+        if spec is None:
+            lo, hi = lo.reshape(o.shape), hi.reshape(o.shape)
+            ilo, ihi = p.bounds[o.id]
+            lo, hi = jnp.maximum(lo, ilo), jnp.minimum(hi, ihi)
+        outs.append((lo, hi))
+    return outs
+
+
+def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr):
+    base = _Pass(tape, in_bounds, opts)
+    base.propagate("crown", plan=plan)
+    best = _finish(base, "crown", spec)
+    relu_eqns = [i for i, e in enumerate(tape.eqns) if e.kind == "unary" and e.fn == "relu"]
+    if not relu_eqns or iters <= 0:
+        return best, base
+    starts = [(n, n.id, 2 * n.size) for n in tape.nodes if n.id in plan]
+    outs = [o for o in tape.outputs if isinstance(o, Node)]
+    alphas = {}
+    for node, key, S in starts:
+        for i in relu_eqns:
+            if i < node.eqn_index:
+                a_l = base.relax[i][0]
+                alphas[(key, i)] = jnp.broadcast_to(a_l, (S, *a_l.shape))
+    for o in outs:
+        S = 2 * (o.size if spec is None else int(np.asarray(spec).reshape(-1, o.size).shape[0]))
+        for i in relu_eqns:
+            if i < o.eqn_index:
+                a_l = base.relax[i][0]
+                alphas[("out", i)] = jnp.broadcast_to(a_l, (S, *a_l.shape))
+    keys = list(alphas)
+    params = [alphas[k] for k in keys]
+
+    def evaluate(params):
+        a = dict(zip(keys, params, strict=True))
+        p = _Pass(tape, in_bounds, opts)
+        p.propagate("crown", alphas=a, plan=plan)
+        res = _finish(p, "crown", spec, alphas=a)
+        loss = sum(jnp.sum(hi - lo) for lo, hi in res if lo.size)
+        return loss, res
+
+    opt = optax.adam(lr)
+    state = opt.init(params)
+    flat_best = [(lo, hi) for lo, hi in best]
+
+    def step(carry, _):
+        params, state, cur = carry
+        (loss, res), grads = jax.value_and_grad(evaluate, has_aux=True)(params)
+        new_best = [(jnp.maximum(b[0], r[0]), jnp.minimum(b[1], r[1])) for b, r in zip(cur, res, strict=True)]
+        updates, state = opt.update(grads, state, params)
+        params = [jnp.clip(v, 0.0, 1.0) for v in optax.apply_updates(params, updates)]
+        return (params, state, new_best), loss
+
+    (params, state, flat_best), _ = lax.scan(step, (params, state, flat_best), None, length=iters)
+    # The final parameters are evaluated too (the scan evaluates before each update).
+    _, res = evaluate(params)
+    flat_best = [(jnp.maximum(b[0], r[0]), jnp.minimum(b[1], r[1])) for b, r in zip(flat_best, res, strict=True)]
+    return flat_best, base
+
+
+__all__ = ["run_method", "refine_plan", "math"]
