@@ -9,7 +9,7 @@ The table is built from `ROWS`, a list of ``(name, make)`` pairs. ``make(case)``
 (the traced graph and its inputs for one batch size) and returns a zero-argument callable to time
 (already compiled: the first call is a warm-up), or None to skip that batch size. To add rows
 (e.g. exact-semantics timings), append to `ROWS` or extend it from another module before `main()`.
-The "vs ref" column divides by the "reference (jit)" row of the same batch.
+The "vs ref" columns divide by the "reference (jit)" row of the same batch.
 """
 
 from __future__ import annotations
@@ -123,11 +123,9 @@ ROWS: list[tuple[str, Callable[[Case], Callable | None]]] = [
 ]
 
 
-def time_rows(
-    fns: dict[str, Callable], *, budget_s: float, max_reps: int
-) -> dict[str, tuple[float, int]]:
-    """Median seconds per call of each callable. Calls are interleaved round-robin (one call of
-    every row per round) so that load from other processes hits all rows alike."""
+def time_rows(fns: dict[str, Callable], *, budget_s: float, max_reps: int) -> dict[str, list]:
+    """Seconds per call of each callable, one entry per call. Calls are interleaved round-robin
+    (one call of every row per round) so that load from other processes hits all rows alike."""
     for fn in fns.values():
         jax.block_until_ready(fn())  # warm-up: compile
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -144,7 +142,7 @@ def time_rows(
             min(len(t) for t in times.values()) >= 5 and time.perf_counter() - start > budget_s
         ):
             break
-    return {k: (statistics.median(t), len(t)) for k, t in times.items()}
+    return times
 
 
 def main(argv=None) -> list[dict]:
@@ -166,17 +164,33 @@ def main(argv=None) -> list[dict]:
             if fn is not None:
                 fns[name] = fn
         timed = time_rows(fns, budget_s=args.budget, max_reps=args.max_reps)
-        ref = timed.get("reference (jit)", (None, 0))[0]
-        for name, (sec, reps) in timed.items():
-            results.append({"row": name, "batch": batch, "ms": sec * 1e3, "reps": reps, "ref": ref})
+        ref = timed.get("reference (jit)")
+        for name, t in timed.items():
+            results.append(
+                {
+                    "row": name,
+                    "batch": batch,
+                    "median_ms": statistics.median(t) * 1e3,
+                    "min_ms": min(t) * 1e3,
+                    "reps": len(t),
+                    "ref_median_ms": statistics.median(ref) * 1e3 if ref else None,
+                    "ref_min_ms": min(ref) * 1e3 if ref else None,
+                }
+            )
+    dev = jax.devices()[0].device_kind
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, device {dev}")
+    print(f"MLP {'-'.join(map(str, DIMS))} ReLU, float32 weights; ms per forward call")
+    print("(median and minimum over interleaved calls; the minimum is the least disturbed by load)")
+    cols = ("batch", "median", "vs ref", "min", "vs ref", "reps")
     print(
-        f"jax {jax.__version__}, backend {jax.default_backend()}, device {jax.devices()[0].device_kind}"
+        f"{'row':36s} "
+        + " ".join(f"{c:>{w}s}" for c, w in zip(cols, (5, 9, 7, 9, 7, 5), strict=True))
     )
-    print(f"MLP {'-'.join(map(str, DIMS))} ReLU, float32 weights; median ms per forward call")
-    print(f"{'row':36s} {'batch':>5s} {'ms':>10s} {'vs ref':>8s} {'reps':>5s}")
     for r in results:
-        ratio = f"{r['ms'] / (r['ref'] * 1e3):.2f}x" if r["ref"] else "-"
-        print(f"{r['row']:36s} {r['batch']:5d} {r['ms']:10.3f} {ratio:>8s} {r['reps']:5d}")
+        med = f"{r['median_ms'] / r['ref_median_ms']:.2f}x" if r["ref_median_ms"] else "-"
+        mn = f"{r['min_ms'] / r['ref_min_ms']:.2f}x" if r["ref_min_ms"] else "-"
+        row = f"{r['row']:36s} {r['batch']:5d} {r['median_ms']:9.3f} {med:>7s}"
+        print(f"{row} {r['min_ms']:9.3f} {mn:>7s} {r['reps']:5d}")
     return results
 
 

@@ -1,4 +1,5 @@
 """Tests of tljax.core._typed.typed: jaxtyping annotations checked at call/trace time."""
+# ruff: noqa: F722, F821  (jaxtyping dimension strings are not Python expressions)
 
 import itertools
 import re
@@ -120,7 +121,9 @@ def test_non_array_annotations_are_checked():
         return x * k
 
     assert h(jnp.ones(2), 3).shape == (2,)
-    with pytest.raises(ShapeMismatchError, match=re.escape("h(): argument 'k' = 'a' does not match")):
+    with pytest.raises(
+        ShapeMismatchError, match=re.escape("h(): argument 'k' = 'a' does not match")
+    ):
         h(jnp.ones(2), "a")
 
 

@@ -2,7 +2,8 @@
 
 Runs `train_toy_diffusion` with its defaults: T = 100 diffusion steps (not DDPM's 1000; the
 linear schedule is rescaled to 1e-3..0.2 so x_T is still close to N(0, I)), 5000 Adam steps on
-batches of 256 two-moons points, 1000 DDPM samples. About 10 s on 2 idle CPU cores.
+batches of 256 two-moons points, 1000 DDPM samples: 30-40 s measured on the 2 shared (busy)
+CPU cores, about 16 s of it training.
 """
 
 import time
@@ -29,7 +30,7 @@ def result():
     r = train_toy_diffusion(jax.random.key(0))
     print(f"\ntoy diffusion: {time.perf_counter() - t0:.1f} s total, train {r.train_seconds:.1f} s")
     for name, d in r.distances.items():
-        print(f"  {name:9s} MMD^2 {d.mmd2:.5f}  SW_2 {d.sliced_w2:.4f}")
+        print(f"  {name:9s} MMD^2 {d.mmd2:.5f}  fine {d.mmd2_fine:.5f}  SW_2 {d.sliced_w2:.4f}")
     return r
 
 
@@ -38,13 +39,14 @@ def test_trained_samples_are_much_closer_than_baselines(result):
     # Loose thresholds (measured margins are about 2x tighter): the trained model's distance must
     # be well below N(0, I), whose MMD^2 to the standardised moons is ~0.013 and SW_2 ~0.31.
     assert d["trained"].mmd2 < 0.3 * d["gaussian"].mmd2
+    assert d["trained"].mmd2_fine < 0.3 * d["gaussian"].mmd2_fine
     assert d["trained"].sliced_w2 < 0.5 * d["gaussian"].sliced_w2
     assert (
         d["trained"].mmd2 < d["untrained"].mmd2
         and d["trained"].sliced_w2 < d["untrained"].sliced_w2
     )
-    # The noise floor of the estimators (a second data sample) is below everything else.
-    assert d["data"].sliced_w2 < d["trained"].sliced_w2 * 1.5
+    # The estimators' noise floor (a second data sample) is far below the N(0, I) baseline.
+    assert d["data"].mmd2_fine < 0.2 * d["gaussian"].mmd2_fine
     assert result.samples.shape == (1000, 2) and np.all(np.isfinite(np.asarray(result.samples)))
 
 

@@ -13,15 +13,26 @@ import pytest
 import tljax.layers as tl
 
 
+def randn(seed, shape):
+    """Standard normal test data from numpy (jax.random would compile a kernel per shape)."""
+    if not isinstance(seed, int):  # a PRNG key: derive a seed from its bits
+        seed = int(np.asarray(jax.random.key_data(seed)).sum())
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def randbool(seed, p, shape):
+    return jnp.asarray(np.random.default_rng(seed).random(shape) < p)
+
+
 def rand(seed, shape):
-    return jax.random.normal(jax.random.key(seed), shape)
+    return randn(seed, shape)
 
 
 def qkv(B=2, T=6, S=6, N=4, K=4, H=8, seed=0):
     return rand(seed, (B, T, N, H)), rand(seed + 1, (B, S, K, H)), rand(seed + 2, (B, S, K, H))
 
 
-# --- standard path vs jax.nn ------------------------------------------------------------------------
+# --- standard path vs jax.nn ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -38,7 +49,7 @@ def test_standard_matches_jax_nn(case):
     if case == "bias":
         kw["bias"] = rand(7, (2, 4, T, S))
     if case == "mask":
-        m = jax.random.bernoulli(jax.random.key(8), 0.6, (2, 1, T, S))
+        m = randbool(8, 0.6, (2, 1, T, S))
         kw["mask"] = m.at[..., 0].set(True)  # no fully masked row (conventions differ there)
     if case == "causal":
         kw["is_causal"] = True
@@ -47,7 +58,10 @@ def test_standard_matches_jax_nn(case):
     if case == "unbatched":
         q, k, v = q[0], k[0], v[0]
     ours, ref = jax.jit(
-        lambda q, k, v: (tl.dot_product_attention(q, k, v, **kw), jax.nn.dot_product_attention(q, k, v, **kw))
+        lambda q, k, v: (
+            tl.dot_product_attention(q, k, v, **kw),
+            jax.nn.dot_product_attention(q, k, v, **kw),
+        )
     )(q, k, v)
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, rtol=2e-5, atol=2e-6)
@@ -56,7 +70,10 @@ def test_standard_matches_jax_nn(case):
 def test_fully_masked_rows_are_zero_with_finite_gradients():
     q, k, v = qkv(T=5, S=7)
     mask = jnp.ones((2, 4, 5, 7), bool).at[0, 1, 2, :].set(False).at[1, :, 4, :].set(False)
-    for fn in (tl.dot_product_attention, lambda *a, **kw: tl.flash_attention(*a, block_q=2, block_k=3, **kw)):
+    for fn in (
+        tl.dot_product_attention,
+        lambda *a, **kw: tl.flash_attention(*a, block_q=2, block_k=3, **kw),
+    ):
         out = jax.jit(fn)(q, k, v, mask=mask)
         assert float(jnp.abs(out[0, 2, 1]).max()) == 0.0
         assert float(jnp.abs(out[1, 4]).max()) == 0.0
@@ -71,13 +88,15 @@ def test_shape_errors_explain():
     q, k, v = qkv()
     with pytest.raises(ValueError, match="must be a multiple of key/value heads K=3"):
         tl.dot_product_attention(q, rand(1, (2, 6, 3, 8)), rand(2, (2, 6, 3, 8)))
-    with pytest.raises(ValueError, match=re.escape("does not broadcast to (B, N, T, S) = (2, 4, 6, 6)")):
+    with pytest.raises(
+        ValueError, match=re.escape("does not broadcast to (B, N, T, S) = (2, 4, 6, 6)")
+    ):
         tl.dot_product_attention(q, k, v, bias=jnp.ones((3, 6)))
     with pytest.raises(TypeError, match="mask must be boolean"):
         tl.dot_product_attention(q, k, v, mask=jnp.ones((6, 6)))
 
 
-# --- flash vs standard (float) ---------------------------------------------------------------------
+# --- flash vs standard (float) -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("variant", ["plain", "causal", "mask_bias"])
@@ -88,24 +107,34 @@ def test_flash_matches_standard_for_dividing_and_non_dividing_blocks(variant):
     if variant == "causal":
         kw["is_causal"] = True
     if variant == "mask_bias":
-        kw["mask"] = jax.random.bernoulli(jax.random.key(4), 0.7, (2, 4, T, S))
+        kw["mask"] = randbool(4, 0.7, (2, 4, T, S))
         kw["bias"] = rand(5, (1, 4, T, S))
     std = tl.dot_product_attention(q, k, v, **kw)
-    blocks = {"plain": [(2, 5)], "causal": [(4, 5), (128, 128)], "mask_bias": [(1, 1), (3, 7), (8, 10)]}
+    blocks = {
+        "plain": [(2, 5)],
+        "causal": [(4, 5), (128, 128)],
+        "mask_bias": [(1, 1), (3, 7), (8, 10)],
+    }
     for block_q, block_k in blocks[variant]:
-        flash = jax.jit(lambda q, k, v: tl.flash_attention(q, k, v, block_q=block_q, block_k=block_k, **kw))
-        np.testing.assert_allclose(flash(q, k, v), std, rtol=1e-5, atol=2e-6, err_msg=str((block_q, block_k)))
+        flash = jax.jit(
+            lambda q, k, v: tl.flash_attention(q, k, v, block_q=block_q, block_k=block_k, **kw)
+        )
+        np.testing.assert_allclose(
+            flash(q, k, v), std, rtol=1e-5, atol=2e-6, err_msg=str((block_q, block_k))
+        )
 
 
 @pytest.mark.slow
 def test_flash_matches_standard_for_every_dividing_block_size():
     T, S = 8, 10
     q, k, v = qkv(T=T, S=S, K=2, seed=12)
-    kw = dict(is_causal=True, mask=jax.random.bernoulli(jax.random.key(4), 0.8, (2, 4, T, S)))
+    kw = dict(is_causal=True, mask=randbool(4, 0.8, (2, 4, T, S)))
     std = tl.dot_product_attention(q, k, v, **kw)
     for block_q, block_k in itertools.product([1, 2, 4, 8], [1, 2, 5, 10]):
         flash = tl.flash_attention(q, k, v, block_q=block_q, block_k=block_k, **kw)
-        np.testing.assert_allclose(flash, std, rtol=1e-5, atol=2e-6, err_msg=str((block_q, block_k)))
+        np.testing.assert_allclose(
+            flash, std, rtol=1e-5, atol=2e-6, err_msg=str((block_q, block_k))
+        )
 
 
 def test_flash_gradients_match_standard():
@@ -114,16 +143,23 @@ def test_flash_gradients_match_standard():
     def loss(fn, q, k, v):
         return jnp.sum(jnp.sin(fn(q, k, v, is_causal=True)))
 
-    flash = lambda q, k, v, **kw: tl.flash_attention(q, k, v, block_q=4, block_k=2, **kw)
+    def flash(q, k, v, **kw):
+        return tl.flash_attention(q, k, v, block_q=4, block_k=2, **kw)
+
     g_flash = jax.jit(jax.grad(lambda *a: loss(flash, *a), argnums=(0, 1, 2)))(q, k, v)
-    g_std = jax.jit(jax.grad(lambda *a: loss(tl.dot_product_attention, *a), argnums=(0, 1, 2)))(q, k, v)
+    g_std = jax.jit(jax.grad(lambda *a: loss(tl.dot_product_attention, *a), argnums=(0, 1, 2)))(
+        q, k, v
+    )
     for a, b in zip(g_flash, g_std, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_flash_graph_is_a_scan_without_infinities():
     q, k, v = qkv(T=8, S=8)
-    fn = lambda q, k, v: tl.flash_attention(q, k, v, block_q=4, block_k=4, is_causal=True)
+
+    def fn(q, k, v):
+        return tl.flash_attention(q, k, v, block_q=4, block_k=4, is_causal=True)
+
     closed = jax.make_jaxpr(fn)(q, k, v)
     assert "scan" in {e.primitive.name for e in closed.eqns}
 
@@ -143,7 +179,7 @@ def test_flash_graph_is_a_scan_without_infinities():
     assert all(np.isfinite(c).all() for c in values if np.issubdtype(c.dtype, np.floating))
 
 
-# --- exactness with exp = 2**x on integer scores ------------------------------------------------------
+# --- exactness with exp = 2**x on integer scores -------------------------------------------------
 
 
 def _fraction_standard(s, valid, v):
@@ -159,7 +195,7 @@ def _fraction_standard(s, valid, v):
 
 def _fraction_flash(s, valid, v, block_k):
     """The online-softmax recurrence over key blocks, as Fractions (independent of the JAX code)."""
-    m, l, acc, seen = None, Fraction(0), [Fraction(0)] * len(v[0]), False
+    m, denom, acc, seen = None, Fraction(0), [Fraction(0)] * len(v[0]), False
     for start in range(0, len(s), block_k):
         keys = [j for j in range(start, min(start + block_k, len(s))) if valid[j]]
         if not keys:
@@ -167,10 +203,10 @@ def _fraction_flash(s, valid, v, block_k):
         m_new = max([s[j] for j in keys] + ([m] if seen else []))
         alpha = Fraction(2) ** (m - m_new) if seen else Fraction(0)
         p = {j: Fraction(2) ** (s[j] - m_new) for j in keys}
-        l = alpha * l + sum(p.values())
+        denom = alpha * denom + sum(p.values())
         acc = [alpha * acc[h] + sum(p[j] * v[j][h] for j in keys) for h in range(len(acc))]
         m, seen = m_new, True
-    return [a / l for a in acc] if seen else [Fraction(0)] * len(acc)
+    return [a / denom for a in acc] if seen else [Fraction(0)] * len(acc)
 
 
 def _assert_within_two_ulps(value, exact):
@@ -185,7 +221,8 @@ def _assert_within_two_ulps(value, exact):
 
 
 @pytest.mark.parametrize(
-    "block_q, block_k, is_causal", [(1, 1, False), (2, 3, True), (3, 4, False), (7, 9, True), (4, 2, True)]
+    "block_q, block_k, is_causal",
+    [(1, 1, False), (2, 3, True), (3, 4, False), (7, 9, True), (4, 2, True)],
 )
 def test_flash_equals_standard_exactly_with_base_two_softmax(block_q, block_k, is_causal):
     rng = np.random.default_rng(block_q * 10 + block_k)
@@ -196,7 +233,10 @@ def test_flash_equals_standard_exactly_with_base_two_softmax(block_q, block_k, i
     bias = rng.integers(-2, 3, (B, N, T, S)).astype(np.float32)
     mask = rng.random((B, N, T, S)) < 0.7
     mask[0, 1, 3, :] = False  # a fully masked row
-    exp2 = lambda x: 2.0**x
+
+    def exp2(x):
+        return 2.0**x
+
     kw = dict(bias=bias, mask=mask, is_causal=is_causal, scale=1.0, exp=exp2)
     flash = jax.jit(lambda *a: tl.flash_attention(*a, block_q=block_q, block_k=block_k, **kw))
     flash = np.asarray(flash(q, k, v))
@@ -216,13 +256,18 @@ def test_flash_equals_standard_exactly_with_base_two_softmax(block_q, block_k, i
     assert checked == N * T
 
 
-# --- layers ----------------------------------------------------------------------------------------
+# --- layers --------------------------------------------------------------------------------------
 
 
 def test_flash_attention_layer_equals_function():
     q, k, v = qkv(B=1, T=5, S=5)
     layer = tl.FlashAttention(block_q=2, block_k=2, is_causal=True)
-    run = jax.jit(lambda q, k, v: (layer(q, k, v), tl.flash_attention(q, k, v, block_q=2, block_k=2, is_causal=True)))
+    run = jax.jit(
+        lambda q, k, v: (
+            layer(q, k, v),
+            tl.flash_attention(q, k, v, block_q=2, block_k=2, is_causal=True),
+        )
+    )
     a, b = run(q, k, v)
     np.testing.assert_array_equal(a, b)
 
@@ -230,12 +275,26 @@ def test_flash_attention_layer_equals_function():
 def _mha_pair():
     ours = tl.MultiheadAttention(16, 4, key=jax.random.key(0))
     ref = eqx.nn.MultiheadAttention(
-        4, 16, use_query_bias=True, use_key_bias=True, use_value_bias=True, use_output_bias=True,
+        4,
+        16,
+        use_query_bias=True,
+        use_key_bias=True,
+        use_value_bias=True,
+        use_output_bias=True,
         key=jax.random.key(1),
     )
-    pairs = [(ours.q_proj, "query_proj"), (ours.k_proj, "key_proj"), (ours.v_proj, "value_proj"), (ours.out_proj, "output_proj")]
+    pairs = [
+        (ours.q_proj, "query_proj"),
+        (ours.k_proj, "key_proj"),
+        (ours.v_proj, "value_proj"),
+        (ours.out_proj, "output_proj"),
+    ]
     for lin, name in pairs:
-        ref = eqx.tree_at(lambda m, name=name: (getattr(m, name).weight, getattr(m, name).bias), ref, (lin.weight, lin.bias))
+        ref = eqx.tree_at(
+            lambda m, name=name: (getattr(m, name).weight, getattr(m, name).bias),
+            ref,
+            (lin.weight, lin.bias),
+        )
     return ours, ref
 
 
@@ -278,8 +337,13 @@ def test_mha_padding_mask_equals_truncated_keys_and_batches():
 def test_mha_flash_equals_standard_and_is_causal():
     std, _ = _mha_pair()
     # Same key as _mha_pair, so the same weights.
-    flash = tl.MultiheadAttention(16, 4, implementation="flash", block_q=3, block_k=2, key=jax.random.key(0))
-    assert all(bool((a == b).all()) for a, b in zip(jax.tree.leaves(flash), jax.tree.leaves(std), strict=True))
+    flash = tl.MultiheadAttention(
+        16, 4, implementation="flash", block_q=3, block_k=2, key=jax.random.key(0)
+    )
+    assert all(
+        bool((a == b).all())
+        for a, b in zip(jax.tree.leaves(flash), jax.tree.leaves(std), strict=True)
+    )
     x = rand(6, (2, 7, 16))
     changed = x.at[:, 4:].set(5.0)
 
@@ -294,3 +358,35 @@ def test_mha_flash_equals_standard_and_is_causal():
         tl.MultiheadAttention(16, 4, implementation="fast", key=jax.random.key(0))
     with pytest.raises(ValueError, match="must be divisible by num_heads=3"):
         tl.MultiheadAttention(16, 3, key=jax.random.key(0))
+
+
+def test_flash_equals_standard_under_tljax_exact_semantics():
+    """Integration with tljax.evaluate(..., semantics="exact"): rational arithmetic end to end."""
+    import tljax
+
+    evaluate = getattr(tljax, "evaluate", None)
+    if evaluate is None:
+        pytest.skip("tljax.evaluate is not available in this checkout")
+    rng = np.random.default_rng(5)
+    B, T, S, N, H, Hv = 1, 5, 6, 1, 3, 2
+    q = rng.integers(-1, 2, (B, T, N, H)).astype(np.float32)
+    k = rng.integers(-1, 2, (B, S, N, H)).astype(np.float32)
+    v = (rng.integers(-16, 17, (B, S, N, Hv)) / 8).astype(np.float32)
+    mask = rng.random((B, N, T, S)) < 0.7
+    mask[0, 0, 2, :] = False
+
+    def exp2(x):
+        return 2.0**x
+
+    kw = dict(mask=mask, is_causal=True, scale=1.0, exp=exp2)
+    std = evaluate(lambda *a: tl.dot_product_attention(*a, **kw), q, k, v, semantics="exact")
+    flash = evaluate(
+        lambda *a: tl.flash_attention(*a, block_q=2, block_k=4, **kw), q, k, v, semantics="exact"
+    )
+    for t in range(T):
+        s = [int(q[0, t, 0] @ k[0, j, 0]) for j in range(S)]
+        valid = [bool(mask[0, 0, t, j]) and j <= t for j in range(S)]
+        vv = [[Fraction(float(x)) for x in v[0, j, 0]] for j in range(S)]
+        expected = _fraction_standard(s, valid, vv)
+        assert [Fraction(x) for x in np.asarray(std)[0, t, 0]] == expected
+        assert [Fraction(x) for x in np.asarray(flash)[0, t, 0]] == expected

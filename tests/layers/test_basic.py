@@ -12,16 +12,29 @@ import pytest
 import tljax.layers as tl
 
 
+def randn(seed, shape):
+    """Standard normal test data from numpy (jax.random would compile a kernel per shape)."""
+    if not isinstance(seed, int):  # a PRNG key: derive a seed from its bits
+        seed = int(np.asarray(jax.random.key_data(seed)).sum())
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def randbool(seed, p, shape):
+    return jnp.asarray(np.random.default_rng(seed).random(shape) < p)
+
+
 def keys(n, seed=0):
     return jax.random.split(jax.random.key(seed), n)
 
 
 def name_stacks(fn, *args):
     jaxpr = jax.make_jaxpr(fn)(*args)
-    return {str(e.source_info.name_stack) for e in jaxpr.eqns}, {e.primitive.name for e in jaxpr.eqns}
+    return {str(e.source_info.name_stack) for e in jaxpr.eqns}, {
+        e.primitive.name for e in jaxpr.eqns
+    }
 
 
-# --- Linear ---------------------------------------------------------------------------------------
+# --- Linear --------------------------------------------------------------------------------------
 
 
 def test_linear_shapes_and_equinox_equality():
@@ -29,9 +42,9 @@ def test_linear_shapes_and_equinox_equality():
     ours = tl.Linear(5, 3, key=k1)
     ref = eqx.nn.Linear(5, 3, key=k2)
     ref = eqx.tree_at(lambda m: (m.weight, m.bias), ref, (ours.weight, ours.bias))
-    x = jax.random.normal(k2, (5,))
+    x = randn(k2, (5,))
     np.testing.assert_allclose(ours(x), ref(x), rtol=1e-6, atol=1e-6)
-    xb = jax.random.normal(k1, (4, 2, 5))
+    xb = randn(k1, (4, 2, 5))
     assert ours(xb).shape == (4, 2, 3)
     np.testing.assert_allclose(ours(xb), jax.vmap(jax.vmap(ref))(xb), rtol=1e-6, atol=1e-6)
 
@@ -55,11 +68,13 @@ def test_linear_graph_is_dot_general_add_in_named_scope():
 
 def test_linear_wrong_input_says_what_to_do():
     layer = tl.Linear(3, 2, key=keys(1)[0])
-    with pytest.raises(ValueError, match=re.escape("expected input with last axis 3, got shape (4,)")):
+    with pytest.raises(
+        ValueError, match=re.escape("expected input with last axis 3, got shape (4,)")
+    ):
         layer(jnp.ones(4))
 
 
-# --- Embedding / Flatten -----------------------------------------------------------------------------
+# --- Embedding / Flatten -------------------------------------------------------------------------
 
 
 def test_embedding_matches_equinox_and_indexing():
@@ -74,6 +89,11 @@ def test_embedding_matches_equinox_and_indexing():
         emb(jnp.ones(3))
 
 
+def test_identity_returns_input():
+    x = jnp.arange(3.0)
+    assert tl.Identity()(x) is x
+
+
 def test_flatten_default_is_per_example_and_start_dim_1_is_torch_like():
     x = jnp.arange(24.0).reshape(2, 3, 4)
     assert tl.Flatten()(x).shape == (24,)
@@ -82,7 +102,7 @@ def test_flatten_default_is_per_example_and_start_dim_1_is_torch_like():
     np.testing.assert_array_equal(tl.Flatten()(x), np.arange(24.0))
 
 
-# --- activations ------------------------------------------------------------------------------------
+# --- activations ---------------------------------------------------------------------------------
 
 
 X = jnp.linspace(-30.0, 30.0, 121)
@@ -102,7 +122,11 @@ X = jnp.linspace(-30.0, 30.0, 121)
             "tanh",
         ),
         (tl.Softplus(), lambda x: np.where(x > 20, x, np.log1p(np.exp(x))), None),
-        (tl.Softplus(beta=2.0, threshold=5.0), lambda x: np.where(2 * x > 5, x, np.log1p(np.exp(2 * x)) / 2), None),
+        (
+            tl.Softplus(beta=2.0, threshold=5.0),
+            lambda x: np.where(2 * x > 5, x, np.log1p(np.exp(2 * x)) / 2),
+            None,
+        ),
     ],
 )
 def test_activation_values_and_graph(layer, reference, primitive):
@@ -120,7 +144,7 @@ def test_gelu_rejects_unknown_approximation():
         tl.GELU("fast")
 
 
-# --- Dropout ----------------------------------------------------------------------------------------
+# --- Dropout -------------------------------------------------------------------------------------
 
 
 def test_dropout_keeps_expected_fraction_and_rescales():
@@ -142,24 +166,35 @@ def test_dropout_inference_is_identity_and_inference_mode_toggles():
 
 
 def test_dropout_without_key_explains():
-    with pytest.raises(ValueError, match=re.escape("training mode needs a PRNG key: call it with `key=...`")):
+    with pytest.raises(
+        ValueError, match=re.escape("training mode needs a PRNG key: call it with `key=...`")
+    ):
         tl.Dropout(0.5)(jnp.ones(3))
     with pytest.raises(ValueError, match=re.escape("p must be in [0, 1)")):
         tl.Dropout(1.0)
 
 
-# --- containers ---------------------------------------------------------------------------------------
+# --- containers ----------------------------------------------------------------------------------
 
 
 def test_sequential_equals_manual_composition_and_splits_keys():
     k1, k2, k3 = keys(3)
     a, b = tl.Linear(4, 8, key=k1), tl.Linear(8, 2, key=k2)
     seq = tl.Sequential(a, tl.ReLU(), tl.Dropout(0.5), b)
-    x = jax.random.normal(k3, (4,))
-    np.testing.assert_allclose(seq(x, key=k3), b(tl.Dropout(0.5)(jax.nn.relu(a(x)), key=jax.random.split(k3, 4)[2])), rtol=1e-6)
+    x = randn(k3, (4,))
+    np.testing.assert_allclose(
+        seq(x, key=k3),
+        b(tl.Dropout(0.5)(jax.nn.relu(a(x)), key=jax.random.split(k3, 4)[2])),
+        rtol=1e-6,
+    )
     assert len(seq) == 4 and seq[0] is a
     assert seq[:2](x).shape == (8,)
     assert tl.Sequential([a, b])(x).shape == (2,)
+
+
+def test_sequential_accepts_plain_functions():
+    seq = tl.Sequential(jax.nn.relu, tl.Flatten())
+    np.testing.assert_array_equal(seq(jnp.array([[-1.0, 2.0]]), key=jax.random.key(0)), [0.0, 2.0])
 
 
 def test_sequential_rejects_state_for_stateless_layers():
@@ -170,7 +205,7 @@ def test_sequential_rejects_state_for_stateless_layers():
 
 def test_mlp_matches_manual_layers():
     mlp = tl.MLP(6, [5, 4], 3, activation=tl.Tanh(), key=keys(1)[0])
-    x = jax.random.normal(keys(1, seed=1)[0], (7, 6))
+    x = randn(keys(1, seed=1)[0], (7, 6))
     h = x
     for layer in mlp.layers[:-1]:
         h = jnp.tanh(h @ layer.weight.T + layer.bias)

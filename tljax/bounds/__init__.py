@@ -1,6 +1,7 @@
 """tljax.bounds: sound interval and CROWN / alpha-CROWN bounds over jaxprs, and certificates."""
 
 from ._api import bound as bound
+from ._api import relu_shapes as relu_shapes
 from ._box import Bounds as Bounds
 from ._box import Box as Box
 from ._float_model import ProgramModel as ProgramModel

@@ -33,17 +33,39 @@ def _program_model(float_format) -> fm.ProgramModel:
     if isinstance(float_format, fm.ProgramModel):
         return float_format
     table = {
-        "bf16": fm.ProgramModel(2.0**-8, 2.0**-24, 2.0**-126, "bfloat16 ops, float32 accumulation, FTZ"),
-        "bfloat16": fm.ProgramModel(2.0**-8, 2.0**-24, 2.0**-126, "bfloat16 ops, float32 accumulation, FTZ"),
-        "fp16": fm.ProgramModel(2.0**-11, 2.0**-24, 2.0**-14, "float16 ops, float32 accumulation, FTZ"),
-        "float16": fm.ProgramModel(2.0**-11, 2.0**-24, 2.0**-14, "float16 ops, float32 accumulation, FTZ"),
+        "bf16": fm.ProgramModel(
+            2.0**-8, 2.0**-24, 2.0**-126, "bfloat16 ops, float32 accumulation, FTZ"
+        ),
+        "bfloat16": fm.ProgramModel(
+            2.0**-8, 2.0**-24, 2.0**-126, "bfloat16 ops, float32 accumulation, FTZ"
+        ),
+        "fp16": fm.ProgramModel(
+            2.0**-11, 2.0**-24, 2.0**-14, "float16 ops, float32 accumulation, FTZ"
+        ),
+        "float16": fm.ProgramModel(
+            2.0**-11, 2.0**-24, 2.0**-14, "float16 ops, float32 accumulation, FTZ"
+        ),
     }
     if float_format not in table:
-        raise InputError(f"float_format {float_format!r} is not supported; use one of {sorted(table)} or a ProgramModel")
+        raise InputError(
+            f"float_format {float_format!r} is not supported; use one of {sorted(table)} or a ProgramModel"
+        )
     return table[float_format]
 
 
-def _compute(graph: Graph, n_box: int, box_leaves, arg_leaves, *, method, opts, spec, alpha_iters, alpha_lr):
+def _compute(
+    graph: Graph,
+    n_box: int,
+    box_leaves,
+    arg_leaves,
+    splits=None,
+    *,
+    method,
+    opts,
+    spec,
+    alpha_iters,
+    alpha_lr,
+):
     mask = [True] * n_box + [False] * (len(graph.in_avals) - n_box)
     tape = record_graph(graph, mask, arg_leaves, name=method)
     in_bounds = {}
@@ -51,8 +73,28 @@ def _compute(graph: Graph, n_box: int, box_leaves, arg_leaves, *, method, opts, 
         lo = jnp.asarray(lo, node.dtype)
         hi = jnp.asarray(hi, node.dtype)
         in_bounds[node.id] = (jnp.broadcast_to(lo, node.shape), jnp.broadcast_to(hi, node.shape))
-    outs, _ = run_method(tape, in_bounds, opts, method, spec, alpha_iters=alpha_iters, alpha_lr=alpha_lr)
+    outs, _ = run_method(
+        tape,
+        in_bounds,
+        opts,
+        method,
+        spec,
+        alpha_iters=alpha_iters,
+        alpha_lr=alpha_lr,
+        splits=splits,
+    )
     return outs
+
+
+def relu_shapes(fn, box: Box, *args) -> list[tuple]:
+    """Input shapes of the ReLUs of `fn` in tape order (the layout of `bound(..., relu_splits=)`)."""
+    example = (box.lower, *args)
+    graph = fn if isinstance(fn, Graph) else trace(fn, *example)
+    n_box = len(jtu.tree_leaves(box.lower))
+    leaves = graph.flatten_inputs(*example)
+    mask = [True] * n_box + [False] * (len(graph.in_avals) - n_box)
+    tape = record_graph(graph, mask, leaves[n_box:])
+    return [e.inputs[0].shape for e in tape.eqns if e.kind == "unary" and e.fn == "relu"]
 
 
 def bound(
@@ -64,8 +106,9 @@ def bound(
     float_format=None,
     spec=None,
     certificate: bool = False,
-    alpha_iters: int = 20,
-    alpha_lr: float = 0.1,
+    alpha_iters: int = 40,
+    alpha_lr: float = 0.25,
+    relu_splits=None,
     jit: bool = True,
 ) -> Bounds:
     """Certified bounds of `fn(x, *args)` for every `x` in `box`.
@@ -87,6 +130,10 @@ def bound(
       certificate: also return a `Certificate` (CROWN / alpha-CROWN / IBP) checkable in exact
         arithmetic by `tljax.bounds.check`.
       alpha_iters, alpha_lr: alpha-CROWN's optimisation budget.
+      relu_splits: for branch and bound: a list (one entry per ReLU in the order of
+        `relu_shapes(fn, box)`) of int arrays, +1 = neuron forced active, -1 = inactive, 0 = free,
+        or None. The bounds then hold on the part of the box where the constraints hold (when some
+        lower bound exceeds its upper bound, that part is empty).
       jit: compile the computation (cached per function and shapes).
 
     Returns:
@@ -110,8 +157,12 @@ def bound(
     arg_leaves = all_leaves[n_box:]
     spec_arr = None if spec is None else np.asarray(spec)
     if spec_arr is not None and len(graph.out_avals) != 1:
-        raise InputError(f"spec needs a function with one array output; {graph.name!r} has {len(graph.out_avals)}")
-    if spec_arr is not None and spec_arr.reshape(spec_arr.shape[0], -1).shape[1] != int(np.prod(graph.out_avals[0].shape)):
+        raise InputError(
+            f"spec needs a function with one array output; {graph.name!r} has {len(graph.out_avals)}"
+        )
+    if spec_arr is not None and spec_arr.reshape(spec_arr.shape[0], -1).shape[1] != int(
+        np.prod(graph.out_avals[0].shape)
+    ):
         raise InputError(
             f"spec has {spec_arr.reshape(spec_arr.shape[0], -1).shape[1]} columns but the output has "
             f"{int(np.prod(graph.out_avals[0].shape))} elements"
@@ -137,9 +188,9 @@ def bound(
             while len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
         _CACHE.move_to_end(key)
-        outs = entry[1](boxes, arg_leaves)
+        outs = entry[1](boxes, arg_leaves, relu_splits)
     else:
-        outs = _compute(graph, n_box, boxes, arg_leaves, **kw)
+        outs = _compute(graph, n_box, boxes, arg_leaves, relu_splits, **kw)
     lows = [o[0] for o in outs]
     highs = [o[1] for o in outs]
     if spec_arr is not None:
@@ -150,5 +201,14 @@ def bound(
     if certificate:
         from ._certificate import make_certificate
 
-        cert = make_certificate(graph, n_box, boxes, arg_leaves, method=method, opts=opts, spec=spec_arr, bounds=(lows, highs))
+        cert = make_certificate(
+            graph,
+            n_box,
+            boxes,
+            arg_leaves,
+            method=method,
+            opts=opts,
+            spec=spec_arr,
+            bounds=(lows, highs),
+        )
     return Bounds(lower, upper, method=method, float_sound=opts.float_sound, certificate=cert)

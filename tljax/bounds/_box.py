@@ -42,7 +42,7 @@ def _validate(lower, upper, what="Box"):
         bad = np.argwhere(lo_c > hi_c)
         for idx in bad[:20]:
             t = tuple(int(i) for i in idx)
-            problems.append(f"leaf {k} index {t}: lower {lo_c[t]!r} > upper {hi_c[t]!r}")
+            problems.append(f"leaf {k} index {t}: lower {float(lo_c[t])!r} > upper {float(hi_c[t])!r}")
         extra = max(0, len(bad) - 20) + max(0, len(bad_nan) - 20)
         if extra:
             problems.append(f"... and {extra} more offending indices in leaf {k}")

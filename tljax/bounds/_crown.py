@@ -17,9 +17,21 @@ from . import _float_model as fm
 from ._relax import Options, ibp_eqn, node_abs_max, relax_mul, relax_unary
 from ._tape import STRUCTURAL, Node, Tape, apply_affine, terms
 
-_BOXLIKE = frozenset([lax.reshape_p, lax.transpose_p, lax.squeeze_p, lax.slice_p, lax.rev_p, lax.copy_p, lax.convert_element_type_p])
+_BOXLIKE = frozenset(
+    [
+        lax.reshape_p,
+        lax.transpose_p,
+        lax.squeeze_p,
+        lax.slice_p,
+        lax.rev_p,
+        lax.copy_p,
+        lax.convert_element_type_p,
+    ]
+)
 # Coordinatewise maps: an exact interval stays exact through them.
-_COORDWISE = _BOXLIKE | frozenset([lax.add_p, lax.sub_p, lax.mul_p, lax.div_p, lax.neg_p, lax.broadcast_in_dim_p])
+_COORDWISE = _BOXLIKE | frozenset(
+    [lax.add_p, lax.sub_p, lax.mul_p, lax.div_p, lax.neg_p, lax.broadcast_in_dim_p]
+)
 
 
 def refine_plan(tape: Tape) -> set[int]:
@@ -34,7 +46,9 @@ def refine_plan(tape: Tape) -> set[int]:
             if e.prim in _BOXLIKE and all(n.id in boxlike for n in ins):
                 boxlike.add(e.out.id)
                 exact.add(e.out.id)
-            elif all(n.id in boxlike for n in ins) or (len(ins) == 1 and ins[0].id in exact and e.prim in _COORDWISE):
+            elif all(n.id in boxlike for n in ins) or (
+                len(ins) == 1 and ins[0].id in exact and e.prim in _COORDWISE
+            ):
                 exact.add(e.out.id)
         if e.kind in ("unary", "mul"):
             plan.update(n.id for n in ins if n.id not in exact)
@@ -59,6 +73,7 @@ class _Pass:
         self.bounds = dict(in_bounds)
         self.relax: dict[int, tuple] = {}
         self._m: dict[int, jax.Array] = {}
+        self.empty = jnp.asarray(False)  # the split constraints leave no point of the box
 
     # Per affine equation: |L|-weighted allowance for (a) rounding of the transposed product and of
     # the constant term in this computation and (b) the program's own rounding at this node.
@@ -69,7 +84,9 @@ class _Pass:
         n_fwd, n_bwd = terms(e)
         xmax = [node_abs_max(self.bounds[n.id]) for n in e.node_inputs]
         labs = apply_affine(e, xmax, mode="abs")
-        f0 = jnp.abs(apply_affine(e, [jnp.zeros(n.shape, n.dtype) for n in e.node_inputs], mode="zero"))
+        f0 = jnp.abs(
+            apply_affine(e, [jnp.zeros(n.shape, n.dtype) for n in e.node_inputs], mode="zero")
+        )
         u = fm.unit(labs.dtype)
         m = jnp.zeros_like(labs)
         if n_bwd:
@@ -126,8 +143,11 @@ class _Pass:
                 acc[x.id] = acc[x.id] + g if x.id in acc else g
                 if fs:
                     xm = node_abs_max(self.bounds[x.id])
-                    slack = slack + 2 * u * _sum_rows(jnp.abs(g) * xm) + fm.gamma(x.size + 1, u) * _sum_rows(
-                        jnp.abs(_mul0(Lp, b_l)) + jnp.abs(_mul0(Ln, b_u))
+                    slack = (
+                        slack
+                        + 2 * u * _sum_rows(jnp.abs(g) * xm)
+                        + fm.gamma(x.size + 1, u)
+                        * _sum_rows(jnp.abs(_mul0(Lp, b_l)) + jnp.abs(_mul0(Ln, b_u)))
                     )
             elif e.kind == "mul":
                 (axl, ayl, cl), (axu, ayu, cu) = self.relax[i]
@@ -143,17 +163,25 @@ class _Pass:
                 acc[x.id] = acc[x.id] + gx if x.id in acc else gx
                 acc[y.id] = acc[y.id] + gy if y.id in acc else gy
                 if fs:
-                    slack = slack + 4 * u * (
-                        _sum_rows(jnp.abs(gx) * node_abs_max(self.bounds[x.id]))
-                        + _sum_rows(jnp.abs(gy) * node_abs_max(self.bounds[y.id]))
-                    ) + fm.gamma(e.out.size + 1, u) * jnp.abs(t)
+                    slack = (
+                        slack
+                        + 4
+                        * u
+                        * (
+                            _sum_rows(jnp.abs(gx) * node_abs_max(self.bounds[x.id]))
+                            + _sum_rows(jnp.abs(gy) * node_abs_max(self.bounds[y.id]))
+                        )
+                        + fm.gamma(e.out.size + 1, u) * jnp.abs(t)
+                    )
             else:  # concretize: the node's own interval
                 lo, hi = self.bounds[e.out.id]
                 Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
                 t = _sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi))
                 bias, absbias = bias + t, absbias + jnp.abs(t)
                 if fs:
-                    slack = slack + fm.gamma(e.out.size + 1, u) * _sum_rows(jnp.abs(L) * node_abs_max((lo, hi)))
+                    slack = slack + fm.gamma(e.out.size + 1, u) * _sum_rows(
+                        jnp.abs(L) * node_abs_max((lo, hi))
+                    )
         for n in tape.inputs:
             L = acc.pop(n.id, None)
             if L is None:
@@ -164,7 +192,9 @@ class _Pass:
             t = _sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi))
             bias, absbias = bias + t, absbias + jnp.abs(t)
             if fs:
-                slack = slack + fm.gamma(n.size + 1, u) * _sum_rows(jnp.abs(L) * node_abs_max((lo, hi)))
+                slack = slack + fm.gamma(n.size + 1, u) * _sum_rows(
+                    jnp.abs(L) * node_abs_max((lo, hi))
+                )
         if not fs:
             return jnp.where(jnp.isnan(bias), -jnp.inf, bias)
         slack = slack + fm.gamma(steps + 1, u) * absbias
@@ -194,9 +224,16 @@ class _Pass:
             by = tuple(jnp.broadcast_to(v, shape) for v in by)
             self.relax[i] = relax_mul(bx, by, self.opts)
 
-    def propagate(self, method: str, alphas=None, plan: set | None = None):
-        """Forward sweep: interval bounds of every node, tightened by CROWN where planned."""
+    def propagate(self, method: str, alphas=None, plan: set | None = None, splits=None):
+        """Forward sweep: interval bounds of every node, tightened by CROWN where planned.
+
+        `splits` maps the k-th ReLU of the tape to an int array over its input: +1 restricts the
+        neuron to its active side (input >= 0), -1 to its inactive side (input <= 0), 0 leaves it.
+        Bounds are then valid on the part of the box where those constraints hold; when a lower
+        bound exceeds an upper bound that part is empty.
+        """
         refined = set()
+        relu_k = 0
         for i, e in enumerate(self.tape.eqns):
             if method != "ibp" and e.kind in ("unary", "mul"):
                 for n in e.node_inputs:
@@ -205,6 +242,19 @@ class _Pass:
                         olo, ohi = self.bounds[n.id]
                         self.bounds[n.id] = (jnp.maximum(lo, olo), jnp.minimum(hi, ohi))
                         refined.add(n.id)
+            if e.kind == "unary" and e.fn == "relu":
+                if splits is not None and relu_k < len(splits) and splits[relu_k] is not None:
+                    x = e.inputs[0]
+                    s = jnp.asarray(splits[relu_k]).reshape(x.shape)
+                    lo, hi = self.bounds[x.id]
+                    lo, hi = (
+                        jnp.where(s > 0, jnp.maximum(lo, 0.0), lo),
+                        jnp.where(s < 0, jnp.minimum(hi, 0.0), hi),
+                    )
+                    self.bounds[x.id] = (lo, hi)
+                    self.empty = self.empty | jnp.any(lo > hi)
+                relu_k += 1
+            if method != "ibp" and e.kind in ("unary", "mul"):
                 self.relax_eqn(i)
             self.bounds[e.out.id] = ibp_eqn(e, self.bounds, self.opts)
 
@@ -230,17 +280,32 @@ def _output_lam(out: Node, spec):
     return lam, c.shape[0]
 
 
-def run_method(tape: Tape, in_bounds: dict, opts: Options, method: str, spec=None, *, alpha_iters=20, alpha_lr=0.1):
+def run_method(
+    tape: Tape,
+    in_bounds: dict,
+    opts: Options,
+    method: str,
+    spec=None,
+    *,
+    alpha_iters=20,
+    alpha_lr=0.1,
+    splits=None,
+):
     """Bounds of every tape output (or of `spec @ output` for a single output).
 
     Returns (list of (lower, upper) per output, the `_Pass` with all intermediate state).
     """
     plan = refine_plan(tape) if method != "ibp" else set()
     if method == "alpha-crown":
-        return _alpha_crown(tape, in_bounds, opts, spec, plan, alpha_iters, alpha_lr)
+        return _alpha_crown(tape, in_bounds, opts, spec, plan, alpha_iters, alpha_lr, splits)
     p = _Pass(tape, in_bounds, opts)
-    p.propagate(method, plan=plan)
-    return _finish(p, method, spec), p
+    p.propagate(method, plan=plan, splits=splits)
+    return _mark_empty(_finish(p, method, spec), p.empty), p
+
+
+def _mark_empty(outs, empty):
+    # Over an empty set every bound holds: report the empty interval [+inf, -inf].
+    return [(jnp.where(empty, jnp.inf, lo), jnp.where(empty, -jnp.inf, hi)) for lo, hi in outs]
 
 
 def _finish(p: _Pass, method, spec, alphas=None):
@@ -261,7 +326,10 @@ def _finish(p: _Pass, method, spec, alphas=None):
                 h1 = cp @ hi.reshape(-1) + cn @ lo.reshape(-1)
                 if p.opts.float_sound:
                     u = fm.unit(lo.dtype)
-                    s = fm.inflate(fm.gamma(o.size + 1, u) * (jnp.abs(c) @ node_abs_max((lo, hi)).reshape(-1)), 8.0)
+                    s = fm.inflate(
+                        fm.gamma(o.size + 1, u) * (jnp.abs(c) @ node_abs_max((lo, hi)).reshape(-1)),
+                        8.0,
+                    )
                     l1, h1 = fm.down(l1 - s), fm.up(h1 + s)
                 lo, hi = l1, h1
             outs.append((lo, hi))
@@ -277,10 +345,12 @@ def _finish(p: _Pass, method, spec, alphas=None):
     return outs
 
 
-def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr):
+def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None):
     base = _Pass(tape, in_bounds, opts)
-    base.propagate("crown", plan=plan)
+    base.propagate("crown", plan=plan, splits=splits)
     best = _finish(base, "crown", spec)
+    if not any(e.kind == "unary" and e.fn == "relu" for e in tape.eqns) or iters <= 0:
+        return _mark_empty(best, base.empty), base
     relu_eqns = [i for i, e in enumerate(tape.eqns) if e.kind == "unary" and e.fn == "relu"]
     if not relu_eqns or iters <= 0:
         return best, base
@@ -304,7 +374,7 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr):
     def evaluate(params):
         a = dict(zip(keys, params, strict=True))
         p = _Pass(tape, in_bounds, opts)
-        p.propagate("crown", alphas=a, plan=plan)
+        p.propagate("crown", alphas=a, plan=plan, splits=splits)
         res = _finish(p, "crown", spec, alphas=a)
         loss = sum(jnp.sum(hi - lo) for lo, hi in res if lo.size)
         return loss, res
@@ -316,7 +386,10 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr):
     def step(carry, _):
         params, state, cur = carry
         (loss, res), grads = jax.value_and_grad(evaluate, has_aux=True)(params)
-        new_best = [(jnp.maximum(b[0], r[0]), jnp.minimum(b[1], r[1])) for b, r in zip(cur, res, strict=True)]
+        new_best = [
+            (jnp.maximum(b[0], r[0]), jnp.minimum(b[1], r[1]))
+            for b, r in zip(cur, res, strict=True)
+        ]
         updates, state = opt.update(grads, state, params)
         params = [jnp.clip(v, 0.0, 1.0) for v in optax.apply_updates(params, updates)]
         return (params, state, new_best), loss
@@ -324,8 +397,11 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr):
     (params, state, flat_best), _ = lax.scan(step, (params, state, flat_best), None, length=iters)
     # The final parameters are evaluated too (the scan evaluates before each update).
     _, res = evaluate(params)
-    flat_best = [(jnp.maximum(b[0], r[0]), jnp.minimum(b[1], r[1])) for b, r in zip(flat_best, res, strict=True)]
-    return flat_best, base
+    flat_best = [
+        (jnp.maximum(b[0], r[0]), jnp.minimum(b[1], r[1]))
+        for b, r in zip(flat_best, res, strict=True)
+    ]
+    return _mark_empty(flat_best, base.empty), base
 
 
 __all__ = ["run_method", "refine_plan", "math"]

@@ -112,7 +112,16 @@ class Tape:
     def record(self, kind, prim, params, inputs, out_aval, *, fn="", ctx=None) -> Node:
         out = self.new_node(out_aval.shape, out_aval.dtype)
         self.eqns.append(
-            TapeEqn(kind, prim, dict(params), list(inputs), out, fn, ctx.eqn if ctx else None, ctx.path if ctx else ())
+            TapeEqn(
+                kind,
+                prim,
+                dict(params),
+                list(inputs),
+                out,
+                fn,
+                ctx.eqn if ctx else None,
+                ctx.path if ctx else (),
+            )
         )
         return out
 
@@ -129,21 +138,40 @@ class Tape:
 
 P = lax
 _STRUCTURAL = [
-    P.reshape_p, P.broadcast_in_dim_p, P.transpose_p, P.squeeze_p, P.slice_p, P.pad_p,
-    P.concatenate_p, P.rev_p, P.gather_p, P.dynamic_slice_p, P.dynamic_update_slice_p,
-    P.select_n_p, P.copy_p, compat.stop_gradient_p,
+    P.reshape_p,
+    P.broadcast_in_dim_p,
+    P.transpose_p,
+    P.squeeze_p,
+    P.slice_p,
+    P.pad_p,
+    P.concatenate_p,
+    P.rev_p,
+    P.gather_p,
+    P.dynamic_slice_p,
+    P.dynamic_update_slice_p,
+    P.select_n_p,
+    P.copy_p,
+    compat.stop_gradient_p,
 ]
 for _name in ("copy_p", "stack_p", "split_p"):
     _p = getattr(jax.extend.core.primitives, _name, None)
     if _p is not None and _p not in _STRUCTURAL:
         _STRUCTURAL.append(_p)
 STRUCTURAL = frozenset(_STRUCTURAL)  # exact (no arithmetic), monotone in every node operand
-SUMS = frozenset([P.add_p, P.sub_p, compat.add_any_p, P.neg_p, P.reduce_sum_p, P.cumsum_p, P.reduce_window_sum_p])
+SUMS = frozenset(
+    [P.add_p, P.sub_p, compat.add_any_p, P.neg_p, P.reduce_sum_p, P.cumsum_p, P.reduce_window_sum_p]
+)
 CONST_SCALED = frozenset([P.mul_p, P.dot_general_p, P.conv_general_dilated_p, P.div_p])
 
 UNARY_FNS = {
-    P.exp_p: "exp", P.log_p: "log", P.log1p_p: "log1p", P.tanh_p: "tanh", P.logistic_p: "logistic",
-    P.sqrt_p: "sqrt", P.rsqrt_p: "rsqrt", P.abs_p: "abs",
+    P.exp_p: "exp",
+    P.log_p: "log",
+    P.log1p_p: "log1p",
+    P.tanh_p: "tanh",
+    P.logistic_p: "logistic",
+    P.sqrt_p: "sqrt",
+    P.rsqrt_p: "rsqrt",
+    P.abs_p: "abs",
 }
 
 
@@ -165,6 +193,9 @@ def apply_affine(e: TapeEqn, node_vals: list, *, mode: str = "value"):
     """
     it = iter(node_vals)
     prim = e.prim
+    if prim is compat.stop_gradient_p:
+        # The identity on values; applying the primitive would make JAX's transpose zero.
+        return next(it) if mode != "zero" else jnp.zeros(e.out.shape, e.out.dtype)
     vals = []
     for v in e.inputs:
         if isinstance(v, Node):
@@ -213,11 +244,18 @@ def terms(e: TapeEqn) -> tuple[int, int]:
     if prim is P.dot_general_p:
         (lc, rc), (lb, rb) = p["dimension_numbers"]
         lhs, rhs = e.inputs
-        ls, rs = np.shape(lhs) if not isinstance(lhs, Node) else lhs.shape, np.shape(rhs) if not isinstance(rhs, Node) else rhs.shape
+        ls, rs = (
+            np.shape(lhs) if not isinstance(lhs, Node) else lhs.shape,
+            np.shape(rhs) if not isinstance(rhs, Node) else rhs.shape,
+        )
         k = int(np.prod([ls[a] for a in lc], dtype=np.int64))
         node_is_lhs = isinstance(lhs, Node)
         other, oc, ob = (rs, rc, rb) if node_is_lhs else (ls, lc, lb)
-        free = int(np.prod([other[a] for a in range(len(other)) if a not in oc and a not in ob], dtype=np.int64))
+        free = int(
+            np.prod(
+                [other[a] for a in range(len(other)) if a not in oc and a not in ob], dtype=np.int64
+            )
+        )
         return max(k, 1), max(free, 1)
     if prim is P.conv_general_dilated_p:
         lhs, rhs = e.inputs
@@ -257,17 +295,23 @@ def _record_unary(fn):
 def _sub_walk(ctx, f, *vals):
     """Records `f(*vals)` (a small jnp function) through the walker with the same semantics."""
     avals = [
-        jax.ShapeDtypeStruct(v.shape, v.dtype) if isinstance(v, Node) else jax.ShapeDtypeStruct(np.shape(v), jnp.result_type(v))
+        jax.ShapeDtypeStruct(v.shape, v.dtype)
+        if isinstance(v, Node)
+        else jax.ShapeDtypeStruct(np.shape(v), jnp.result_type(v))
         for v in vals
     ]
     closed = jax.make_jaxpr(f)(*avals)
     jaxpr, consts = compat.open_jaxpr(closed)
-    out = eval_jaxpr(ctx.semantics, jaxpr, consts, list(vals), path=ctx.path + (f"{ctx.primitive.name}:rewrite",))
+    out = eval_jaxpr(
+        ctx.semantics, jaxpr, consts, list(vals), path=ctx.path + (f"{ctx.primitive.name}:rewrite",)
+    )
     return out[0] if len(out) == 1 else out
 
 
 def _relu_node(ctx, x):
-    return _tape(ctx).record("unary", None, {}, [x], jax.core.ShapedArray(x.shape, x.dtype), fn="relu", ctx=ctx)
+    return _tape(ctx).record(
+        "unary", None, {}, [x], jax.core.ShapedArray(x.shape, x.dtype), fn="relu", ctx=ctx
+    )
 
 
 def _max(ctx, a, b):
@@ -305,9 +349,13 @@ def _mul(ctx, a, b, **params):
 def _div(ctx, a, b, **params):
     if not isinstance(b, Node):
         return _record_affine(ctx, a, b, **params)
-    r = _tape(ctx).record("unary", None, {}, [b], jax.core.ShapedArray(b.shape, b.dtype), fn="recip", ctx=ctx)
+    r = _tape(ctx).record(
+        "unary", None, {}, [b], jax.core.ShapedArray(b.shape, b.dtype), fn="recip", ctx=ctx
+    )
     shape = ctx.out_avals[0].shape
-    return _sub_walk(ctx, lambda x, y: jnp.broadcast_to(x, shape) * jnp.broadcast_to(y, shape), a, r)
+    return _sub_walk(
+        ctx, lambda x, y: jnp.broadcast_to(x, shape) * jnp.broadcast_to(y, shape), a, r
+    )
 
 
 def _dot_general(ctx, lhs, rhs, **params):
@@ -429,8 +477,10 @@ def _convert(ctx, x, *, new_dtype, **params):
 
 
 def _reduce_window_max(ctx, x, **params):
-    if all(p == (0, 0) for p in params["padding"]) and all(d == 1 for d in params["base_dilation"]) and all(
-        d == 1 for d in params["window_dilation"]
+    if (
+        all(p == (0, 0) for p in params["padding"])
+        and all(d == 1 for d in params["base_dilation"])
+        and all(d == 1 for d in params["window_dilation"])
     ):
         win, strides = params["window_dimensions"], params["window_strides"]
         out_shape = ctx.out_avals[0].shape
@@ -440,7 +490,9 @@ def _reduce_window_max(ctx, x, **params):
             acc = None
             for off in np.ndindex(*win):
                 start = tuple(off)
-                limit = tuple(o + (n - 1) * s + 1 for o, n, s in zip(off, out_shape, strides, strict=True))
+                limit = tuple(
+                    o + (n - 1) * s + 1 for o, n, s in zip(off, out_shape, strides, strict=True)
+                )
                 sl = lax.slice(v, start, limit, strides)
                 acc = sl if acc is None else jnp.maximum(acc, sl)
             return acc
@@ -454,9 +506,13 @@ def _logaddexp(ctx, a, b, **params):
     if isinstance(a, Node) and not isinstance(b, Node):
         c = np.asarray(b) if not isinstance(b, jax.core.Tracer) else None
         if c is not None and np.all(c == 0):
-            return [_tape(ctx).record("unary", None, {}, [a], ctx.out_avals[0], fn="softplus", ctx=ctx)]
+            return [
+                _tape(ctx).record("unary", None, {}, [a], ctx.out_avals[0], fn="softplus", ctx=ctx)
+            ]
     jaxpr, consts = compat.open_jaxpr(ctx.eqn.params["call_jaxpr"])
-    return eval_jaxpr(ctx.semantics, jaxpr, consts, [a, b], path=ctx.path + ("custom_jvp(logaddexp)",))
+    return eval_jaxpr(
+        ctx.semantics, jaxpr, consts, [a, b], path=ctx.path + ("custom_jvp(logaddexp)",)
+    )
 
 
 RECORD_RULES: dict = {p: _record_affine for p in STRUCTURAL | SUMS}
@@ -475,7 +531,12 @@ RECORD_RULES.update(
         P.expm1_p: _expm1,
         P.exp2_p: _exp2,
         P.clamp_p: _clamp,
-        P.ne_p: _compare, P.eq_p: _compare, P.lt_p: _compare, P.le_p: _compare, P.gt_p: _compare, P.ge_p: _compare,
+        P.ne_p: _compare,
+        P.eq_p: _compare,
+        P.lt_p: _compare,
+        P.le_p: _compare,
+        P.gt_p: _compare,
+        P.ge_p: _compare,
         P.select_n_p: _select_n,
         P.convert_element_type_p: _convert,
         P.reduce_window_max_p: _reduce_window_max,

@@ -13,6 +13,7 @@ from ._graph import Graph as Graph
 from ._graph import iter_eqns as iter_eqns
 from ._graph import trace as trace
 from ._semantics import Semantics as Semantics
+from ._typed import typed as typed
 from ._walker import HIGHER_ORDER as HIGHER_ORDER
 from ._walker import Context as Context
 from ._walker import bind as bind

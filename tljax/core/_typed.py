@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools as ft
 import inspect
+import operator
 import re
 import types
 import typing
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import jax
+import jax.extend
 import jaxtyping
 import numpy as np
 
@@ -36,11 +38,12 @@ except ImportError:  # pragma: no cover - exercised only where beartype is absen
 
 __all__ = ["typed"]
 
+# Equations traced inside a typed function are attributed to the user's code, not this wrapper.
+jax.extend.source_info_util.register_exclusion(__file__)
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-_FIX = (
-    "Fix the shape passed by the caller, or the annotation of the function if it is too strict."
-)
+_FIX = "Fix the shape passed by the caller, or the annotation of the function if it is too strict."
 
 
 # ------------------------------------------------------------------------------------------------
@@ -154,7 +157,9 @@ def _type_name(t: Any) -> str:
 
 
 def _show_annotation(ann: Any) -> str:
-    return f"{_dtype_family(ann)}[{_type_name(ann.array_type).removeprefix('jax.')}, {ann.dim_str!r}]"
+    return (
+        f"{_dtype_family(ann)}[{_type_name(ann.array_type).removeprefix('jax.')}, {ann.dim_str!r}]"
+    )
 
 
 def _match_shape(
@@ -227,7 +232,9 @@ def _check_array(value: Any, ann: Any, what: str, fn_name: str, memo: _Memo) -> 
     expected = _show_annotation(ann)
     array_type = ann.array_type
     if array_type is not Any and not isinstance(value, array_type):
-        hint = " (convert it with jnp.asarray)" if isinstance(value, np.ndarray | float | int) else ""
+        hint = (
+            " (convert it with jnp.asarray)" if isinstance(value, np.ndarray | float | int) else ""
+        )
         return (
             f"{where} must be a {_type_name(array_type)}{hint} matching {expected}, "
             f"got a {_type_name(type(value))}."
@@ -245,9 +252,7 @@ def _check_array(value: Any, ann: Any, what: str, fn_name: str, memo: _Memo) -> 
         names = sorted(
             {d.name for d in dims if d.name and d.kind in ("named", "variadic")} & set(memo.bound)
         )
-        origin = "".join(
-            f"; {n} was bound by {memo.origin[n]}" for n in names if n in memo.origin
-        )
+        origin = "".join(f"; {n} was bound by {memo.origin[n]}" for n in names if n in memo.origin)
         return (
             f"{where} has shape {shape} but {expected} expects shape "
             f"{_expected(dims, memo.bound)}{origin}. {_FIX}"
@@ -278,7 +283,7 @@ def _check_value(value: Any, ann: Any, what: str, fn_name: str, memo: _Memo) -> 
                     return None
                 first_error = first_error or error
             others = [m for m in members if not _is_array_annotation(m)]
-            if not others or not _plain_ok(value, typing.Union[tuple(others)]):
+            if not others or not _plain_ok(value, ft.reduce(operator.or_, others)):
                 return first_error
             return None
     if not _plain_ok(value, ann):
@@ -343,7 +348,8 @@ def typed(fn: _F) -> _F:
                 hints = typing.get_type_hints(fn, include_extras=True)
             except Exception:  # unresolvable string annotations: use what is there
                 hints = {
-                    k: v for k, v in getattr(fn, "__annotations__", {}).items()
+                    k: v
+                    for k, v in getattr(fn, "__annotations__", {}).items()
                     if not isinstance(v, str)
                 }
         return hints

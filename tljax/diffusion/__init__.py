@@ -20,12 +20,14 @@ from ._metrics import median_bandwidth as median_bandwidth
 from ._metrics import mmd_gaussian as mmd_gaussian
 from ._metrics import sliced_wasserstein as sliced_wasserstein
 from ._process import PARAMETERIZATIONS as PARAMETERIZATIONS
+from ._process import convert_core as convert_core
 from ._process import convert_prediction as convert_prediction
 from ._process import q_mean_variance as q_mean_variance
 from ._process import q_posterior_mean_variance as q_posterior_mean_variance
 from ._process import q_sample as q_sample
 from ._samplers import Sampler as Sampler
 from ._samplers import SamplerState as SamplerState
+from ._samplers import ddim_coefficients as ddim_coefficients
 from ._samplers import ddim_sampler as ddim_sampler
 from ._samplers import ddpm_sampler as ddpm_sampler
 from ._samplers import probability_flow_sampler as probability_flow_sampler
@@ -33,6 +35,9 @@ from ._samplers import sample as sample
 from ._samplers import spaced_timesteps as spaced_timesteps
 from ._schedule import Schedule as Schedule
 from ._schedule import StepCoefficients as StepCoefficients
+from ._schedule import cosine_betas as cosine_betas
 from ._schedule import cosine_schedule as cosine_schedule
+from ._schedule import linear_betas as linear_betas
 from ._schedule import linear_schedule as linear_schedule
+from ._schedule import posterior_coefficients as posterior_coefficients
 from ._schedule import schedule_from_betas as schedule_from_betas

@@ -10,7 +10,13 @@ from ._exact import exact_to_float as exact_to_float
 from ._exact import is_exact as is_exact
 from ._exact import to_sympy as to_sympy
 from ._exact import ulp_distance as ulp_distance
+from ._float import FloatOptions as FloatOptions
+from ._float import float_semantics as float_semantics
 from ._reference import reference as reference
+from ._rounding import FORMATS as FORMATS
+from ._rounding import Format as Format
+from ._rounding import get_format as get_format
+from ._rounding import round_to_format as round_to_format
 from ._registry import evaluate as evaluate
 from ._registry import get_semantics as get_semantics
 from ._registry import register_rule as register_rule

@@ -34,6 +34,12 @@ What "as if in the format" means here, per family:
   above 2^24). The emulation is **dtype-blind**: an op whose declared dtype is bf16 still runs
   in the target format, and a cast to bf16 in the program is just a rounding to the target.
   Outputs come back in the program's dtype when it holds every value of the format.
+* Overflow: a result beyond the storage range (``exp(100)`` is inf in float32) is rounded as the
+  huge finite value it stands for, so directed modes give ±xmax toward zero. An infinity caused
+  by an infinite operand (``-inf - m``) is exact and stays infinite. Formats without infinities
+  (``overflow="nan"``, e4m3fn) turn overflows into NaN like ml_dtypes, but **keep the
+  infinities that are values of the program** (the -inf of a max identity or an attention mask),
+  so masked softmax and max-pooling work; contractions count any infinite result as overflow.
 * Inputs: a numpy float64 input of a float32 program is converted to float32 first (as JAX does
   for that program under jit, so eager and jit agree), then rounded into the format.
   ``round_inputs=False`` skips the rounding of inputs known to be in the format already.
@@ -69,6 +75,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools as ft
 import math
 import re
 import threading
@@ -283,10 +290,44 @@ def _round(opts: FloatOptions, x, *, mode=None, fmt=None, key=None):
     return apply_rounding(x, fmt, mode, rbits, opts.ftz_out)
 
 
-def _fl(ctx, x):
-    """The result of one arithmetic equation, rounded to the target format."""
+def _fl(ctx, x, operands=()):
+    """The result of one arithmetic equation, rounded to the target format.
+
+    `operands` tell an infinity that the op produced from an infinite operand (exact: ``inf - 1``)
+    from one the storage precision produced by overflowing (``exp(100)``). The latter is rounded
+    as the huge finite value it stands for, so that directed modes give ±xmax toward zero and a
+    format without infinities gives NaN; the former stays an infinity (or NaN, per the format).
+    Contractions (dot, conv) pass no operands, to avoid a pass over the weights: an infinite
+    result there always counts as an overflow.
+    """
     opts = _opts(ctx)
-    return _round(opts, _to_storage(x, opts))
+    x = _to_storage(x, opts)
+    fmt = opts.format
+    if not (fmt.overflow == "nan" or (opts.rounding in _DIRECTED and fmt.overflow != "saturate")):
+        return _round(opts, x)  # both kinds of infinity round alike
+    operands = [jnp.asarray(v) for v in operands if _is_inexact(jnp.asarray(v))]
+    rbits = None
+    if opts.rounding == "stochastic":
+        rbits = opts.stream.bits(opts.stream.site_key(), x.shape, storage_for(x.dtype).uint_dtype)
+    return _round_overflow_aware(x, operands, rbits, fmt, opts.rounding, opts.ftz_out)
+
+
+@ft.partial(jax.jit, static_argnums=(3, 4, 5))
+def _round_overflow_aware(x, operands, rbits, fmt, mode, ftz_out):
+    inf_in = jnp.zeros(x.shape, bool)
+    for v in operands:
+        if v.ndim == 0 or v.shape == x.shape:
+            inf_in = inf_in | jnp.isinf(v)
+        else:  # a reduction, contraction, gather: any infinite operand element
+            inf_in = inf_in | jnp.any(jnp.isinf(v))
+    big = jnp.copysign(jnp.asarray(np.finfo(x.dtype).max, x.dtype), x)
+    r = apply_rounding(jnp.where(jnp.isinf(x) & ~inf_in, big, x), fmt, mode, rbits, ftz_out)
+    if fmt.overflow == "nan":
+        r = jnp.where(jnp.isinf(x) & inf_in, x, r)  # kept: e.g. the -inf of a masked softmax
+    return r
+
+
+_DIRECTED = ("toward_zero", "up", "down")
 
 
 def _single(ctx, outs):
@@ -316,9 +357,19 @@ def _arith(ctx, *invals, **params):
     invals = [_to_storage(v, opts) if _is_inexact(jnp.asarray(v)) else v for v in invals]
     outs = bind(ctx.eqn, invals)
     outs = [
-        _fl(ctx, o) if _is_float_aval(a) else o for o, a in zip(outs, ctx.out_avals, strict=True)
+        _fl(ctx, o, invals) if _is_float_aval(a) else o
+        for o, a in zip(outs, ctx.out_avals, strict=True)
     ]
     return _single(ctx, outs)
+
+
+def _keep_inf(opts: FloatOptions, x, rounded):
+    """Formats without infinities (overflow="nan"): an infinity that is a *value in the program*
+    (the -inf identity of max, a mask) is kept rather than made NaN; only overflow follows the
+    format's policy."""
+    if opts.format.overflow != "nan":
+        return rounded
+    return jnp.where(jnp.isinf(x), x, rounded)
 
 
 def _exact(ctx, *invals, **params):
@@ -327,8 +378,8 @@ def _exact(ctx, *invals, **params):
     outs = bind(ctx.eqn, invals)
     opts = _opts(ctx)
     outs = [
-        _round(opts, _to_storage(o, opts), mode="nearest") if _is_float_aval(a) else o
-        for o, a in zip(outs, ctx.out_avals, strict=True)
+        _keep_inf(opts, o, _round(opts, o, mode="nearest")) if _is_float_aval(a) else o
+        for o, a in zip((_to_storage(o, opts) for o in outs), ctx.out_avals, strict=True)
     ]
     return _single(ctx, outs)
 
@@ -354,8 +405,9 @@ ARITH_PRIMITIVES = _prims(
     "scatter_mul", "select_and_scatter_add", "add_jaxvals",
 )  # fmt: skip
 EXACT_PRIMITIVES = _prims(
-    "neg", "abs", "sign", "floor", "ceil", "round", "max", "min", "clamp", "reduce_max", "reduce_min",
-    "cummax", "cummin", "reduce_window_max", "reduce_window_min", "scatter_max", "scatter_min",
+    "neg", "abs", "sign", "floor", "ceil", "round", "max", "min", "clamp", "reduce_max",
+    "reduce_min", "cummax", "cummin", "reduce_window_max", "reduce_window_min", "scatter_max",
+    "scatter_min",
 )  # fmt: skip
 MOVE_PRIMITIVES = _prims(
     "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "slice", "dynamic_slice",
@@ -369,12 +421,18 @@ MOVE_PRIMITIVES = _prims(
 # One-off rules.
 
 
-def _int_to_storage(x, storage):
-    """An integer array as storage floats, split in halves so that each half converts exactly."""
+def _int_to_storage(x, opts: FloatOptions):
+    """Integers as storage floats that round correctly to the format afterwards.
+
+    Wide integers are split in halves that convert exactly and added rounded to odd, so that the
+    later rounding to a narrower format is not a double rounding. For the storage's own format
+    XLA's convert is already the correctly rounded result.
+    """
     x = jnp.asarray(x)
+    storage = opts.storage
     st = storage_for(storage)
     width = np.iinfo(x.dtype).bits if jnp.issubdtype(x.dtype, jnp.integer) else 1
-    if width <= st.mant + 1:
+    if width <= st.mant + 1 or is_native(opts.format, st):
         return x.astype(storage)
     if width > 2 * (st.mant + 1):
         return x.astype(storage)  # int64 into float32: converted by XLA (may double-round)
@@ -393,11 +451,13 @@ def _convert_element_type(ctx, x, *, new_dtype, weak_type, sharding):
     opts = _opts(ctx)
     xa = jnp.asarray(x)
     if _is_inexact(xa):
-        return _fl(ctx, xa)
-    return _fl(ctx, _int_to_storage(xa, opts.storage))
+        xa = _to_storage(xa, opts)
+        return _keep_inf(opts, xa, _round(opts, xa))  # a cast moves an infinity, no overflow
+    return _fl(ctx, _int_to_storage(xa, opts))
 
 
 def _iota(ctx, **params):
+    del params
     out = bind(ctx.eqn, [])[0]
     if not _is_float_aval(ctx.out_avals[0]):
         return out
@@ -446,8 +506,11 @@ def _finish_acc(ctx, out):
 
 
 def _float_inputs(opts, *xs):
+    """Operands of a float dot/conv in storage; integer operands are converted into the format."""
     return [
-        _to_storage(x, opts) if _is_inexact(jnp.asarray(x)) else _int_to_storage(x, opts.storage)
+        _to_storage(x, opts)
+        if _is_inexact(jnp.asarray(x))
+        else _round(opts, _int_to_storage(x, opts), mode=opts.lift_mode)
         for x in xs
     ]
 
@@ -544,7 +607,7 @@ def _reduce_sum(ctx, x, *, axes, out_sharding=None):
     opts = _opts(ctx)
     x = _to_storage(x, opts)
     if opts.accumulate is None or not axes:
-        return _fl(ctx, bind(ctx.eqn, [x])[0])
+        return _fl(ctx, bind(ctx.eqn, [x])[0], (x,))
     rest = [d for d in range(x.ndim) if d not in axes]
     K = math.prod(x.shape[d] for d in axes)
     xt = jnp.transpose(x, (*axes, *rest)).reshape(K, *[x.shape[d] for d in rest])
@@ -558,7 +621,7 @@ def _cumsum(ctx, x, *, axis, reverse):
     opts = _opts(ctx)
     x = _to_storage(x, opts)
     if opts.accumulate is None:
-        return _fl(ctx, bind(ctx.eqn, [x])[0])
+        return _fl(ctx, bind(ctx.eqn, [x])[0], (x,))
     acc = opts.accumulate
     key = opts.stream.site_key() if opts.rounding == "stochastic" else None
     xs = jnp.moveaxis(x, axis, 0)
@@ -674,15 +737,15 @@ def _lift(opts: FloatOptions, value, aval):
     # for a float32 program under jit (so eager and jit agree), then is rounded to the format.
     x = jnp.asarray(value)
     if not _is_inexact(x):
-        return _round(opts, _int_to_storage(x, opts.storage), mode=opts.lift_mode)
+        return _round(opts, _int_to_storage(x, opts), mode=opts.lift_mode)
     if jnp.issubdtype(x.dtype, jnp.complexfloating):
         raise InputError(f"float emulation does not model complex values (dtype {x.dtype})")
     if x.dtype == np.float64 and opts.storage is np.float32:
         # Round from the wide value directly (a float64 -> float32 -> format chain double-rounds).
-        return convert_exact(
-            apply_rounding(x, opts.format, opts.lift_mode, None, opts.ftz_out), np.float32
-        )
-    return _round(opts, _to_storage(x, opts), mode=opts.lift_mode)
+        r = apply_rounding(x, opts.format, opts.lift_mode, None, opts.ftz_out)
+        return convert_exact(_keep_inf(opts, x, r), np.float32)
+    x = _to_storage(x, opts)
+    return _keep_inf(opts, x, _round(opts, x, mode=opts.lift_mode))
 
 
 def _finalize(opts: FloatOptions, value, aval):

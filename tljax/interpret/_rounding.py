@@ -291,7 +291,7 @@ def storage_for(dtype) -> _Storage:
 
 
 def fits(fmt: Format, storage: _Storage) -> bool:
-    """Whether every value of `fmt` is a normal-or-subnormal value of `storage` with room to round."""
+    """Whether every value of `fmt` is a value of `storage` (and the kernel's assumptions hold)."""
     return (
         fmt.mantissa_bits <= storage.mant
         and fmt.emin >= storage.emin

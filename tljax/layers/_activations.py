@@ -31,7 +31,8 @@ class GELU(eqx.Module):
     def __check_init__(self):
         if self.approximate not in ("none", "tanh"):
             raise ValueError(
-                f"tljax.layers.GELU: approximate must be 'none' or 'tanh', got {self.approximate!r}."
+                "tljax.layers.GELU: approximate must be 'none' or 'tanh', got "
+                f"{self.approximate!r}."
             )
 
     @named_scope("tljax.layers.GELU")

@@ -256,7 +256,7 @@ def flash_attention(
         masked = mask is not None or is_causal or padded_keys
 
         def step(carry, blk):
-            m, l, acc, seen = carry
+            m, denom, acc, seen = carry
             s = jnp.einsum("bnqth,bnkh->bnqtk", q, blk["k"])
             if "bias" in blk:
                 s = s + blk["bias"]
@@ -285,14 +285,14 @@ def flash_attention(
                 p = jnp.where(valid, exp(jnp.where(valid, diff, 0.0)), 0.0)
             else:
                 p = exp(diff)
-            l_new = alpha * l + jnp.sum(p, axis=-1)
+            denom_new = alpha * denom + jnp.sum(p, axis=-1)
             acc_new = alpha[..., None] * acc + jnp.einsum("bnqtk,bnkh->bnqth", p, blk["v"])
-            return (m_new, l_new, acc_new, seen | blk_any), None
+            return (m_new, denom_new, acc_new, seen | blk_any), None
 
         zeros = jnp.zeros((B, N, nq, bq), q.dtype)
         init = (zeros, zeros, jnp.zeros((B, N, nq, bq, Hv), q.dtype), jnp.zeros(zeros.shape, bool))
-        (_, l, acc, seen), _ = lax.scan(step, init, xs)
-        out = jnp.where(seen[..., None], acc / jnp.where(seen, l, 1.0)[..., None], 0.0)
+        (_, denom, acc, seen), _ = lax.scan(step, init, xs)
+        out = jnp.where(seen[..., None], acc / jnp.where(seen, denom, 1.0)[..., None], 0.0)
         out = out.reshape(B, N, Tp, Hv)[:, :, :T].transpose(0, 2, 1, 3)
         return out[0] if unbatched else out
 
@@ -331,8 +331,15 @@ class FlashAttention(eqx.Module):
         """Attend; shapes as `flash_attention` (the PRNG `key` is ignored)."""
         del key
         return flash_attention(
-            query, key_, value, block_q=self.block_q, block_k=self.block_k, bias=bias,
-            mask=mask, is_causal=self.is_causal, scale=self.scale,
+            query,
+            key_,
+            value,
+            block_q=self.block_q,
+            block_k=self.block_k,
+            bias=bias,
+            mask=mask,
+            is_causal=self.is_causal,
+            scale=self.scale,
         )
 
 
@@ -455,7 +462,12 @@ class MultiheadAttention(eqx.Module):
             mask = attn_mask if mask is None else mask & attn_mask
         if self.implementation == "flash":
             out = flash_attention(
-                q, k, v, mask=mask, is_causal=is_causal, block_q=self.block_q,
+                q,
+                k,
+                v,
+                mask=mask,
+                is_causal=is_causal,
+                block_q=self.block_q,
                 block_k=self.block_k,
             )
         else:

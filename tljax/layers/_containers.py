@@ -83,7 +83,11 @@ class Sequential(eqx.Module):
         Returns:
           The last layer's output, or `(output, new_state)` when stateful.
         """
-        keys = [None] * len(self.layers) if key is None else list(jax.random.split(key, len(self.layers)))
+        keys = (
+            [None] * len(self.layers)
+            if key is None
+            else list(jax.random.split(key, len(self.layers)))
+        )
         if not self.is_stateful:
             if state is not None:
                 raise ValueError(

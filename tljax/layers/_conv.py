@@ -37,7 +37,9 @@ def _explicit_padding(
             # Same split as PyTorch: the odd extra element goes to the high side.
             total = [d * (k - 1) for k, d in zip(kernel_size, dilation, strict=True)]
             return tuple((t // 2, t - t // 2) for t in total)
-        raise ValueError(f"{name}: padding must be 'valid', 'same', an int or a tuple, got {padding!r}.")
+        raise ValueError(
+            f"{name}: padding must be 'valid', 'same', an int or a tuple, got {padding!r}."
+        )
     if isinstance(padding, int):
         return ((padding, padding),) * n
     padding = tuple(padding)
@@ -119,7 +121,8 @@ class _ConvNd(eqx.Module):
         x, unbatched = _add_batch(x, self._n, name)
         if x.shape[1] != self.in_channels:
             raise ValueError(
-                f"{name}: input has {x.shape[1]} channels (axis {0 if unbatched else 1}), the layer "
+                f"{name}: input has {x.shape[1]} channels (axis {0 if unbatched else 1}), the "
+                "layer "
                 f"expects in_channels={self.in_channels}."
             )
         padding = self.padding
@@ -185,8 +188,20 @@ class Conv1d(_ConvNd):
           dtype: parameter dtype (default float32).
           key: PRNG key for the initialisation.
         """
-        self._init(1, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                   bias, padding_mode, dtype, key)
+        self._init(
+            1,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            dtype,
+            key,
+        )
 
     @named_scope("tljax.layers.Conv1d")
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
@@ -248,8 +263,20 @@ class Conv2d(_ConvNd):
           dtype: parameter dtype (default float32).
           key: PRNG key for the initialisation.
         """
-        self._init(2, in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                   bias, padding_mode, dtype, key)
+        self._init(
+            2,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,
+            dtype,
+            key,
+        )
 
     @named_scope("tljax.layers.Conv2d")
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:

@@ -187,6 +187,7 @@ class Flatten(eqx.Module):
 class Identity(eqx.Module):
     """Return the input unchanged (a placeholder layer, like `torch.nn.Identity`)."""
 
+    @named_scope("tljax.layers.Identity")
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         """Return `x`."""
         del key

@@ -50,5 +50,7 @@ def as_tuple(value: int | Sequence[int], n: int, what: str) -> tuple[int, ...]:
         return (value,) * n
     value = tuple(int(v) for v in value)
     if len(value) != n:
-        raise ValueError(f"{what} must be an int or a sequence of {n} ints, got {value!r}")
+        raise ValueError(
+            f"tljax.layers: {what} must be an int or a sequence of {n} ints, got {value!r}."
+        )
     return value

@@ -48,7 +48,9 @@ class LayerNorm(eqx.Module):
           bias: whether to learn a bias (only with `elementwise_affine`).
           dtype: parameter dtype (default float32).
         """
-        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        shape = (
+            (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        )
         dtype = default_float(dtype)
         self.normalized_shape = shape
         self.eps = eps
@@ -212,7 +214,9 @@ class BatchNorm(eqx.Module):
             mean = jnp.mean(x, axis=axes)
             centred = x - mean.reshape(bshape)
             var = jnp.mean(centred * centred, axis=axes)
-        y = (x - mean.reshape(bshape)) * lax.rsqrt(var.reshape(bshape) + jnp.asarray(self.eps, x.dtype))
+        y = (x - mean.reshape(bshape)) * lax.rsqrt(
+            var.reshape(bshape) + jnp.asarray(self.eps, x.dtype)
+        )
         if self.weight is not None:
             y = y * self.weight.reshape(bshape)
         if self.bias is not None:

@@ -214,7 +214,9 @@ class DiagonalSSM(eqx.Module):
           key: PRNG key for the initialisation.
         """
         if mode not in _MODES:
-            raise ValueError(f"tljax.layers.DiagonalSSM: mode must be one of {_MODES}, got {mode!r}.")
+            raise ValueError(
+                f"tljax.layers.DiagonalSSM: mode must be one of {_MODES}, got {mode!r}."
+            )
         dtype = default_float(dtype)
         kdt, kc1, kc2 = jax.random.split(key, 3)
         H, N = d_model, state_size
@@ -399,7 +401,9 @@ class SelectiveSSM(eqx.Module):
           key: PRNG key for the initialisation.
         """
         if mode not in _MODES:
-            raise ValueError(f"tljax.layers.SelectiveSSM: mode must be one of {_MODES}, got {mode!r}.")
+            raise ValueError(
+                f"tljax.layers.SelectiveSSM: mode must be one of {_MODES}, got {mode!r}."
+            )
         dtype = default_float(dtype)
         dt_rank = dt_rank or -(-d_model // 16)
         k1, k2, k3 = jax.random.split(key, 3)
@@ -408,8 +412,10 @@ class SelectiveSSM(eqx.Module):
         u = jax.random.uniform(k3, (d_model,), dtype)
         dt = jnp.exp(math.log(dt_min) + u * (math.log(dt_max) - math.log(dt_min)))
         # Bias so that softplus(bias) is the sampled initial step (Mamba's init).
-        self.dt_proj = eqx.tree_at(lambda l: l.bias, dt_proj, _inverse_softplus(dt))
-        self.A_log = jnp.log(jnp.broadcast_to(jnp.arange(1, state_size + 1, dtype=dtype), (d_model, state_size)))
+        self.dt_proj = eqx.tree_at(lambda lin: lin.bias, dt_proj, _inverse_softplus(dt))
+        self.A_log = jnp.log(
+            jnp.broadcast_to(jnp.arange(1, state_size + 1, dtype=dtype), (d_model, state_size))
+        )
         self.D = jnp.ones((d_model,), dtype)
         self.d_model, self.state_size, self.dt_rank, self.mode = d_model, state_size, dt_rank, mode
 
@@ -481,8 +487,15 @@ class MambaBlock(eqx.Module):
         d_inner = expand * d_model
         k1, k2, k3, k4 = jax.random.split(key, 4)
         self.in_proj = Linear(d_model, 2 * d_inner, dtype=dtype, key=k1)
-        self.conv = Conv1d(d_inner, d_inner, conv_size, padding=((conv_size - 1, 0),),
-                           groups=d_inner, dtype=dtype, key=k2)
+        self.conv = Conv1d(
+            d_inner,
+            d_inner,
+            conv_size,
+            padding=((conv_size - 1, 0),),
+            groups=d_inner,
+            dtype=dtype,
+            key=k2,
+        )
         self.ssm = SelectiveSSM(d_inner, state_size, mode=mode, dtype=dtype, key=k3)
         self.out_proj = Linear(d_inner, d_model, dtype=dtype, key=k4)
         self.d_inner = d_inner
@@ -495,4 +508,3 @@ class MambaBlock(eqx.Module):
         x = jax.nn.silu(self.conv(x.T).T)  # left padding only: position t sees inputs <= t
         y = self.ssm(x) * jax.nn.silu(z)
         return self.out_proj(y)
-

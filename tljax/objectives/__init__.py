@@ -1,1 +1,32 @@
-"""tljax.objectives."""
+"""tljax.objectives: losses (supervised, self-supervised, certified) and the training loop."""
+
+from ._losses import accuracy as accuracy
+from ._losses import cross_entropy as cross_entropy
+from ._losses import hinge_loss as hinge_loss
+from ._losses import mse as mse
+from ._losses import multi_margin_loss as multi_margin_loss
+from ._losses import multiclass_hinge_loss as multiclass_hinge_loss
+from ._ssl import EMAState as EMAState
+from ._ssl import EMATransform as EMATransform
+from ._ssl import MaskInfo as MaskInfo
+from ._ssl import VICRegTerms as VICRegTerms
+from ._ssl import barlow_twins_cross_correlation as barlow_twins_cross_correlation
+from ._ssl import barlow_twins_loss as barlow_twins_loss
+from ._ssl import barlow_twins_loss_from_correlation as barlow_twins_loss_from_correlation
+from ._ssl import ema_target as ema_target
+from ._ssl import ema_update as ema_update
+from ._ssl import jepa_loss as jepa_loss
+from ._ssl import jepa_predictive_loss as jepa_predictive_loss
+from ._ssl import mae_loss as mae_loss
+from ._ssl import mae_num_kept as mae_num_kept
+from ._ssl import mae_random_masking as mae_random_masking
+from ._ssl import mask_from_ranks as mask_from_ranks
+from ._ssl import patchify as patchify
+from ._ssl import vicreg_covariance_term as vicreg_covariance_term
+from ._ssl import vicreg_loss as vicreg_loss
+from ._ssl import vicreg_terms as vicreg_terms
+from ._ssl import vicreg_variance_term as vicreg_variance_term
+from ._training import EarlyStopping as EarlyStopping
+from ._training import load_checkpoint as load_checkpoint
+from ._training import save_checkpoint as save_checkpoint
+from ._training import train as train

@@ -31,7 +31,9 @@ def _reduce(values: jax.Array, reduction: str, name: str) -> jax.Array:
         return jnp.sum(values)
     if reduction == "none":
         return values
-    raise ValueError(f"tljax.objectives.{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
+    raise ValueError(
+        f"tljax.objectives.{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}."
+    )
 
 
 def _one_hot_targets(logits: jax.Array, labels: jax.Array, name: str) -> jax.Array:
@@ -48,7 +50,8 @@ def _one_hot_targets(logits: jax.Array, labels: jax.Array, name: str) -> jax.Arr
     if labels.shape != logits.shape:
         raise ValueError(
             f"tljax.objectives.{name}: one-hot / probability labels must have the shape of the "
-            f"logits {logits.shape}, got {labels.shape}. Integer class labels need an integer dtype."
+            f"logits {logits.shape}, got {labels.shape}. Integer class labels need an integer "
+            "dtype."
         )
     return labels.astype(logits.dtype)
 
@@ -81,7 +84,8 @@ def cross_entropy(
     """
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(
-            f"tljax.objectives.cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}."
+            "tljax.objectives.cross_entropy: label_smoothing must be in [0, 1], got "
+            f"{label_smoothing}."
         )
     targets = _one_hot_targets(logits, labels, "cross_entropy")
     if label_smoothing:
@@ -118,7 +122,7 @@ def mse(predictions: jax.Array, targets: jax.Array, *, reduction: str = "mean") 
 
 
 def hinge_loss(scores: jax.Array, labels: jax.Array, *, reduction: str = "mean") -> jax.Array:
-    """Binary hinge loss `max(0, 1 - y s)` with labels `y ∈ {-1, +1}` (as `optax.losses.hinge_loss`).
+    """Binary hinge loss `max(0, 1 - y s)` with labels `y ∈ {-1, +1}` (as optax's `hinge_loss`).
 
     Args:
       scores: `(*batch,)` real scores.

@@ -1,0 +1,88 @@
+"""VNN-COMP benchmark run of `tljax.verify`: ACAS Xu (and mnist_fc) from ../shared/benchmarks.
+
+Run from the repository root:
+
+    python bench/vnncomp.py                         # all 72 ACAS Xu instances, 116 s each
+    python bench/vnncomp.py --limit 10 --timeout 30
+    python bench/vnncomp.py --suite mnist_fc --limit 5
+    python bench/vnncomp.py --select 0,18,36        # rows of instances.csv (0-based)
+
+Per instance it prints verdict, wall time (network loading and compilation included; compiled
+code is shared by networks of one architecture within the process) and whether the verdict
+matches expected.csv; then the solved count, the number of wrong verdicts (sat where unsat is
+expected or the reverse; must be 0) and the median time of the solved instances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tljax.verify._cli import read_instances, run_instances, summary  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--suite", default="acasxu", help="folder under ../shared/benchmarks (acasxu, mnist_fc, test)")
+    p.add_argument("--benchmarks", default=str((REPO / ".." / "shared" / "benchmarks").resolve()))
+    p.add_argument("--timeout", type=float, default=116.0, help="seconds per instance (VNN-COMP ACAS Xu: 116)")
+    p.add_argument("--limit", type=int, default=None, help="run the first N instances only")
+    p.add_argument("--select", default=None, help="comma-separated 0-based rows of instances.csv")
+    p.add_argument("--order", default="file", choices=["file", "interleave"], help="interleave: mix properties early")
+    p.add_argument("--out", default=None, help="write per-instance results as CSV")
+    args = p.parse_args(argv)
+
+    csv_path = os.path.join(args.benchmarks, args.suite, "instances.csv")
+    if not os.path.isfile(csv_path):
+        print(f"no benchmark at {csv_path}; pass --benchmarks DIR (expected ../shared/benchmarks)", file=sys.stderr)
+        return 2
+    rows, expected = read_instances(csv_path)
+    index = list(range(len(rows)))
+    if args.order == "interleave":
+        # round-robin over properties so a --limit run samples every property
+        by_prop: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            by_prop.setdefault(r[1], []).append(i)
+        index = [i for group in _zip_longest(*by_prop.values()) for i in group if i is not None]
+    if args.select:
+        index = [int(s) for s in args.select.split(",") if s.strip()]
+    if args.limit is not None:
+        index = index[: args.limit]
+    chosen = [rows[i] for i in index]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"# {args.suite}: {len(chosen)} of {len(rows)} instances, timeout {args.timeout:g}s, cpus {os.cpu_count()}, load {load:.2f}")
+    t0 = time.monotonic()
+    records = run_instances(chosen, expected, timeout=args.timeout, log=lambda s: print(s, flush=True))
+    for rec, i in zip(records, index):
+        rec["index"] = i
+    s = summary(records)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"# solved {s['solved']}/{s['total']} ({100.0 * s['solved'] / max(s['total'], 1):.0f}%), wrong {s['wrong']}, "
+        f"errors {s['errors']}, median time solved {s['median_time']:.2f}s, median all {s['median_time_all']:.2f}s, "
+        f"total {time.monotonic() - t0:.0f}s, load at end {load:.2f}"
+    )
+    if args.out:
+        import csv
+
+        with open(args.out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(records[0]))
+            w.writeheader()
+            w.writerows(records)
+    return 1 if s["wrong"] else 0
+
+
+def _zip_longest(*lists):
+    n = max((len(x) for x in lists), default=0)
+    for k in range(n):
+        yield [x[k] if k < len(x) else None for x in lists]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

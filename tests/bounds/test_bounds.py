@@ -1,0 +1,282 @@
+"""Soundness, tightness, peer agreement and errors of tljax.bound."""
+
+import re
+
+import equinox as eqx
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import tljax
+from tljax.core import InvalidBoxError, UnsupportedPrimitiveError
+
+METHODS = ["ibp", "crown", "alpha-crown"]
+SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+
+
+def mlp(x, params, act=jax.nn.relu):
+    h = x
+    for i, (w, b) in enumerate(params):
+        h = w @ h + b
+        if i < len(params) - 1:
+            h = act(h)
+    return h
+
+
+def init_mlp(seed, sizes, scale=1.0):
+    rng = np.random.RandomState(seed)
+    return [
+        (
+            (rng.randn(o, i) * scale / np.sqrt(i)).astype(np.float32),
+            (rng.randn(o) * 0.1).astype(np.float32),
+        )
+        for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+    ]
+
+
+def mixed_act(h):
+    # One network exercising several relaxations at once.
+    n = h.shape[0] // 4
+    return jnp.concatenate(
+        [jax.nn.relu(h[:n]), jnp.tanh(h[n : 2 * n]), jax.nn.sigmoid(h[2 * n : 3 * n]), jnp.abs(h[3 * n :])]
+    )
+
+
+def mlp_mixed(x, params):
+    return mlp(x, params, act=mixed_act)
+
+
+def mlp_smooth(x, params):
+    return mlp(x, params, act=lambda h: jax.nn.softplus(h) + 0.5 * jnp.exp(-jnp.square(h)))
+
+
+def points_with_corners(key, lo, hi, n):
+    """n uniform points plus every corner (small dims) or random corners."""
+    d = lo.size
+    pts = jax.random.uniform(key, (n, d), minval=lo, maxval=hi)
+    if d <= 10:
+        bits = np.array(np.meshgrid(*[[0, 1]] * d, indexing="ij")).reshape(d, -1).T
+    else:
+        bits = np.random.RandomState(0).randint(0, 2, (256, d))
+    corners = np.where(bits == 1, np.asarray(hi), np.asarray(lo)).astype(np.float32)
+    return jnp.concatenate([pts, jnp.asarray(corners)])
+
+
+def assert_contains(bounds, ys, what):
+    lo, hi = np.asarray(bounds.lower), np.asarray(bounds.upper)
+    below = ys < lo
+    above = ys > hi
+    n = int(below.sum() + above.sum())
+    assert n == 0, f"{what}: {n} violations, worst {(lo - ys)[below].max() if below.any() else (ys - hi)[above].max()}"
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("net", [mlp, mlp_mixed, mlp_smooth], ids=["relu", "mixed", "smooth"])
+@SETTINGS
+@given(seed=st.integers(0, 10_000), eps=st.sampled_from([1e-3, 0.05, 0.5]))
+def test_bounds_contain_float32_and_float64_outputs(net, method, seed, eps):
+    params = init_mlp(seed, [4, 16, 16, 3], scale=1.5)
+    x = np.random.RandomState(seed + 1).randn(4).astype(np.float32)
+    box = tljax.Box(jnp.asarray(x - eps), jnp.asarray(x + eps))
+    b = tljax.bound(net, box, params, method=method)
+    pts = points_with_corners(jax.random.PRNGKey(seed), box.lower, box.upper, 2000)
+    ys32 = np.asarray(jax.jit(jax.vmap(lambda p: net(p, params)))(pts))
+    assert_contains(b, ys32, f"{method} vs float32 execution")
+    # float64 execution approximates the real-valued network.
+    p64 = [(w.astype(np.float64), c.astype(np.float64)) for w, c in params]
+    with jax.enable_x64(True):
+        ys64 = np.asarray(jax.vmap(lambda p: net(p, p64))(jnp.asarray(np.asarray(pts), jnp.float64)))
+    assert_contains(b, ys64, f"{method} vs float64 execution")
+
+
+def cnn(x, params):
+    w1, w2, wl = params
+    y = jax.lax.conv_general_dilated(x[None], w1, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    y = jax.nn.relu(y)
+    y = jax.lax.reduce_window(y, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+    y = jax.lax.conv_general_dilated(y, w2, (2, 2), "VALID", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    y = jnp.tanh(y)
+    return wl @ y.reshape(-1)
+
+
+def attention(x, params):
+    wq, wk, wv = params
+    q, k, v = x @ wq, x @ wk, x @ wv
+    return jax.nn.softmax(q @ k.T / 2.0, axis=-1) @ v
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown"])
+@pytest.mark.parametrize("case", ["cnn", "attention"])
+def test_cnn_and_attention_bounds_are_sound(case, method):
+    rng = np.random.RandomState(3)
+    if case == "cnn":
+        params = [
+            (rng.randn(3, 2, 3, 3) * 0.4).astype(np.float32),
+            (rng.randn(2, 3, 2, 2) * 0.4).astype(np.float32),
+            (rng.randn(3, 2 * 2 * 2) * 0.5).astype(np.float32),
+        ]
+        fn, shape = cnn, (2, 8, 8)
+    else:
+        params = [(rng.randn(4, 4) * 0.5).astype(np.float32) for _ in range(3)]
+        fn, shape = attention, (3, 4)
+    x = rng.randn(*shape).astype(np.float32)
+    box = tljax.Box.linf(jnp.asarray(x), 0.05)
+    b = tljax.bound(fn, box, params, method=method)
+    pts = box.sample(jax.random.PRNGKey(0), 10_000)
+    ys = np.asarray(jax.jit(jax.vmap(lambda p: fn(p, params)))(pts))
+    assert_contains(b, ys, f"{case}/{method}")
+
+
+def test_tightness_is_monotone_across_methods():
+    params = init_mlp(7, [5, 20, 20, 20, 4])
+    x = np.zeros(5, np.float32)
+    box = tljax.Box.linf(jnp.asarray(x), 0.3)
+    w = {m: np.asarray(tljax.bound(mlp, box, params, method=m, float_sound=fs).width) for m in METHODS for fs in [True]}
+    assert np.all(w["crown"] <= w["ibp"] + 1e-6)
+    assert np.all(w["alpha-crown"] <= w["crown"] + 1e-6)
+    assert w["crown"].sum() < w["ibp"].sum()
+
+
+def test_float_sound_bounds_contain_unsound_ones():
+    params = init_mlp(11, [4, 16, 16, 2])
+    box = tljax.Box.linf(jnp.ones(4), 0.1)
+    for m in METHODS:
+        s = tljax.bound(mlp, box, params, method=m, float_sound=True)
+        u = tljax.bound(mlp, box, params, method=m, float_sound=False)
+        assert np.all(np.asarray(s.lower) <= np.asarray(u.lower))
+        assert np.all(np.asarray(s.upper) >= np.asarray(u.upper))
+
+
+def test_float_attack_is_not_certified():
+    # Known floating-point attack on verifiers: the real network computes y = x, but in float32
+    # x + 2^24 rounds to an even integer, so the executed network outputs 0 at x = 0.5.
+    c = np.float32(2.0**24)
+
+    def net(x):
+        h = jax.nn.relu(x + c)
+        return h - c
+
+    box = tljax.Box(jnp.array([0.5], jnp.float32), jnp.array([0.75], jnp.float32))
+    naive = tljax.bound(net, box, method="crown", float_sound=False)
+    assert float(naive.lower[0]) >= 0.25  # the naive float computation "certifies" y >= 0.25
+    assert float(jax.jit(net)(jnp.array([0.5], jnp.float32))[0]) < 0.25  # execution violates it
+    sound = tljax.bound(net, box, method="crown")
+    assert float(sound.lower[0]) <= float(jax.jit(net)(jnp.array([0.5], jnp.float32))[0])
+    assert float(sound.lower[0]) < 0.25
+
+
+def test_spec_margins_are_tighter_than_box_differences():
+    params = init_mlp(5, [4, 12, 12, 3])
+    box = tljax.Box.linf(jnp.zeros(4), 0.2)
+    C = np.array([[1.0, -1.0, 0.0], [1.0, 0.0, -1.0]], np.float32)
+    m = tljax.bound(mlp, box, params, spec=C)
+    b = tljax.bound(mlp, box, params)
+    naive_lo = np.asarray(b.lower)[0] - np.asarray(b.upper)[1:]
+    assert np.all(np.asarray(m.lower) >= naive_lo - 1e-6)
+    pts = box.sample(jax.random.PRNGKey(1), 5000)
+    ys = np.asarray(jax.vmap(lambda p: mlp(p, params))(pts)) @ C.T
+    assert_contains(m, ys, "spec margins")
+
+
+def test_relu_splits_restrict_and_detect_empty_domains():
+    params = init_mlp(2, [3, 8, 2])
+    box = tljax.Box.linf(jnp.zeros(3), 0.5)
+    shapes = tljax.bounds.relu_shapes(mlp, box, params)
+    assert shapes == [(8,)]
+    # neuron 0's pre-activation bounds decide which split is empty
+    pre_w, pre_b = params[0]
+    lo0 = float(pre_b[0] - np.abs(pre_w[0]).sum() * 0.5)
+    hi0 = float(pre_b[0] + np.abs(pre_w[0]).sum() * 0.5)
+    assert lo0 < 0 < hi0
+    free = tljax.bound(mlp, box, params)
+    for side in (1, -1):
+        s = [np.zeros(8, np.int32)]
+        s[0][0] = side
+        sb = tljax.bound(mlp, box, params, relu_splits=s)
+        assert np.all(np.asarray(sb.lower) >= np.asarray(free.lower) - 1e-6)
+        pts = np.asarray(box.sample(jax.random.PRNGKey(side + 5), 20000))
+        pre = pts @ pre_w.T + pre_b
+        keep = pre[:, 0] >= 0 if side == 1 else pre[:, 0] <= 0
+        ys = np.asarray(jax.vmap(lambda p: mlp(p, params))(jnp.asarray(pts[keep])))
+        assert_contains(sb, ys, f"split side {side}")
+
+
+def test_equinox_flax_and_function_give_same_bounds():
+    from flax import nnx
+
+    key = jax.random.PRNGKey(0)
+    eq = eqx.nn.MLP(4, 3, 8, 2, activation=jax.nn.relu, key=key)
+    box = tljax.Box.linf(jnp.zeros(4), 0.1)
+    b_eqx = tljax.bound(eq, box)
+
+    class Net(nnx.Module):
+        def __init__(self):
+            self.l1 = nnx.Linear(4, 8, rngs=nnx.Rngs(0))
+            self.l2 = nnx.Linear(8, 8, rngs=nnx.Rngs(1))
+            self.l3 = nnx.Linear(8, 3, rngs=nnx.Rngs(2))
+
+        def __call__(self, x):
+            return self.l3(jax.nn.relu(self.l2(jax.nn.relu(self.l1(x)))))
+
+    net = Net()
+    b_nnx = tljax.bound(net, box)
+    # The same weights as a plain function of (params, x) give identical bounds.
+    ws = [(np.asarray(layer.weight), np.asarray(layer.bias)) for layer in eq.layers]
+    b_fn = tljax.bound(mlp, box, ws)
+    np.testing.assert_array_equal(np.asarray(b_eqx.lower), np.asarray(b_fn.lower))
+    ws_nnx = [(np.asarray(layer.kernel.value).T, np.asarray(layer.bias.value)) for layer in (net.l1, net.l2, net.l3)]
+    b_fn2 = tljax.bound(mlp, box, ws_nnx)
+    np.testing.assert_allclose(np.asarray(b_nnx.lower), np.asarray(b_fn2.lower), rtol=1e-5, atol=1e-5)
+    ys = np.asarray(jax.vmap(net)(box.sample(jax.random.PRNGKey(2), 2000)))
+    assert_contains(b_nnx, ys, "nnx")
+
+
+def test_bound_under_jit_and_vmap():
+    params = init_mlp(4, [3, 8, 2])
+    los = jnp.asarray(np.random.RandomState(0).randn(6, 3).astype(np.float32))
+    his = los + 0.1
+    f = jax.jit(jax.vmap(lambda lo, hi: tljax.bound(mlp, tljax.Box(lo, hi), params).lower))
+    batched = np.asarray(f(los, his))
+    one = np.stack([np.asarray(tljax.bound(mlp, tljax.Box(los[i], his[i]), params).lower) for i in range(6)])
+    np.testing.assert_allclose(batched, one, rtol=1e-6, atol=1e-6)
+
+
+def test_pytree_input_box():
+    def f(inp):
+        return jnp.tanh(inp["a"] * 2.0) + inp["b"].sum()
+
+    box = tljax.Box({"a": jnp.zeros(2), "b": -jnp.ones(3)}, {"a": jnp.ones(2), "b": jnp.ones(3)})
+    b = tljax.bound(f, box)
+    assert np.all(np.asarray(b.lower) <= -3.0) and np.all(np.asarray(b.upper) >= np.tanh(2.0) + 3.0)
+
+
+def test_box_validation_lists_every_offender():
+    lo = jnp.array([0.0, 2.0, 1.0, jnp.nan])
+    hi = jnp.array([1.0, 1.0, 0.5, 1.0])
+    with pytest.raises(InvalidBoxError) as err:
+        tljax.Box(lo, hi)
+    msg = str(err.value)
+    assert "index (1,): lower 2.0 > upper 1.0" in msg
+    assert "index (2,): lower 1.0 > upper 0.5" in msg
+    assert "index (3,): NaN" in msg
+    with pytest.raises(InvalidBoxError, match="lower has shape"):
+        tljax.Box(jnp.zeros(2), jnp.zeros(3))
+
+
+def test_unsupported_primitive_names_primitive_and_source_line():
+    def f(x):
+        return jnp.sin(x)  # no relaxation for sin
+
+    with pytest.raises(UnsupportedPrimitiveError) as err:
+        tljax.bound(f, tljax.Box(jnp.zeros(2), jnp.ones(2)))
+    msg = str(err.value)
+    assert "no rule for primitive 'sin'" in msg
+    assert re.search(r"test_bounds\.py:\d+", msg), msg
+
+
+def test_comparison_on_bounded_value_is_a_clear_error():
+    with pytest.raises(UnsupportedPrimitiveError, match="select_n|comparison"):
+        tljax.bound(lambda x: jnp.where(x > 0, x, 2 * x), tljax.Box(-jnp.ones(2), jnp.ones(2)))

@@ -1,0 +1,99 @@
+"""One test per jaxpr API fact tljax relies on (shared/STYLE.md §3): an upgrade fails here first."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tljax.core import _jaxpr_compat as compat
+
+
+def _eqn(fn, *args, name=None):
+    jaxpr, _ = compat.open_jaxpr(jax.make_jaxpr(fn)(*args))
+    for e in jaxpr.eqns:
+        if name is None or e.primitive.name == name:
+            return e
+    raise AssertionError(f"no {name} equation in {jaxpr}")
+
+
+def test_open_jaxpr_returns_open_jaxpr_and_consts():
+    c = np.arange(3.0, dtype=np.float32)
+    closed = jax.make_jaxpr(lambda x: x + c)(jnp.ones(3))
+    jaxpr, consts = compat.open_jaxpr(closed)
+    assert len(jaxpr.invars) == 1
+    out = jax.core.eval_jaxpr(jaxpr, consts, jnp.ones(3))
+    np.testing.assert_array_equal(np.asarray(out[0]), c + 1)
+
+
+def test_jit_subjaxpr_carries_its_own_consts():
+    c = np.arange(3.0, dtype=np.float32)
+    inner = jax.jit(lambda x: x * c)
+    e = _eqn(lambda x: inner(x) + 1.0, jnp.ones(3), name="jit")
+    assert e.primitive is compat.jit_p
+    sub, consts = compat.open_jaxpr(e.params["jaxpr"])
+    vals = [np.asarray(v) for v in consts] + [np.asarray(v.val) for v in getattr(sub, "constvars", [])[:0]]
+    assert len(sub.constvars) == len(consts)
+    out = jax.core.eval_jaxpr(sub, consts, jnp.ones(3))
+    np.testing.assert_array_equal(np.asarray(out[0]), c)
+    del vals
+
+
+def test_scan_layout():
+    e = _eqn(lambda c, xs: jax.lax.scan(lambda a, x: (a + x * c, a), 0.0, xs), 2.0, jnp.ones(4), name="scan")
+    assert e.primitive is compat.scan_p
+    n_consts, n_carry = compat.scan_layout(e.params)
+    assert (n_consts, n_carry) == (1, 1)
+
+
+def test_custom_jvp_relu_and_call_name():
+    e = _eqn(jax.nn.relu, jnp.ones(3), name="custom_jvp_call")
+    assert e.primitive is compat.custom_jvp_call_p
+    assert compat.call_name(e) == "relu"
+    p = compat.bind_params(e.primitive, e.params)
+    out = e.primitive.bind(jnp.array([-1.0, 2.0, 0.0]), **p)
+    np.testing.assert_array_equal(np.asarray(out[0] if isinstance(out, list | tuple) else out), [0.0, 2.0, 0.0])
+
+
+def test_where_is_jit_around_select_n_with_false_case_first():
+    e = _eqn(lambda c, x, y: jnp.where(c, x, y), jnp.array([True]), jnp.ones(1), jnp.zeros(1), name="jit")
+    sub, _ = compat.open_jaxpr(e.params["jaxpr"])
+    sel = [s for s in sub.eqns if s.primitive is jax.lax.select_n_p][0]
+    # select_n(pred, case0, case1): case 0 is taken where pred is False, i.e. y.
+    assert sel.invars[1] is sub.invars[2] or str(sel.invars[1]) == str(sub.invars[2])
+
+
+def test_literals_are_unhashable_and_convert_exactly():
+    e = _eqn(lambda x: x * 0.1, jnp.ones(2, jnp.float32), name="mul")
+    lit = [v for v in e.invars if compat.is_literal(v)][0]
+    assert lit.__hash__ is None
+    val = compat.literal_value(lit)
+    assert val.dtype == np.float32 and float(val) == float(np.float32(0.1))
+
+
+def test_cond_branches_false_first_and_int_index():
+    e = _eqn(lambda p, x: jax.lax.cond(p, lambda y: y + 1.0, lambda y: y - 1.0, x), True, 1.0, name="cond")
+    assert e.primitive is compat.cond_p
+    assert e.invars[0].aval.dtype == np.int32
+    false_branch, _ = compat.open_jaxpr(e.params["branches"][0])
+    assert false_branch.eqns[0].primitive is jax.lax.sub_p
+
+
+def test_while_params():
+    e = _eqn(lambda n: jax.lax.while_loop(lambda i: i < n, lambda i: i + 1, 0), 5, name="while")
+    assert e.primitive is compat.while_p
+    assert {"cond_nconsts", "body_nconsts", "cond_jaxpr", "body_jaxpr"} <= set(e.params)
+
+
+def test_remat_has_open_jaxpr_and_named_prims():
+    e = _eqn(jax.checkpoint(lambda x: jnp.sin(x) * 2.0), jnp.ones(2))
+    assert e.primitive is compat.remat_p and e.primitive.name == "remat2"
+    assert compat.add_any_p.name == "add_any"
+
+
+def test_source_line_and_name_stack():
+    def model(x):
+        with jax.named_scope("layer1"):
+            return jnp.tanh(x)
+
+    e = _eqn(model, jnp.ones(2), name="tanh")
+    assert "test_compat.py" in compat.source_line(e)
+    assert compat.name_stack(e) == "layer1"

@@ -1,0 +1,92 @@
+"""Command line: `tljax demo | proofs | verify | run-instances` (also `python -m tljax ...`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+USAGE = """usage: tljax COMMAND [ARGS]
+
+commands:
+  demo                          certified bounds and a semantics comparison on a built-in model
+  proofs [--tag T] [--audit]    check every registered claim and print the table
+  verify NET.onnx SPEC.vnnlib [--timeout S] [--out FILE]
+                                verify a VNN-LIB property of an ONNX network (VNN-COMP format)
+  run-instances instances.csv   run a VNN-COMP benchmark folder and print a table
+"""
+
+
+def demo(argv=()) -> int:
+    """Bounds and semantics of one small MLP, generated from a fixed seed (no download)."""
+    del argv
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import tljax
+
+    rng = np.random.RandomState(0)
+    sizes = [8, 32, 32, 4]
+    params = [
+        ((rng.randn(o, i) / np.sqrt(i)).astype(np.float32), (0.1 * rng.randn(o)).astype(np.float32))
+        for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+    ]
+
+    def mlp(x, params):
+        h = x
+        for k, (w, b) in enumerate(params):
+            h = w @ h + b
+            if k < len(params) - 1:
+                h = jax.nn.relu(h)
+        return h
+
+    x = jnp.asarray(rng.uniform(-1, 1, 8).astype(np.float32))
+    print("tljax demo: an 8-32-32-4 ReLU MLP, one jaxpr, several semantics\n")
+    print(tljax.trace(mlp, x, params))
+    print("\n== The same graph under reference (XLA), exact, bf16 and fp8 semantics ==")
+    print(tljax.compare(mlp, x, params, semantics=["reference", "float[bf16]", "float[e4m3fn]"]))
+    eps = 0.05
+    box = tljax.Box.linf(x, eps)
+    pts = box.sample(jax.random.PRNGKey(0), 10_000)
+    ys = np.asarray(jax.jit(jax.vmap(lambda p: mlp(p, params)))(pts))
+    print(f"\n== Certified output bounds over the L-inf ball of radius {eps} (float32-sound) ==")
+    print(f"{'method':12s} {'time':>8s}  {'mean width':>10s}  sampled outputs inside")
+    for method in ("ibp", "crown", "alpha-crown"):
+        t0 = time.perf_counter()
+        b = tljax.bound(mlp, box, params, method=method)
+        jax.block_until_ready(b.lower)
+        dt = time.perf_counter() - t0
+        lo, hi = np.asarray(b.lower), np.asarray(b.upper)
+        inside = np.all((ys >= lo) & (ys <= hi))
+        print(f"{method:12s} {dt:7.2f}s  {float(np.mean(hi - lo)):10.4f}  {'all 10000' if inside else 'VIOLATION'}")
+        if not inside:
+            return 1
+    b = tljax.bound(mlp, box, params, method="crown")
+    for j in range(4):
+        print(f"  y[{j}] in [{float(b.lower[j]): .5f}, {float(b.upper[j]): .5f}]   sampled range "
+              f"[{ys[:, j].min(): .5f}, {ys[:, j].max(): .5f}]")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "demo":
+        return demo(rest)
+    if cmd == "proofs":
+        from .proofs._cli import main as proofs_main
+
+        return proofs_main(rest)
+    if cmd == "verify":
+        from .verify._cli import main_verify
+
+        return main_verify(rest)
+    if cmd == "run-instances":
+        from .verify._cli import main_run_instances
+
+        return main_run_instances(rest)
+    print(f"tljax: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+    return 2

@@ -1,0 +1,626 @@
+"""Bound certificates: what a bound computation claims, and an exact-arithmetic checker for it.
+
+A `Certificate` (from `tljax.bound(..., certificate=True)`) holds, as float64 numbers (dyadic
+rationals, stored exactly by `tljax.io.save_json`):
+
+- the input box and the claimed output bounds (per output element, or per row of `spec`);
+- one or more *passes*; each pass claims an interval for the input of every relaxed equation
+  (and for every output node) and the linear relaxation used for each ReLU
+  (``a_l x + b_l <= relu(x) <= a_u x + b_u`` on the claimed input interval), plus for
+  alpha-CROWN the per-row lower slopes used in each back-substitution.
+
+`check(cert, fn, *args)` re-records the program from `fn` and re-derives every claim in exact
+rational arithmetic (python-flint `fmpq` / `fmpq_mat`), in tape order:
+
+1. each claimed input interval of a relaxed equation is implied by the box and the *earlier*
+   (already checked) claims: exact interval propagation, and where that is not enough, exact
+   CROWN back-substitution through the affine equations and the earlier relaxations;
+2. each relaxation is valid on its claimed interval (exactly: the lines are checked at the
+   interval ends and at the kink of the ReLU, which is enough for piecewise-linear convex f);
+3. the claimed final bounds follow in the same way (the best pass counts per row).
+
+Scope of the checker (honest): ReLU networks whose tape has only affine equations (dot_general,
+conv, add/sub/neg, mul/div by constants, reductions by sum, structural ops) and ReLU (max(x, 0),
+also max(a, b) / min / abs-free rewrites that yield ReLUs). Smooth nonlinearities (tanh, exp,
+logistic, ...), products of two bounded values and "concretize" equations are rejected with
+"unsupported relaxation kind". The box must be a single array.
+
+What is checked is the claim for the *real-valued* network (every operation exact). The producer
+always builds the certificate from a float-sound computation (outward rounded), so the claim also
+covers the float32 program, but the checker does NOT re-derive the float-program rounding
+allowances (`_float_model.ProgramModel`); `CheckResult.reason` says so.
+
+The linear part of each affine equation is materialised exactly as a matrix by applying the
+equation's JVP to unit vectors: every entry is a single product `1 * w` plus exact zeros, hence
+exact (division by a constant is special-cased as an exact reciprocal). Weights that are
+subnormal would be flushed to zero by XLA:CPU here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from fractions import Fraction
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flint import fmpq, fmpq_mat
+from jax import lax
+
+from ..core._graph import Graph, trace
+from ._relax import Options
+from ._tape import Node, TapeEqn, apply_affine, record_graph
+
+FORMAT = "tljax-certificate-1"
+_NOT_FLOAT = (
+    "real-valued semantics re-derived exactly; the float-program rounding allowances "
+    "(float_sound) are not re-derived by the checker"
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# The certificate.
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificate:
+    """A checkable bound claim (see the module docstring).
+
+    Attributes:
+      method: "ibp", "crown" or "alpha-crown".
+      float_sound: whether the claim was produced with float-sound (outward) rounding (always
+        True for produced certificates; `requested_float_sound` is what `bound` was asked for).
+      requested_float_sound: the `float_sound` argument of `bound`.
+      jax_version: the jax version that produced it.
+      program_model: the float program's rounding model (dict: u_out, u_acc, eta, name).
+      box: list (one per box leaf) of (lower, upper) float64 arrays.
+      box_dtypes: dtype names of the box leaves.
+      spec: the spec matrix (float64) or None.
+      lower, upper: claimed bounds, a list with one float64 array per output (with `spec`, one
+        array of shape (m,)).
+      passes: list of dicts {"nodes": {id: (lo, hi)}, "relax": {eqn: (a_l, b_l, a_u, b_u)},
+        "alphas": {"start:eqn": array (rows, *shape)}}.
+      tape: signature of the recorded program: list of (kind, name, out shape).
+    """
+
+    method: str
+    float_sound: bool
+    requested_float_sound: bool
+    jax_version: str
+    program_model: dict
+    box: list
+    box_dtypes: list
+    spec: Any
+    lower: list
+    upper: list
+    passes: list
+    tape: list
+    format: str = FORMAT
+
+    def to_json(self, path) -> None:
+        """Writes the certificate with every float stored exactly (hex floats)."""
+        from ..io import save_json
+
+        save_json(dataclasses.asdict(self), path)
+
+    @classmethod
+    def from_json(cls, path) -> Certificate:
+        from ..io import load_json
+
+        d = load_json(path)
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a {FORMAT} file")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """Outcome of `check`: `accepted`, a `reason` (precise on rejection) and the time taken."""
+
+    accepted: bool
+    reason: str
+    seconds: float
+
+    def __bool__(self) -> bool:
+        return self.accepted
+
+
+def _f64(x) -> np.ndarray:
+    return np.array(jax.device_get(x), dtype=np.float64)
+
+
+def _signature(tape) -> list:
+    sig = []
+    for e in tape.eqns:
+        name = e.fn or (e.prim.name if e.prim is not None else "")
+        sig.append([e.kind, name, list(e.out.shape)])
+    return sig
+
+
+def _pass_record(tape, p, alphas=None) -> dict:
+    nodes, relax = {}, {}
+    for i, e in enumerate(tape.eqns):
+        if e.kind in ("unary", "mul", "concretize"):
+            for n in e.node_inputs:
+                lo, hi = p.bounds[n.id]
+                nodes[str(n.id)] = (_f64(lo), _f64(hi))
+        if i in p.relax:
+            r = p.relax[i]
+            if e.kind == "unary":
+                relax[str(i)] = tuple(_f64(jnp.broadcast_to(v, e.out.shape)) for v in r)
+            else:  # mul: McCormick planes (recorded; the checker rejects them)
+                relax[str(i)] = tuple(_f64(v) for pl in r for v in pl)
+    for o in tape.outputs:
+        if isinstance(o, Node):
+            lo, hi = p.bounds[o.id]
+            nodes[str(o.id)] = (_f64(lo), _f64(hi))
+    al = {}
+    for (key, i), v in (alphas or {}).items():
+        al[f"{key}:{i}"] = _f64(jnp.clip(v, 0.0, 1.0))
+    return {"nodes": nodes, "relax": relax, "alphas": al}
+
+
+def _alpha_pass(tape, in_bounds, opts, spec, plan, iters, lr):
+    """alpha-CROWN as in `_crown._alpha_crown`, returning the final slopes and their pass."""
+    import optax
+
+    from ._crown import _finish, _Pass
+
+    base = _Pass(tape, in_bounds, opts)
+    base.propagate("crown", plan=plan)
+    relu_eqns = [i for i, e in enumerate(tape.eqns) if e.kind == "unary" and e.fn == "relu"]
+    if not relu_eqns or iters <= 0:
+        return None
+    starts = [(n, n.id, 2 * n.size) for n in tape.nodes if n.id in plan]
+    outs = [o for o in tape.outputs if isinstance(o, Node)]
+    alphas = {}
+    for node, key, S in starts:
+        for i in relu_eqns:
+            if i < node.eqn_index:
+                a_l = base.relax[i][0]
+                alphas[(key, i)] = jnp.broadcast_to(a_l, (S, *a_l.shape))
+    for o in outs:
+        S = 2 * (o.size if spec is None else int(np.asarray(spec).reshape(-1, o.size).shape[0]))
+        for i in relu_eqns:
+            if i < o.eqn_index:
+                a_l = base.relax[i][0]
+                alphas[("out", i)] = jnp.broadcast_to(a_l, (S, *a_l.shape))
+    keys = list(alphas)
+    params = [alphas[k] for k in keys]
+
+    def evaluate(params):
+        a = dict(zip(keys, params, strict=True))
+        p = _Pass(tape, in_bounds, opts)
+        p.propagate("crown", alphas=a, plan=plan)
+        res = _finish(p, "crown", spec, alphas=a)
+        return sum(jnp.sum(hi - lo) for lo, hi in res if lo.size)
+
+    opt = optax.adam(lr)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state):
+        grads = jax.grad(evaluate)(params)
+        updates, state = opt.update(grads, state, params)
+        return [jnp.clip(v, 0.0, 1.0) for v in optax.apply_updates(params, updates)], state
+
+    for _ in range(iters):
+        params, state = step(params, state)
+    a = dict(zip(keys, [jnp.clip(v, 0.0, 1.0) for v in params], strict=True))
+    p = _Pass(tape, in_bounds, opts)
+    p.propagate("crown", alphas=a, plan=plan)
+    return p, a, _finish(p, "crown", spec, alphas=a)
+
+
+def make_certificate(
+    graph,
+    n_box,
+    boxes,
+    arg_leaves,
+    *,
+    method,
+    opts,
+    spec=None,
+    bounds=None,
+    alpha_iters: int = 40,
+    alpha_lr: float = 0.25,
+) -> Certificate:
+    """Re-runs the bound computation eagerly (always float-sound) and records its claims.
+
+    The claimed bounds are those of this float-sound re-run (for alpha-CROWN: the better of the
+    CROWN pass and the pass at the final optimised slopes), so with `float_sound=False` or when
+    alpha-CROWN's best iterate was not its last, they can be slightly wider than `bounds`.
+    """
+    from ._crown import refine_plan, run_method
+
+    del bounds
+    copts = Options(float_sound=True, program=opts.program)
+    mask = [True] * n_box + [False] * (len(graph.in_avals) - n_box)
+    tape = record_graph(graph, mask, arg_leaves, name=method)
+    in_bounds = {}
+    for node, (lo, hi) in zip(tape.inputs, boxes, strict=True):
+        lo = jnp.broadcast_to(jnp.asarray(lo, node.dtype), node.shape)
+        hi = jnp.broadcast_to(jnp.asarray(hi, node.dtype), node.shape)
+        in_bounds[node.id] = (lo, hi)
+    base_method = "crown" if method == "alpha-crown" else method
+    outs, p = run_method(tape, in_bounds, copts, base_method, spec)
+    passes = [_pass_record(tape, p)]
+    lows = [_f64(lo) for lo, _ in outs]
+    highs = [_f64(hi) for _, hi in outs]
+    if method == "alpha-crown":
+        res = _alpha_pass(tape, in_bounds, copts, spec, refine_plan(tape), alpha_iters, alpha_lr)
+        if res is not None:
+            pa, a, outs_a = res
+            passes.append(_pass_record(tape, pa, a))
+            lows = [np.maximum(x, _f64(lo)) for x, (lo, _) in zip(lows, outs_a, strict=True)]
+            highs = [np.minimum(x, _f64(hi)) for x, (_, hi) in zip(highs, outs_a, strict=True)]
+    pm = opts.program
+    return Certificate(
+        method=method,
+        float_sound=True,
+        requested_float_sound=bool(opts.float_sound),
+        jax_version=jax.__version__,
+        program_model={"u_out": pm.u_out, "u_acc": pm.u_acc, "eta": pm.eta, "name": pm.name},
+        box=[(_f64(in_bounds[n.id][0]), _f64(in_bounds[n.id][1])) for n in tape.inputs],
+        box_dtypes=[str(n.dtype) for n in tape.inputs],
+        spec=None if spec is None else np.asarray(spec, np.float64),
+        lower=lows,
+        upper=highs,
+        passes=passes,
+        tape=_signature(tape),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact arithmetic helpers: vectors are 1-D object arrays of fmpq, matrices fmpq_mat.
+
+
+class _Reject(Exception):
+    pass
+
+
+def _q(x) -> np.ndarray:
+    """float array -> object array of exact fmpq (rejects non-finite numbers)."""
+    a = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise _Reject("non-finite number in the certificate")
+    out = np.empty(a.shape, dtype=object)
+    flat = out.reshape(-1)
+    for k, v in enumerate(a.reshape(-1).tolist()):
+        n, d = v.as_integer_ratio()
+        flat[k] = fmpq(n, d)
+    return out
+
+
+def _mat(obj2d) -> fmpq_mat:
+    r, c = obj2d.shape
+    return fmpq_mat(r, c, list(obj2d.reshape(-1)))
+
+
+def _unmat(m: fmpq_mat) -> np.ndarray:
+    return np.array(m.entries(), dtype=object).reshape(m.nrows(), m.ncols())
+
+
+def _matmul(a: np.ndarray, m) -> np.ndarray:
+    """(S, N) object array times an fmpq_mat (N, K) (or None = identity)."""
+    if m is None:
+        return a
+    return _unmat(_mat(a) * m)
+
+
+def _pos(a):
+    return np.where(a > 0, a, 0)
+
+
+def _neg(a):
+    return np.where(a < 0, a, 0)
+
+
+def _relu(a):
+    return np.where(a > 0, a, 0)
+
+
+def _fmt(v) -> str:
+    return f"{float(Fraction(int(v.p), int(v.q))):.17g}"
+
+
+class _Affine:
+    """Exact linear parts (per node operand) and constant part of one affine equation."""
+
+    def __init__(self, e: TapeEqn):
+        ins = e.node_inputs
+        zeros = [jnp.zeros(n.shape, n.dtype) for n in ins]
+        f0 = apply_affine(e, zeros, mode="zero")
+        self.f0 = _q(np.asarray(f0, np.float64).reshape(-1))
+        self.J = []  # fmpq_mat (in_size, out_size) per operand, or None for the identity
+        self.Jp = []
+        self.Jn = []
+        scale = None
+        ee = e
+        if e.prim is lax.div_p:
+            c = e.inputs[1]
+            scale = np.broadcast_to(np.asarray(c, np.float64), e.out.shape).reshape(-1)
+            ee = dataclasses.replace(e, inputs=[e.inputs[0], jnp.ones_like(jnp.asarray(c))])
+        for k, n in enumerate(ins):
+
+            def lin(v, k=k, n=n):
+                tang = [jnp.zeros_like(z) for z in zeros]
+                tang[k] = v.reshape(n.shape)
+                return jax.jvp(lambda *xs: apply_affine(ee, list(xs)), zeros, tang)[1].reshape(-1)
+
+            eye = jnp.eye(n.size, dtype=n.dtype)
+            jt = np.asarray(jax.vmap(lin)(eye), np.float64)  # (in, out): row = image of unit vec
+            if scale is None and jt.shape[0] == jt.shape[1] and np.array_equal(jt, np.eye(n.size)):
+                self.J.append(None)
+                self.Jp.append(None)
+                self.Jn.append(None)
+                continue
+            q = _q(jt)
+            if scale is not None:
+                if np.any(scale == 0):
+                    raise _Reject(f"division by zero in {e.where()}")
+                inv = np.array([1 / _q(s)[()] for s in scale], dtype=object)
+                q = q * inv[None, :]
+            self.J.append(_mat(q))
+            self.Jp.append(_mat(_pos(q)))
+            self.Jn.append(_mat(_neg(q)))
+
+    def interval(self, ins: list[tuple]) -> tuple:
+        lo = self.f0.copy()
+        hi = self.f0.copy()
+        for (l, h), J, Jp, Jn in zip(ins, self.J, self.Jp, self.Jn, strict=True):
+            if J is None:
+                lo, hi = lo + l, hi + h
+                continue
+            L, H = l[None, :], h[None, :]
+            lo = lo + (_matmul(L, Jp) + _matmul(H, Jn))[0]
+            hi = hi + (_matmul(H, Jp) + _matmul(L, Jn))[0]
+        return lo, hi
+
+
+class _Checker:
+    def __init__(self, cert: Certificate, tape, pass_: dict, k: int):
+        self.cert, self.tape, self.k = cert, tape, k
+        self.claims = {int(i): (_q(lo).reshape(-1), _q(hi).reshape(-1)) for i, (lo, hi) in pass_["nodes"].items()}
+        self.relax = {int(i): tuple(_q(v).reshape(-1) for v in r) for i, r in pass_["relax"].items()}
+        self.alphas = {}
+        for key, v in pass_["alphas"].items():
+            s, i = key.split(":")
+            self.alphas[(s, int(i))] = _q(v).reshape(v.shape[0], -1)
+        self.bnd: dict[int, tuple] = {}
+        self.aff: dict[int, _Affine] = {}
+        for n, (lo, hi) in zip(tape.inputs, cert.box, strict=True):
+            self.bnd[n.id] = (_q(lo).reshape(-1), _q(hi).reshape(-1))
+
+    def where(self) -> str:
+        return f"pass {self.k}"
+
+    # Exact CROWN back-substitution: lower bounds of the rows of lam . start.
+    def backward(self, start: Node, lam: np.ndarray, key: str) -> np.ndarray:
+        S = lam.shape[0]
+        acc = {start.id: lam}
+        bias = np.array([fmpq(0)] * S, dtype=object)
+        end = start.eqn_index if start.eqn_index is not None else -1
+        for i in range(end, -1, -1):
+            e = self.tape.eqns[i]
+            L = acc.pop(e.out.id, None)
+            if L is None:
+                continue
+            if e.kind == "affine":
+                a = self.aff[i]
+                bias = bias + _matmul(L, _mat(a.f0[:, None]))[:, 0]
+                for n, J in zip(e.node_inputs, a.J, strict=True):
+                    g = L if J is None else _unmat(_mat(L) * J.transpose())
+                    acc[n.id] = acc[n.id] + g if n.id in acc else g
+            else:  # relu (others were rejected in the forward sweep)
+                a_l, b_l, a_u, b_u = self.relax[i]
+                a_l = self.alphas.get((key, i), a_l[None, :])
+                Lp, Ln = _pos(L), _neg(L)
+                g = Lp * a_l + Ln * a_u[None, :]
+                bias = bias + (Lp * b_l[None, :] + Ln * b_u[None, :]).sum(axis=1)
+                x = e.inputs[0]
+                acc[x.id] = acc[x.id] + g if x.id in acc else g
+        for n in self.tape.inputs:
+            L = acc.pop(n.id, None)
+            if L is None:
+                continue
+            lo, hi = self.bnd[n.id]
+            bias = bias + (_matmul(_pos(L), _mat(lo[:, None])) + _matmul(_neg(L), _mat(hi[:, None])))[:, 0]
+        return bias
+
+    def _verify(self, node: Node, what: str, clo, chi, C=None, dlo=None, dhi=None, key=None):
+        """Checks clo <= derived lower and derived upper <= chi for the rows of C . node."""
+        size = node.size
+        if C is None:
+            C = np.eye(size, dtype=np.int64).astype(object)
+            dlo, dhi = self.bnd[node.id]
+        bad_lo = np.nonzero(clo > dlo)[0]
+        bad_hi = np.nonzero(chi < dhi)[0]
+        if (len(bad_lo) or len(bad_hi)) and key is not None and self.relax:
+            rows = np.concatenate([C[bad_lo], -C[bad_hi]])
+            low = self.backward(node, rows, key)
+            dlo, dhi = dlo.copy(), dhi.copy()
+            for j, r in enumerate(bad_lo):
+                if low[j] > dlo[r]:
+                    dlo[r] = low[j]
+            for j, r in enumerate(bad_hi):
+                if -low[len(bad_lo) + j] < dhi[r]:
+                    dhi[r] = -low[len(bad_lo) + j]
+        for r in np.nonzero(clo > dlo)[0][:1]:
+            raise _Reject(
+                f"{self.where()}: {what} index {int(r)}: claimed lower {_fmt(clo[r])} > derived "
+                f"lower {_fmt(dlo[r])}"
+            )
+        for r in np.nonzero(chi < dhi)[0][:1]:
+            raise _Reject(
+                f"{self.where()}: {what} index {int(r)}: claimed upper {_fmt(chi[r])} < derived "
+                f"upper {_fmt(dhi[r])}"
+            )
+        return dlo, dhi
+
+    def node_claim(self, n: Node, what: str):
+        if n.id not in self.claims:
+            return
+        clo, chi = self.claims[n.id]
+        if clo.shape[0] != n.size:
+            raise _Reject(f"{self.where()}: {what}: claimed interval has {clo.shape[0]} entries, node has {n.size}")
+        bad = np.nonzero(clo > chi)[0]
+        if len(bad):
+            raise _Reject(f"{self.where()}: {what} index {int(bad[0])}: empty claimed interval")
+        dlo, dhi = self._verify(n, what, clo, chi, key=str(n.id))
+        # Both are valid enclosures: keep the tighter one for later derivations.
+        lo = np.where(dlo > clo, dlo, clo)
+        hi = np.where(dhi < chi, dhi, chi)
+        self.bnd[n.id] = (lo, hi)
+
+    def relu_valid(self, i: int, x: Node):
+        if i not in self.relax:
+            return
+        if x.id not in self.claims:
+            raise _Reject(f"{self.where()}: relu equation {i}: relaxation without a claimed input interval")
+        lo, hi = self.claims[x.id]
+        a_l, b_l, a_u, b_u = self.relax[i]
+        if a_l.shape[0] != x.size:
+            raise _Reject(f"{self.where()}: relu equation {i}: relaxation has the wrong size")
+        for p, name in ((lo, "lower end"), (hi, "upper end")):
+            ok = a_u * p + b_u >= _relu(p)
+            for r in np.nonzero(~ok.astype(bool))[0][:1]:
+                raise _Reject(
+                    f"{self.where()}: relu equation {i} index {int(r)}: upper line "
+                    f"{_fmt(a_u[r])}*x + {_fmt(b_u[r])} is below relu at the {name} x={_fmt(p[r])}"
+                )
+        kink = np.where(lo > 0, lo, np.where(hi < 0, hi, fmpq(0)))
+        lines = [("", a_l[None, :])] + [
+            (f" (alpha slopes of start {s}, row {{}})", v) for (s, j), v in self.alphas.items() if j == i
+        ]
+        for label, al in lines:
+            for p, name in ((lo, "lower end"), (hi, "upper end"), (kink, "kink")):
+                ok = (al * p[None, :] + b_l[None, :] <= _relu(p)[None, :]).astype(bool)
+                bad = np.argwhere(~ok)
+                if len(bad):
+                    s, r = int(bad[0][0]), int(bad[0][1])
+                    raise _Reject(
+                        f"{self.where()}: relu equation {i} index {r}{label.format(s)}: lower line "
+                        f"{_fmt(al[s, r])}*x + {_fmt(b_l[r])} is above relu at the {name} x={_fmt(p[r])}"
+                    )
+
+    def sweep(self):
+        for i, e in enumerate(self.tape.eqns):
+            if e.kind == "affine":
+                if i not in self.aff:
+                    self.aff[i] = _Affine(e)
+                self.bnd[e.out.id] = self.aff[i].interval([self.bnd[n.id] for n in e.node_inputs])
+            elif e.kind == "unary" and e.fn == "relu":
+                x = e.inputs[0]
+                self.node_claim(x, f"node {x.id} (input of relu equation {i})")
+                self.relu_valid(i, x)
+                lo, hi = self.bnd[x.id]
+                self.bnd[e.out.id] = (_relu(lo), _relu(hi))
+            else:
+                name = e.fn or (e.prim.name if e.prim is not None else e.kind)
+                raise _Reject(
+                    f"unsupported relaxation kind {e.kind}:{name} (equation {i}, {e.where()}); the "
+                    "checker supports affine equations and ReLU"
+                )
+
+    def finals(self, spec) -> list:
+        """Derived (lower, upper) per output (object vectors), using this pass's relaxations."""
+        res = []
+        for o in self.tape.outputs:
+            if not isinstance(o, Node):
+                v = _q(np.asarray(o, np.float64)).reshape(-1)
+                if spec is not None:
+                    v = (_mat(_q(spec)) * _mat(v[:, None])).entries()
+                    v = np.array(v, dtype=object)
+                res.append((v, v))
+                continue
+            lo, hi = self.bnd[o.id]
+            if spec is None:
+                C = np.eye(o.size, dtype=np.int64).astype(object)
+                dlo, dhi = lo, hi
+            else:
+                C = _q(spec).reshape(-1, o.size)
+                dlo = (_matmul(_pos(C), _mat(lo[:, None])) + _matmul(_neg(C), _mat(hi[:, None])))[:, 0]
+                dhi = (_matmul(_pos(C), _mat(hi[:, None])) + _matmul(_neg(C), _mat(lo[:, None])))[:, 0]
+            if self.relax:
+                lam = np.concatenate([C, -C])
+                low = self.backward(o, lam, "out")
+                m = C.shape[0]
+                dlo = np.where(low[:m] > dlo, low[:m], dlo)
+                dhi = np.where(-low[m:] < dhi, -low[m:], dhi)
+            res.append((dlo, dhi))
+        return res
+
+
+def check(certificate: Certificate, fn, *args) -> CheckResult:
+    """Re-derives `certificate`'s claims for `fn(x, *args)` in exact rational arithmetic.
+
+    Returns a `CheckResult`: accepted, or the first failing claim (pass, node or output, index,
+    claimed vs derived value). See the module docstring for what is and is not supported.
+    """
+    t0 = time.perf_counter()
+    try:
+        reason = _check(certificate, fn, *args)
+        return CheckResult(True, reason, time.perf_counter() - t0)
+    except _Reject as r:
+        return CheckResult(False, str(r), time.perf_counter() - t0)
+
+
+def _check(cert: Certificate, fn, *args) -> str:
+    if cert.format != FORMAT:
+        raise _Reject(f"unknown certificate format {cert.format!r}")
+    if len(cert.box) != 1:
+        raise _Reject("unsupported: the checker needs a single-array box")
+    lo, hi = cert.box[0]
+    if np.shape(lo) != np.shape(hi):
+        raise _Reject("box lower and upper have different shapes")
+    lo_q, hi_q = _q(lo).reshape(-1), _q(hi).reshape(-1)
+    bad = np.nonzero(lo_q > hi_q)[0]
+    if len(bad):
+        raise _Reject(f"box index {int(bad[0])}: lower > upper")
+    example = np.asarray(lo).astype(cert.box_dtypes[0])
+    graph = fn if isinstance(fn, Graph) else trace(fn, example, *args)
+    leaves = graph.flatten_inputs(example, *args)
+    mask = [True] + [False] * (len(graph.in_avals) - 1)
+    tape = record_graph(graph, mask, leaves[1:], name="check")
+    sig = _signature(tape)
+    if sig != [list(s[:2]) + [list(s[2])] for s in cert.tape]:
+        raise _Reject("the certificate's program does not match fn (recorded tapes differ)")
+    if tape.inputs[0].shape != tuple(np.shape(lo)):
+        raise _Reject("box shape does not match the program input")
+    spec = None if cert.spec is None else np.asarray(cert.spec, np.float64)
+    derived = None
+    for k, pass_ in enumerate(cert.passes):
+        c = _Checker(cert, tape, pass_, k)
+        c.sweep()
+        fin = c.finals(spec)
+        if derived is None:
+            derived = fin
+        else:
+            derived = [
+                (np.where(a[0] > b[0], a[0], b[0]), np.where(a[1] < b[1], a[1], b[1]))
+                for a, b in zip(derived, fin, strict=True)
+            ]
+    if derived is None:
+        raise _Reject("the certificate has no pass")
+    if len(cert.lower) != len(derived):
+        raise _Reject(f"{len(cert.lower)} claimed outputs, the program has {len(derived)}")
+    for j, ((dlo, dhi), clo, chi) in enumerate(zip(derived, cert.lower, cert.upper, strict=True)):
+        clo, chi = _q(clo).reshape(-1), _q(chi).reshape(-1)
+        if clo.shape != dlo.shape:
+            raise _Reject(f"output {j}: claimed bounds have {clo.shape[0]} entries, expected {dlo.shape[0]}")
+        for r in np.nonzero(clo > dlo)[0][:1]:
+            raise _Reject(
+                f"output {j} index {int(r)}: claimed lower {_fmt(clo[r])} > derived lower {_fmt(dlo[r])}"
+            )
+        for r in np.nonzero(chi < dhi)[0][:1]:
+            raise _Reject(
+                f"output {j} index {int(r)}: claimed upper {_fmt(chi[r])} < derived upper {_fmt(dhi[r])}"
+            )
+    return f"accepted ({cert.method}, {len(cert.passes)} pass(es)): {_NOT_FLOAT}"
+
+
+__all__ = ["Certificate", "CheckResult", "check", "make_certificate"]

@@ -1,0 +1,232 @@
+"""`tljax.verify(fn, prop, *args)`: falsification, bounds, then branch and bound."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..core import _jaxpr_compat as compat
+from ..core._errors import InputError, ShapeMismatchError
+from ._bab import LeafSet, Options, Outcome, Search
+from ._result import Certificate, GroupLeaves, Result
+from ._spec import f32_outward, make_groups, validate_property
+
+compat.register_exclusion(__file__)
+
+METHODS = ("crown", "alpha-crown", "ibp")
+SPLITS = ("auto", "input", "relu")
+BRANCHINGS = ("gradient", "widest")
+
+
+def _output_size(fn, shape, args) -> int:
+    try:
+        out = jax.eval_shape(fn, jax.ShapeDtypeStruct(tuple(shape), jnp.float32), *args)
+    except Exception as err:  # noqa: BLE001 - re-raised with the shape that was tried
+        raise ShapeMismatchError(
+            f"tljax.verify: calling fn on an input of shape {tuple(shape)} failed ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); pass the network's input shape as "
+            "`input_shape=` (e.g. the ONNX input shape (1, 1, 1, 5))"
+        ) from err
+    leaves = jax.tree_util.tree_leaves(out)
+    if len(leaves) != 1:
+        raise InputError(f"tljax.verify needs fn to return one array, got {len(leaves)} outputs; return the one the property is about")
+    return int(np.prod(leaves[0].shape, dtype=np.int64))
+
+
+def _progress(enabled):
+    if enabled is False:
+        return None
+    if enabled is None and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is a dependency; a missing one only loses the bar
+        return None
+    return tqdm(desc="verify", unit="batch", leave=False, dynamic_ncols=True)
+
+
+def verify(
+    fn,
+    prop,
+    *args,
+    timeout: float | None = None,
+    method: str = "crown",
+    input_shape: tuple[int, ...] | None = None,
+    split: str = "auto",
+    branching: str = "gradient",
+    batch_size: int = 256,
+    attack: bool = True,
+    alpha: bool | str = "auto",
+    certificates: bool | int = False,
+    progress: bool | None = None,
+    seed: int = 0,
+) -> Result:
+    """Decides a VNN-LIB property of a network: unsat (verified), sat (counterexample) or unknown.
+
+    Search order: falsification (random samples and PGD on the margin, jitted and batched), then
+    certified bounds of every case box (CROWN; alpha-CROWN too where it is enabled), then branch
+    and bound: input splitting for low-dimensional inputs (ACAS Xu style), ReLU splitting
+    (`tljax.bound(..., relu_splits=)`) for high-dimensional ones. Bounds are float-sound: an
+    unsat verdict holds for the float32 program as executed and for the real-valued network,
+    over every point of the boxes.
+
+    A sat verdict is reported only after the counterexample is re-executed: its float32 output
+    (through XLA) and its exact rational output (`tljax.evaluate(..., semantics="exact")`) must
+    both violate the property, tested exactly. A candidate on which they disagree is rejected (a
+    note says so) and the search goes on.
+
+    Args:
+      fn: the network as a pure function `fn(x, *args)` of an input `x` of shape `input_shape`,
+        returning one array (flattened row-major it is `Y_0, Y_1, ...`). Passing weights through
+        `*args` (e.g. `lambda x, params: net(params, x)`) lets networks of one architecture share
+        compiled code.
+      prop: a `tljax.io.Property` (from `tljax.io.load_vnnlib`).
+      *args: further arguments of `fn` (weights), treated as constants.
+      timeout: wall-clock budget in seconds (None: no limit). Checked between batches.
+      method: bound method of the search: "crown" (default), "alpha-crown" or "ibp".
+      input_shape: the shape of `x` (default `(prop.n_inputs,)`); VNN-LIB's `X_i` are its
+        elements in row-major order.
+      split: "auto" (input splitting up to 64 inputs, ReLU splitting above), "input" or "relu".
+      branching: input-split coordinate choice: "gradient" (width x |gradient of the margin|)
+        or "widest".
+      batch_size: domains per compiled bound call (fixed, padded: one compile per size).
+      attack: run the falsifier (before and during the search).
+      alpha: also try alpha-CROWN on case boxes CROWN cannot verify: True, False, or "auto"
+        (only with ReLU splitting, where it pays for its compile time).
+      certificates: also attach `tljax.bound(..., certificate=True)` certificates to the leaves
+        of an unsat result (True: all leaves; an int: at most that many; needs
+        `tljax.bounds.check`, skipped with a note otherwise).
+      progress: show a tqdm bar (domains left, best bound, elapsed time); None: only when stderr
+        is a terminal.
+      seed: PRNG seed of the falsifier.
+
+    Returns:
+      A `Result`; `result.check()` re-verifies it, `result.vnncomp()` is the result-file text.
+
+    Raises:
+      InputError: `prop` is not a Property, bad option values, or fn returns several arrays.
+      ShapeMismatchError: the property's input/output counts differ from the network's.
+      InvalidBoxError: an input box is empty, NaN or unbounded.
+
+    Example:
+      >>> net, params = tljax.io.load_onnx("ACASXU_run2a_1_1_batch_2000.onnx")
+      >>> prop = tljax.io.load_vnnlib("prop_1.vnnlib", 5, 5)
+      >>> res = tljax.verify(lambda x, p: net(p, x), prop, params, input_shape=(1, 1, 1, 5), timeout=116)
+      >>> res.verdict, res.check().accepted
+      ('unsat', True)
+    """
+    t0 = time.monotonic()
+    if method not in METHODS:
+        raise InputError(f"tljax.verify: unknown method {method!r}; choose one of {METHODS}")
+    if split not in SPLITS:
+        raise InputError(f"tljax.verify: unknown split {split!r}; choose one of {SPLITS}")
+    if branching not in BRANCHINGS:
+        raise InputError(f"tljax.verify: unknown branching {branching!r}; choose one of {BRANCHINGS}")
+    if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0 and not math.isnan(timeout)):
+        raise InputError(f"tljax.verify: timeout must be a positive number of seconds or None, got {timeout!r}")
+    if not isinstance(batch_size, int) or batch_size < 2:
+        raise InputError(f"tljax.verify: batch_size must be an int >= 2, got {batch_size!r}")
+    if not callable(fn):
+        raise InputError(f"tljax.verify: fn must be callable, got {type(fn).__name__}")
+    from ..io import Property
+
+    if not isinstance(prop, Property):
+        raise InputError(
+            f"tljax.verify expects a tljax.io.Property as `prop`, got {type(prop).__name__}; read "
+            "one with tljax.io.load_vnnlib(path, n_inputs, n_outputs)"
+        )
+    shape = tuple(int(s) for s in (input_shape if input_shape is not None else (prop.n_inputs,)))
+    n_in = int(np.prod(shape, dtype=np.int64))
+    if n_in != prop.n_inputs:
+        validate_property(prop, shape, -1)  # raises the input-count mismatch with its message
+    n_out = _output_size(fn, shape, args)
+    validate_property(prop, shape, n_out)
+
+    opts = Options(method=method, batch_size=batch_size, split=split, branching=branching, attack=attack, alpha=alpha, seed=seed)
+    deadline = t0 + (timeout if timeout is not None else float("inf"))
+    stats: dict = {}
+    notes: list[str] = []
+    context = (fn, tuple(args), prop, shape)
+    groups = make_groups(prop, n_out)
+    bar = _progress(progress)
+    search = Search(fn, args, prop, shape, opts, deadline, bar, stats, notes)
+
+    def done(verdict, **kw):
+        if bar is not None:
+            bar.close()
+        stats["rejected_candidates"] = search.rejected
+        return Result(verdict, time=time.monotonic() - t0, stats=stats, notes=tuple(notes), context=context, **kw)
+
+    all_leaves = []
+    verdicts = []
+    try:
+        # Falsify every group before any branch and bound: a cheap sat anywhere ends the run.
+        for g in groups:
+            for box in g.boxes:
+                search.falsify(g, box)
+        for g in groups:
+            leaves = LeafSet()
+            verdicts.append(search.run_group(g, leaves, skip_root_attack=True))
+            all_leaves.append((g, leaves))
+    except Outcome as out:
+        if out.verdict == "sat":
+            return done("sat", counterexample=out.counterexample)
+        return done("timeout")
+    if any(v != "unsat" for v in verdicts):
+        return done("unknown")
+    cert_groups = []
+    for g, leaves in all_leaves:
+        a = leaves.arrays()
+        cert_groups.append(
+            GroupLeaves(group=g, case=a["case"], lower=a["lower"], upper=a["upper"], splits=a["splits"], bounds=a["bounds"], method=a["method"])
+        )
+    cert = Certificate(groups=tuple(cert_groups), input_shape=shape)
+    if certificates:
+        cert = _attach_bound_certificates(cert, fn, args, shape, certificates, deadline, notes)
+    stats["leaves"] = cert.n_leaves
+    return done("unsat", certificate=cert)
+
+
+def _attach_bound_certificates(cert: Certificate, fn, args, shape, limit, deadline, notes) -> Certificate:
+    import dataclasses
+
+    from .. import bounds as tb
+    from ._bounder import spec_fn
+
+    if not hasattr(tb, "check"):
+        notes.append("bound certificates skipped: tljax.bounds.check is not available in this version")
+        return cert
+    cap = cert.n_leaves if limit is True else int(limit)
+    if cert.n_leaves > cap:
+        notes.append(f"bound certificates skipped: {cert.n_leaves} leaves exceed the limit {cap}")
+        return cert
+    g_fn = spec_fn(fn)
+    new_groups = []
+    for gl in cert.groups:
+        certs = []
+        for i in range(len(gl)):
+            if time.monotonic() > deadline:
+                notes.append("bound certificates skipped: out of time")
+                return cert
+            lo32, hi32 = f32_outward(gl.lower[i], gl.upper[i])
+            splits = None
+            if gl.splits.shape[1]:
+                notes.append("bound certificates for ReLU-split leaves are not attached (split layout)")
+                return cert
+            b = tb.bound(
+                g_fn,
+                tb.Box(jnp.asarray(lo32).reshape(shape), jnp.asarray(hi32).reshape(shape)),
+                jnp.asarray(gl.group.spec),
+                *args,
+                method=gl.method[i],
+                relu_splits=splits,
+                certificate=True,
+            )
+            certs.append(b.certificate)
+        new_groups.append(dataclasses.replace(gl, bound_certificates=tuple(certs)))
+    return dataclasses.replace(cert, groups=tuple(new_groups))

@@ -1,0 +1,245 @@
+"""Falsification: random sampling and PGD on the property margin, and the concrete re-check.
+
+The objective of a concrete output `y` is `min_k max_i (C_k y - d_k)_i`; it is <= 0 exactly when
+`y` lies in some unsafe polytope `{C_k y <= d_k}`. The attack minimises it over the float32 points
+of an input box with signed-gradient steps (batched, jitted). A candidate is then re-checked
+concretely (`confirm`): the float32 output computed by XLA and the exact rational output of the
+same program (`tljax.evaluate(..., semantics="exact")`) are compared against the stored
+constraints in exact arithmetic. Only a point that violates the property under both is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools as ft
+from fractions import Fraction
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..core._errors import UnsupportedPrimitiveError
+from ._spec import Group, f32_inward
+
+
+def _objective(fn, shape, x, spec, d, mask, real, args):
+    """Float32 margin of one flat input `x`: <= 0 means a candidate counterexample."""
+    y = fn(x.reshape(shape), *args).reshape(-1)
+    v = spec @ y.astype(spec.dtype) - d
+    per = jnp.max(jnp.where(mask, v[None, :], -jnp.inf), axis=1)
+    per = jnp.where(real, per, jnp.inf)
+    return jnp.min(per)
+
+
+def attack_arrays(group: Group):
+    """(spec, d, mask, real) float32/bool arrays of fixed padded shapes for the attack objective."""
+    r = group.spec.shape[0]
+    mask = np.zeros((r, r), bool)
+    real = np.zeros(r, bool)
+    k = group.n_disjuncts
+    if k > r:  # more disjuncts than padded rows (some without rows): pad further
+        mask = np.zeros((k, r), bool)
+        real = np.zeros(k, bool)
+    mask[:k] = group.masks()
+    real[:k] = True
+    return (
+        jnp.asarray(group.spec, jnp.float32),
+        jnp.asarray(group.d, jnp.float32),
+        jnp.asarray(mask),
+        jnp.asarray(real),
+    )
+
+
+_COMPILED: dict = {}
+
+
+def _cached(kind, fn, *key, build):
+    k = (kind, id(fn), *key)
+    hit = _COMPILED.get(k)
+    if hit is None or hit[0] is not fn:
+        if len(_COMPILED) > 64:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        hit = (fn, build())
+        _COMPILED[k] = hit
+    return hit[1]
+
+
+def batch_objective(fn, shape):
+    """Jitted `(xs (P, n), spec, d, mask, real, args) -> (P,)` float32 objectives."""
+
+    def build():
+        one = ft.partial(_objective, fn, shape)
+        return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None, None)))
+
+    return _cached("obj", fn, tuple(shape), build=build)
+
+
+def _pgd_fn(fn, shape, steps: int):
+    def build():
+        obj = ft.partial(_objective, fn, shape)
+        vg = jax.vmap(jax.value_and_grad(obj), in_axes=(0, None, None, None, None, None))
+
+        def run(x0, lo, hi, spec, d, mask, real, args):
+            width = hi - lo
+
+            def step(carry, t):
+                x, best_x, best_v = carry
+                v, g = vg(x, spec, d, mask, real, args)
+                v = jnp.where(jnp.isnan(v), jnp.inf, v)
+                better = v < best_v
+                best_x = jnp.where(better[:, None], x, best_x)
+                best_v = jnp.where(better, v, best_v)
+                # step size decays from a quarter of the box to nothing (cosine schedule)
+                eta = 0.25 * 0.5 * (1.0 + jnp.cos(jnp.pi * t / steps)) + 1e-5
+                x = jnp.clip(x - eta * width * jnp.sign(g), lo, hi)
+                return (x, best_x, best_v), None
+
+            init = (x0, x0, jnp.full(x0.shape[0], jnp.inf, jnp.float32))
+            (x, best_x, best_v), _ = jax.lax.scan(step, init, jnp.arange(steps, dtype=jnp.float32))
+            v = jax.vmap(obj, in_axes=(0, None, None, None, None, None))(x, spec, d, mask, real, args)
+            v = jnp.where(jnp.isnan(v), jnp.inf, v)
+            better = v < best_v
+            return jnp.where(better[:, None], x, best_x), jnp.where(better, v, best_v)
+
+        return jax.jit(run)
+
+    return _cached("pgd", fn, tuple(shape), steps, build=build)
+
+
+def attack(fn, args, group: Group, lower, upper, shape, *, key, n_samples=16384, n_restarts=1024, steps=100):
+    """Random samples, then PGD from the best of them, inside the float32 points of a box.
+
+    Returns:
+      `(xs, values)`: float32 candidates (P, n) sorted by objective (lowest first) and their float32
+      objectives; empty arrays when the box holds no float32 point.
+    """
+    lo32, hi32 = f32_inward(lower, upper)
+    if np.any(lo32 > hi32):
+        return np.zeros((0, lo32.size), np.float32), np.zeros(0, np.float32)
+    arrays = attack_arrays(group)
+    lo, hi = jnp.asarray(lo32), jnp.asarray(hi32)
+    k1, k2 = jax.random.split(key)
+    u = jax.random.uniform(k1, (n_samples, lo32.size), jnp.float32)
+    xs = jnp.clip(lo + u * (hi - lo), lo, hi)
+    xs = xs.at[0].set(jnp.clip(0.5 * (lo + hi), lo, hi))
+    vals = batch_objective(fn, shape)(xs, *arrays, args)
+    vals = jnp.where(jnp.isnan(vals), jnp.inf, vals)
+    order = jnp.argsort(vals)
+    n_best = n_restarts // 2
+    starts = jnp.concatenate(
+        [xs[order[:n_best]], jnp.clip(lo + jax.random.uniform(k2, (n_restarts - n_best, lo32.size)) * (hi - lo), lo, hi)]
+    )
+    px, pv = _pgd_fn(fn, shape, steps)(starts, lo, hi, *arrays, args)
+    all_x = np.concatenate([np.asarray(xs[order[:n_best]]), np.asarray(px)])
+    all_v = np.concatenate([np.asarray(vals[order[:n_best]]), np.asarray(pv)])
+    o = np.argsort(all_v, kind="stable")
+    return all_x[o], all_v[o]
+
+
+@dataclasses.dataclass(frozen=True)
+class Counterexample:
+    """A confirmed violation of the property.
+
+    Attributes:
+      x: float32 input of the network's input shape (inside the case's box, exactly).
+      y: float32 output computed by XLA at `x`, flattened.
+      y_exact: the exact rational output at `x` (object array of `Fraction`), or None when the
+        exact semantics does not support the program (see `exact_note`).
+      case: index into `prop.cases` of the box that holds `x`.
+      disjunct: index into `prop.unsafe` of a polytope that holds the outputs.
+      exact_note: why `y_exact` is None, else "".
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    y_exact: np.ndarray | None
+    case: int
+    disjunct: int
+    exact_note: str = ""
+
+
+def _rows_hold(c: np.ndarray, d: np.ndarray, y) -> bool:
+    """`C y <= d` in exact rational arithmetic (`y` floats or Fractions)."""
+    yq = [v if isinstance(v, Fraction) else Fraction(float(v)) for v in np.asarray(y, dtype=object).reshape(-1)]
+    for row, rhs in zip(np.asarray(c, np.float64), np.asarray(d, np.float64), strict=True):
+        acc = Fraction(0)
+        for a, v in zip(row, yq, strict=True):
+            if a:
+                acc += Fraction(float(a)) * v
+        if acc > Fraction(float(rhs)):
+            return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirmation:
+    """Outcome of re-executing a candidate: the counterexample, or why it was rejected."""
+
+    counterexample: Counterexample | None
+    float_violates: bool
+    exact_violates: bool | None
+    reason: str
+
+
+def confirm(fn, args, prop, x, shape, *, cases=None) -> Confirmation:
+    """Re-executes candidate `x` and checks it against `prop` exactly.
+
+    `x` is rounded to float32 (the program's input type) and must lie in a case box exactly. The
+    float32 output is computed by XLA (`jax.jit(fn)`), the exact output by the exact semantics;
+    both are tested against the stored `(C, d)` with rational arithmetic. Policy: a counterexample
+    is returned only when both violate the property for the same case. When they disagree (the
+    float program and the real-valued network differ at this point) the candidate is rejected
+    with the reason; the search goes on. When the exact semantics does not support the program,
+    the float verdict alone decides and `Counterexample.exact_note` says so.
+    """
+    x32 = np.asarray(x, np.float32).reshape(shape)
+    xf = x32.astype(np.float64).reshape(-1)
+    idx = range(len(prop.cases)) if cases is None else cases
+    inside = [i for i in idx if np.all(prop.cases[i][0] <= xf) and np.all(xf <= prop.cases[i][1])]
+    if not inside:
+        return Confirmation(None, False, None, "the point lies outside every input box")
+    y = np.asarray(jax.jit(fn)(jnp.asarray(x32), *args), np.float32).reshape(-1)
+    if not np.all(np.isfinite(y)):
+        return Confirmation(None, False, None, "the float output is not finite")
+    float_hit = None
+    for i in inside:
+        for k in prop.pairing[i]:
+            c, d = prop.unsafe[k]
+            if _rows_hold(c, d, y.astype(np.float64)):
+                float_hit = (i, k)
+                break
+        if float_hit:
+            break
+    try:
+        y_ex = np.asarray(_exact(fn, x32, args), dtype=object).reshape(-1)
+        note = ""
+    except (UnsupportedPrimitiveError, NotImplementedError) as err:
+        y_ex, note = None, f"exact semantics unavailable ({str(err).splitlines()[0]}); float check only"
+    exact_hit = None
+    if y_ex is not None:
+        for i in inside:
+            for k in prop.pairing[i]:
+                c, d = prop.unsafe[k]
+                if _rows_hold(c, d, y_ex):
+                    exact_hit = (i, k)
+                    break
+            if exact_hit:
+                break
+    if float_hit is None:
+        reason = "the float32 output satisfies the property"
+        if exact_hit is not None:
+            reason += " (the exact output violates it: float and exact disagree)"
+        return Confirmation(None, False, exact_hit is not None if y_ex is not None else None, reason)
+    if y_ex is not None and exact_hit is None:
+        return Confirmation(
+            None, True, False, "the float32 output violates the property but the exact output does not (float and exact disagree)"
+        )
+    case, disjunct = float_hit
+    cex = Counterexample(x=x32, y=y, y_exact=None if y_ex is None else y_ex, case=case, disjunct=disjunct, exact_note=note)
+    return Confirmation(cex, True, None if y_ex is None else True, "")
+
+
+def _exact(fn, x32, args):
+    from ..interpret import evaluate
+
+    return evaluate(fn, jnp.asarray(x32), *args, semantics="exact")
