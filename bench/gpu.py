@@ -240,7 +240,8 @@ def main(argv=None) -> int:
         print(
             f"{'(examples/s, CROWN)':<24}"
             + "".join(
-                f"{(b / steady[('CROWN', b)]) if ('CROWN', b) in steady else 0:>14.0f}" for b in batches
+                f"{b / steady[('CROWN', b)]:>14.0f}" if ("CROWN", b) in steady else f"{'-':>14}"
+                for b in batches
             )
         )
         print(f"\n{title}: first call (trace + compile + run)")

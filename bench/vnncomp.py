@@ -24,23 +24,37 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tljax.verify._cli import read_instances, run_instances, summary  # noqa: E402
+from tljax.verify._cli import read_instances, run_instances, summary
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--suite", default="acasxu", help="folder under ../shared/benchmarks (acasxu, mnist_fc, test)")
+    p.add_argument(
+        "--suite",
+        default="acasxu",
+        help="folder under ../shared/benchmarks (acasxu, mnist_fc, test)",
+    )
     p.add_argument("--benchmarks", default=str((REPO / ".." / "shared" / "benchmarks").resolve()))
-    p.add_argument("--timeout", type=float, default=116.0, help="seconds per instance (VNN-COMP ACAS Xu: 116)")
+    p.add_argument(
+        "--timeout", type=float, default=116.0, help="seconds per instance (VNN-COMP ACAS Xu: 116)"
+    )
     p.add_argument("--limit", type=int, default=None, help="run the first N instances only")
     p.add_argument("--select", default=None, help="comma-separated 0-based rows of instances.csv")
-    p.add_argument("--order", default="file", choices=["file", "interleave"], help="interleave: mix properties early")
+    p.add_argument(
+        "--order",
+        default="file",
+        choices=["file", "interleave"],
+        help="interleave: mix properties early",
+    )
     p.add_argument("--out", default=None, help="write per-instance results as CSV")
     args = p.parse_args(argv)
 
     csv_path = os.path.join(args.benchmarks, args.suite, "instances.csv")
     if not os.path.isfile(csv_path):
-        print(f"no benchmark at {csv_path}; pass --benchmarks DIR (expected ../shared/benchmarks)", file=sys.stderr)
+        print(
+            f"no benchmark at {csv_path}; pass --benchmarks DIR (expected ../shared/benchmarks)",
+            file=sys.stderr,
+        )
         return 2
     rows, expected = read_instances(csv_path)
     index = list(range(len(rows)))
@@ -56,9 +70,13 @@ def main(argv=None) -> int:
         index = index[: args.limit]
     chosen = [rows[i] for i in index]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {args.suite}: {len(chosen)} of {len(rows)} instances, timeout {args.timeout:g}s, cpus {os.cpu_count()}, load {load:.2f}")
+    print(
+        f"# {args.suite}: {len(chosen)} of {len(rows)} instances, timeout {args.timeout:g}s, cpus {os.cpu_count()}, load {load:.2f}"
+    )
     t0 = time.monotonic()
-    records = run_instances(chosen, expected, timeout=args.timeout, log=lambda s: print(s, flush=True))
+    records = run_instances(
+        chosen, expected, timeout=args.timeout, log=lambda s: print(s, flush=True)
+    )
     for rec, i in zip(records, index):
         rec["index"] = i
     s = summary(records)

@@ -8,6 +8,7 @@ from . import layers as layers
 from . import objectives as objectives
 from . import proofs as proofs
 from . import rl as rl
+from . import transforms as transforms
 from .bounds import Bounds as Bounds
 from .bounds import Box as Box
 from .bounds import bound as bound
@@ -27,3 +28,4 @@ from .interpret import is_exact as is_exact
 from .interpret import register_rule as register_rule
 from .interpret import round_to_format as round_to_format
 from .objectives import train as train
+from .transforms import validate as validate

@@ -191,11 +191,23 @@ def test_one_device_mesh_equals_vmapped_bound():
     np.testing.assert_array_equal(b.lower, np.asarray(ref.lower))
     np.testing.assert_array_equal(b.upper, np.asarray(ref.upper))
     assert b.method == "crown" and b.lower.shape == (5, 2)
+    # A second call with new boxes of the same shapes reuses the compiled program.
+    from tljax.bounds import _sharding
+
+    before = len(_sharding._CACHE)
+    b2 = bound_sharded(_mlp, xs - 0.1, xs + 0.1, w, method="crown")
+    assert len(_sharding._CACHE) == before
+    ref2 = jax.vmap(lambda lo, hi: tljax.bound(_mlp, tljax.Box(lo, hi), w, method="crown"))(
+        xs - 0.1, xs + 0.1
+    )
+    np.testing.assert_array_equal(b2.lower, np.asarray(ref2.lower))
 
 
 def test_batch_errors_name_the_problem():
     w = jnp.ones((3, 4))
     xs = jnp.zeros((5, 3))
+    with pytest.raises(InvalidBoxError, match="the batch is empty"):
+        bound_sharded(_mlp, xs[:0], xs[:0], w)
     with pytest.raises(InvalidBoxError, match="lowers have batch size 5, uppers 4"):
         bound_sharded(_mlp, xs, xs[:4], w)
     with pytest.raises(InvalidBoxError, match=r"index \(2, 1\): lower"):

@@ -189,3 +189,12 @@ def test_effects_are_skipped_by_non_reference_semantics(capsys):
 def test_unknown_semantics_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown semantics 'nope'"):
         tljax.evaluate(lambda v: v, np.ones(1, np.float32), semantics="nope")
+
+
+def test_coverage_table_lists_rules_and_gaps():
+    tiny = Semantics("tiny", rules={jax.lax.add_p: lambda ctx, a, b: a + b})
+    table = tljax.interpret.coverage(lambda v: jnp.sin(v) + v, np.ones(2, np.float32), semantics=["exact", tiny])
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[1:-1]}
+    assert rows["sin"] == ["rule", "MISSING"]
+    assert rows["add"] == ["rule", "rule"]
+    assert table.endswith("2 primitives, 1 missing rules")

@@ -75,6 +75,21 @@ def test_simplify_pipeline_on_the_zoo(model, request):
     np.testing.assert_allclose(np.asarray(s(x)), np.asarray(g(x)), rtol=2e-5, atol=2e-6)
 
 
+EACH = ["inline", "dce", "cse", "constant_fold", "fold_affine", "unroll"]
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn", "attention", "ssm"])
+def test_each_pass_on_the_zoo(model, request):
+    g, x = request.getfixturevalue(model)
+    for name in EACH:
+        out = T.PASSES[name](g)
+        v = T.validate(g, out, box_around(x, 0.05), certify=False, n_random=1)
+        assert v.ok, str(v)
+        assert v.claim == T.provenance(out).passes[-1].claim
+        if v.claim.exact:  # exact claims are checked to the last bit of the real value
+            assert v.stages[0].violations == 0 and v.stages[0].max_deviation < 1e-30, str(v)
+
+
 def test_certified_deviation_bounds_sampled_deviation(mlp):
     g, x = mlp
     s = T.apply(g, *T.SIMPLIFY)

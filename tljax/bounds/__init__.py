@@ -4,6 +4,8 @@ from ._api import bound as bound
 from ._api import relu_shapes as relu_shapes
 from ._box import Bounds as Bounds
 from ._box import Box as Box
+from ._certificate import Certificate as Certificate
+from ._certificate import check as check
 from ._float_model import ProgramModel as ProgramModel
 from ._relax import relax_relu as relax_relu
 from ._relax import relax_smooth as relax_smooth

@@ -384,8 +384,13 @@ class _Affine:
 class _Checker:
     def __init__(self, cert: Certificate, tape, pass_: dict, k: int):
         self.cert, self.tape, self.k = cert, tape, k
-        self.claims = {int(i): (_q(lo).reshape(-1), _q(hi).reshape(-1)) for i, (lo, hi) in pass_["nodes"].items()}
-        self.relax = {int(i): tuple(_q(v).reshape(-1) for v in r) for i, r in pass_["relax"].items()}
+        self.claims = {
+            int(i): (_q(lo).reshape(-1), _q(hi).reshape(-1))
+            for i, (lo, hi) in pass_["nodes"].items()
+        }
+        self.relax = {
+            int(i): tuple(_q(v).reshape(-1) for v in r) for i, r in pass_["relax"].items()
+        }
         self.alphas = {}
         for key, v in pass_["alphas"].items():
             s, i = key.split(":")
@@ -399,8 +404,11 @@ class _Checker:
         return f"pass {self.k}"
 
     # Exact CROWN back-substitution: lower bounds of the rows of lam . start.
-    def backward(self, start: Node, lam: np.ndarray, key: str) -> np.ndarray:
+    def backward(self, start: Node, lam: np.ndarray, key: str, rows=None) -> np.ndarray:
+        """`rows`: which rows of the full back-substitution (the layout of per-row alpha slopes:
+        [eye; -eye] for a node, [C; -C] for the output) the rows of `lam` are."""
         S = lam.shape[0]
+        rows = np.arange(S) if rows is None else np.asarray(rows)
         acc = {start.id: lam}
         bias = np.array([fmpq(0)] * S, dtype=object)
         end = start.eqn_index if start.eqn_index is not None else -1
@@ -416,8 +424,18 @@ class _Checker:
                     g = L if J is None else _unmat(_mat(L) * J.transpose())
                     acc[n.id] = acc[n.id] + g if n.id in acc else g
             else:  # relu (others were rejected in the forward sweep)
+                if i not in self.relax:
+                    raise _Reject(f"{self.where()}: relu equation {i} has no relaxation")
                 a_l, b_l, a_u, b_u = self.relax[i]
-                a_l = self.alphas.get((key, i), a_l[None, :])
+                if (key, i) in self.alphas:
+                    al = self.alphas[(key, i)]
+                    if al.shape[1] != a_l.shape[0] or rows.max() >= al.shape[0]:
+                        raise _Reject(
+                            f"{self.where()}: alpha slopes {key}:{i} have the wrong shape"
+                        )
+                    a_l = al[rows]
+                else:
+                    a_l = a_l[None, :]
                 Lp, Ln = _pos(L), _neg(L)
                 g = Lp * a_l + Ln * a_u[None, :]
                 bias = bias + (Lp * b_l[None, :] + Ln * b_u[None, :]).sum(axis=1)
@@ -428,7 +446,10 @@ class _Checker:
             if L is None:
                 continue
             lo, hi = self.bnd[n.id]
-            bias = bias + (_matmul(_pos(L), _mat(lo[:, None])) + _matmul(_neg(L), _mat(hi[:, None])))[:, 0]
+            bias = (
+                bias
+                + (_matmul(_pos(L), _mat(lo[:, None])) + _matmul(_neg(L), _mat(hi[:, None])))[:, 0]
+            )
         return bias
 
     def _verify(self, node: Node, what: str, clo, chi, C=None, dlo=None, dhi=None, key=None):
@@ -441,14 +462,12 @@ class _Checker:
         bad_hi = np.nonzero(chi < dhi)[0]
         if (len(bad_lo) or len(bad_hi)) and key is not None and self.relax:
             rows = np.concatenate([C[bad_lo], -C[bad_hi]])
-            low = self.backward(node, rows, key)
+            low = self.backward(node, rows, key, np.concatenate([bad_lo, size + bad_hi]))
             dlo, dhi = dlo.copy(), dhi.copy()
             for j, r in enumerate(bad_lo):
-                if low[j] > dlo[r]:
-                    dlo[r] = low[j]
+                dlo[r] = max(dlo[r], low[j])
             for j, r in enumerate(bad_hi):
-                if -low[len(bad_lo) + j] < dhi[r]:
-                    dhi[r] = -low[len(bad_lo) + j]
+                dhi[r] = min(dhi[r], -low[len(bad_lo) + j])
         for r in np.nonzero(clo > dlo)[0][:1]:
             raise _Reject(
                 f"{self.where()}: {what} index {int(r)}: claimed lower {_fmt(clo[r])} > derived "
@@ -466,7 +485,9 @@ class _Checker:
             return
         clo, chi = self.claims[n.id]
         if clo.shape[0] != n.size:
-            raise _Reject(f"{self.where()}: {what}: claimed interval has {clo.shape[0]} entries, node has {n.size}")
+            raise _Reject(
+                f"{self.where()}: {what}: claimed interval has {clo.shape[0]} entries, node has {n.size}"
+            )
         bad = np.nonzero(clo > chi)[0]
         if len(bad):
             raise _Reject(f"{self.where()}: {what} index {int(bad[0])}: empty claimed interval")
@@ -480,7 +501,9 @@ class _Checker:
         if i not in self.relax:
             return
         if x.id not in self.claims:
-            raise _Reject(f"{self.where()}: relu equation {i}: relaxation without a claimed input interval")
+            raise _Reject(
+                f"{self.where()}: relu equation {i}: relaxation without a claimed input interval"
+            )
         lo, hi = self.claims[x.id]
         a_l, b_l, a_u, b_u = self.relax[i]
         if a_l.shape[0] != x.size:
@@ -494,7 +517,9 @@ class _Checker:
                 )
         kink = np.where(lo > 0, lo, np.where(hi < 0, hi, fmpq(0)))
         lines = [("", a_l[None, :])] + [
-            (f" (alpha slopes of start {s}, row {{}})", v) for (s, j), v in self.alphas.items() if j == i
+            (f" (alpha slopes of start {s}, row {{}})", v)
+            for (s, j), v in self.alphas.items()
+            if j == i
         ]
         for label, al in lines:
             for p, name in ((lo, "lower end"), (hi, "upper end"), (kink, "kink")):
@@ -543,8 +568,12 @@ class _Checker:
                 dlo, dhi = lo, hi
             else:
                 C = _q(spec).reshape(-1, o.size)
-                dlo = (_matmul(_pos(C), _mat(lo[:, None])) + _matmul(_neg(C), _mat(hi[:, None])))[:, 0]
-                dhi = (_matmul(_pos(C), _mat(hi[:, None])) + _matmul(_neg(C), _mat(lo[:, None])))[:, 0]
+                dlo = (_matmul(_pos(C), _mat(lo[:, None])) + _matmul(_neg(C), _mat(hi[:, None])))[
+                    :, 0
+                ]
+                dhi = (_matmul(_pos(C), _mat(hi[:, None])) + _matmul(_neg(C), _mat(lo[:, None])))[
+                    :, 0
+                ]
             if self.relax:
                 lam = np.concatenate([C, -C])
                 low = self.backward(o, lam, "out")
@@ -567,6 +596,9 @@ def check(certificate: Certificate, fn, *args) -> CheckResult:
         return CheckResult(True, reason, time.perf_counter() - t0)
     except _Reject as r:
         return CheckResult(False, str(r), time.perf_counter() - t0)
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as err:
+        msg = f"malformed certificate: {type(err).__name__}: {err}"
+        return CheckResult(False, msg, time.perf_counter() - t0)
 
 
 def _check(cert: Certificate, fn, *args) -> str:
@@ -611,7 +643,9 @@ def _check(cert: Certificate, fn, *args) -> str:
     for j, ((dlo, dhi), clo, chi) in enumerate(zip(derived, cert.lower, cert.upper, strict=True)):
         clo, chi = _q(clo).reshape(-1), _q(chi).reshape(-1)
         if clo.shape != dlo.shape:
-            raise _Reject(f"output {j}: claimed bounds have {clo.shape[0]} entries, expected {dlo.shape[0]}")
+            raise _Reject(
+                f"output {j}: claimed bounds have {clo.shape[0]} entries, expected {dlo.shape[0]}"
+            )
         for r in np.nonzero(clo > dlo)[0][:1]:
             raise _Reject(
                 f"output {j} index {int(r)}: claimed lower {_fmt(clo[r])} > derived lower {_fmt(dlo[r])}"

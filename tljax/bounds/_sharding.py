@@ -163,6 +163,8 @@ def bound_sharded(
             f"{jtu.tree_structure(lowers)} vs {jtu.tree_structure(uppers)}"
         )
     n = _leading(lowers, "lowers")
+    if n == 0:
+        raise InvalidBoxError("bound_sharded: the batch is empty")
     if _leading(uppers, "uppers") != n:
         raise InvalidBoxError(
             f"bound_sharded: lowers have batch size {n}, uppers {_leading(uppers, 'uppers')}"
@@ -178,9 +180,7 @@ def bound_sharded(
     example = jtu.tree_map(lambda a: np.asarray(a)[0], lowers)
     graph = fn if isinstance(fn, Graph) else trace(fn, example, *args)
     local_devices = n_dev // max(jax.process_count(), 1) if process_local else n_dev
-    padded = -(-n // local_devices) * local_devices if n else local_devices
-    if n == 0:
-        raise InvalidBoxError("bound_sharded: the batch is empty")
+    padded = -(-n // local_devices) * local_devices
     lo_p = jtu.tree_map(lambda a: _pad(a, padded), lowers)
     hi_p = jtu.tree_map(lambda a: _pad(a, padded), uppers)
     sp_p = (
@@ -204,7 +204,7 @@ def bound_sharded(
     )
     key = (
         id(fn),
-        id(mesh),
+        mesh,  # equal meshes (same devices and axis) share the compiled program
         jtu.tree_structure(lowers),
         tuple((np.shape(x)[1:], str(np.asarray(x).dtype)) for x in jtu.tree_leaves(lowers)),
         None if sp_p is None else tuple(None if s is None else s.shape[1:] for s in sp_p),

@@ -153,10 +153,11 @@ _STRUCTURAL = [
     P.copy_p,
     compat.stop_gradient_p,
 ]
-for _name in ("copy_p", "stack_p", "split_p"):
-    _p = getattr(jax.extend.core.primitives, _name, None)
-    if _p is not None and _p not in _STRUCTURAL:
-        _STRUCTURAL.append(_p)
+for _name in ("copy_p", "stack_p"):  # split has several outputs: not recorded as affine
+    for _mod in (jax.extend.core.primitives, lax):
+        _p = getattr(_mod, _name, None)
+        if _p is not None and _p not in _STRUCTURAL:
+            _STRUCTURAL.append(_p)
 STRUCTURAL = frozenset(_STRUCTURAL)  # exact (no arithmetic), monotone in every node operand
 SUMS = frozenset(
     [P.add_p, P.sub_p, compat.add_any_p, P.neg_p, P.reduce_sum_p, P.cumsum_p, P.reduce_window_sum_p]

@@ -49,7 +49,7 @@ from ._walker import HIGHER_ORDER, eval_jaxpr
 compat.register_exclusion(__file__)
 
 __all__ = [
-    "Evidence",
+    "KernelEvidence",
     "Kernel",
     "KernelCheck",
     "KernelContract",
@@ -235,7 +235,8 @@ _EAGER_SIZE = 256
 
 def _eager_impl(*args, **params):
     """Eager calls compile the single equation, so they take the same lowering as `jax.jit`."""
-    if getattr(jax.config, "jax_disable_jit", False):  # jit would call us again: run the Python function instead
+    # Under disable_jit, jit would call this again: run the Python function instead.
+    if getattr(jax.config, "jax_disable_jit", False):
         kernel = params["kernel"]
         key = _impl_key_for(kernel.implementations, _lowering_platform(jax.default_backend()))
         if key is None:
@@ -473,7 +474,7 @@ class Kernel:
 
     @property
     def evidence(self) -> tuple:
-        """Every `Evidence` recorded for this kernel by `check_kernel` (oldest first)."""
+        """Every `KernelEvidence` recorded for this kernel by `check_kernel` (oldest first)."""
         return tuple(_EVIDENCE.get(self, ()))
 
 
@@ -545,7 +546,7 @@ def kernel(
 
 
 @dataclasses.dataclass(frozen=True)
-class Evidence:
+class KernelEvidence:
     """One conformance check of one implementation of one kernel.
 
     Attributes:
@@ -586,7 +587,7 @@ class Evidence:
         )
 
 
-_EVIDENCE: dict[Kernel, list[Evidence]] = {}
+_EVIDENCE: dict[Kernel, list[KernelEvidence]] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -594,7 +595,7 @@ class KernelCheck:
     """What `check_kernel` did: evidence per implementation checked, and what it skipped."""
 
     kernel: Kernel
-    evidence: tuple[Evidence, ...]
+    evidence: tuple[KernelEvidence, ...]
     skipped: Mapping[str, str]
 
     @property
@@ -696,9 +697,10 @@ def check_kernel(
     """Checks each implementation of `k` against its reference and records the evidence.
 
     For every implementation whose platform is present, the kernel is compiled for that platform
-    (so the registered implementation runs) and compared with the reference jaxpr compiled for the
-    same device, on: the example, `n_random` random draws at the example's scale, and edge cases
-    (zeros, ones, tiny, large, constant inputs). The evidence (kernel, implementation, tolerance,
+    (so the registered implementation runs, at the default matmul precision) and compared with the
+    reference compiled for the same device in true float32 matmul precision, on: the example,
+    `n_random` random draws at the example's scale, and edge cases (zeros, ones, tiny, large,
+    constant inputs). The evidence (kernel, implementation, tolerance,
     max error, when, JAX version, platform) is stored and shown by `kernel_contracts(graph)`.
 
     Args:
@@ -713,7 +715,7 @@ def check_kernel(
         (the failing evidence is recorded first).
 
     Returns:
-      A `KernelCheck` with one `Evidence` per checked implementation and the skipped ones (platform
+      A `KernelCheck` with one `KernelEvidence` per checked implementation and the skipped ones (platform
       not present here) with the reason.
 
     Example:
@@ -760,12 +762,15 @@ def check_kernel(
         for label, args in all_cases:
             placed = [jax.device_put(a, dev) for a in args]
             got = [np.asarray(o) for o in f_kernel(*placed)]
-            ref = [np.asarray(o) for o in f_ref(*placed)]
+            # The reference in true float32 (no TF32 matmuls on GPUs): the contract is measured
+            # against what the reference means, not against another fast approximation of it.
+            with jax.default_matmul_precision("float32"):
+                ref = [np.asarray(o) for o in f_ref(*placed)]
             abs_err, ratio, tol = _compare_outputs(ref, got, k)
             max_abs = max(max_abs, abs_err)
             if ratio > worst_ratio:
                 worst_ratio, worst_label, worst_tol = ratio, label, tol
-        ev = Evidence(
+        ev = KernelEvidence(
             kernel=k.name,
             implementation=key,
             platform=dev.platform,
@@ -807,7 +812,7 @@ class KernelContract:
       occurrences: how many kernel equations of this kernel the graph has (sub-jaxprs included).
       implementations: its implementation keys.
       tolerances: its declared tolerances.
-      evidence: every recorded `Evidence` (oldest first).
+      evidence: every recorded `KernelEvidence` (oldest first).
     """
 
     name: str
@@ -815,7 +820,7 @@ class KernelContract:
     occurrences: int
     implementations: tuple[str, ...]
     tolerances: Mapping[str, Tolerance]
-    evidence: tuple[Evidence, ...]
+    evidence: tuple[KernelEvidence, ...]
 
     @property
     def checked(self) -> tuple[str, ...]:
@@ -830,7 +835,7 @@ class KernelContract:
     @property
     def failed(self) -> tuple[str, ...]:
         """Implementation keys whose latest check failed."""
-        latest: dict[str, Evidence] = {}
+        latest: dict[str, KernelEvidence] = {}
         for e in self.evidence:
             latest[e.implementation] = e
         return tuple(sorted(k for k, e in latest.items() if not e.passed))
@@ -922,7 +927,8 @@ def attention_kernel(
     tljax semantics sees the tiled algorithm; bfloat16/float16 inputs are computed in float32 and
     the output rounded back, as fused kernels accumulate. The implementation is
     `jax.nn.dot_product_attention`: cuDNN's fused attention for bfloat16/float16 inputs and XLA's
-    attention for float32 (cuDNN has no float32 path) with ``gpu_implementation="auto"``.
+    attention for float32 (cuDNN has no float32 path) with ``gpu_implementation="auto"``; float32
+    inputs run with float32 matmul precision (not TF32), so the float32 contract can be tight.
 
     Args:
       is_causal: causal masking (top-left aligned, as `jax.nn`).
@@ -969,11 +975,16 @@ def attention_kernel(
 
     def fused(query, key, value, *, platform):
         impl = gpu_implementation if platform in ("gpu", "cuda", "rocm") else "xla"
+        half = jnp.result_type(query).name in _HALF
         if impl == "auto":
-            impl = "cudnn" if jnp.result_type(query).name in _HALF else "xla"
-        return jax.nn.dot_product_attention(
-            query, key, value, scale=scale, is_causal=is_causal, implementation=impl
-        )
+            impl = "cudnn" if half else "xla"
+        # float32 attention in true float32: GPUs would otherwise run its matmuls in TF32, far
+        # outside a float32 contract (use bfloat16 inputs for the fast path).
+        precision = "default" if half else "float32"
+        with jax.default_matmul_precision(precision):
+            return jax.nn.dot_product_attention(
+                query, key, value, scale=scale, is_causal=is_causal, implementation=impl
+            )
 
     reference.__name__ = name
     if tolerance is None:

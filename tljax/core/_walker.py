@@ -74,7 +74,7 @@ def _format_params(params: dict) -> str:
 
 _ADD_RULE_MSG = (
     "Register one with `tljax.register_rule({sem!r}, {prim})` or evaluate this sub-function under "
-    "a semantics that supports it (`Graph.census()` and `tljax.coverage()` list what each "
+    "a semantics that supports it (`Graph.census()` and `tljax.interpret.coverage(fn, *args)` list what each "
     "semantics supports)."
 )
 
@@ -141,12 +141,13 @@ def eval_eqn(sem: Semantics, eqn, invals, path=()) -> list:
     """Evaluates one equation under `sem`; the single dispatch point of tljax."""
     prim = eqn.primitive
     ctx = Context(sem, eqn, path)
+    if sem.concrete_passthrough and not any(sem.is_abstract(v) for v in invals):
+        # Nothing here carries the semantics: JAX computes it (constant folding, index math).
+        return _guard(ctx, lambda: bind(eqn, invals))
     rule = sem.rules.get(prim)
     if rule is None and prim in _CALL_PRIMS and sem.call_rules:
         rule = sem.call_rules.get(compat.call_name(eqn))
     if rule is None:
-        if sem.concrete_passthrough and not any(sem.is_abstract(v) for v in invals):
-            return _guard(ctx, lambda: bind(eqn, invals))
         if sem.recurse and prim in HIGHER_ORDER:
             return _guard(ctx, lambda: HIGHER_ORDER[prim](ctx, invals), wrap_located=False)
         if sem.default_rule is not None:

@@ -17,6 +17,7 @@ from ._rounding import FORMATS as FORMATS
 from ._rounding import Format as Format
 from ._rounding import get_format as get_format
 from ._rounding import round_to_format as round_to_format
+from ._registry import coverage as coverage
 from ._registry import evaluate as evaluate
 from ._registry import get_semantics as get_semantics
 from ._registry import register_rule as register_rule

@@ -113,3 +113,47 @@ def evaluate(fn, *inputs, semantics: str | Semantics = "exact"):
     graph = fn if isinstance(fn, Graph) else trace(fn, *inputs)
     leaves = graph.flatten_inputs(*inputs)
     return graph.unflatten_outputs(run(graph, sem, leaves))
+
+
+def coverage(fn=None, *example, semantics=("reference", "exact", "float[bf16]", "symbolic")) -> str:
+    """Which primitives each semantics has a rule for, as a table.
+
+    With `fn` (and example inputs), lists the primitives of that program's graph (from
+    `Graph.census()`); without, the union of every listed semantics' table. A semantics with a
+    default rule (reference) covers everything; higher-order primitives are recursed into by the
+    walker and are always covered.
+
+    Example:
+      >>> print(tljax.interpret.coverage(model, x))
+    """
+    from ..core._walker import HIGHER_ORDER
+
+    sems = [get_semantics(s) for s in semantics]
+    if fn is not None:
+        graph = fn if isinstance(fn, Graph) else trace(fn, *example)
+        names = sorted(graph.census())
+        prims = {e.primitive.name: e.primitive for e in __import__("tljax").core.iter_eqns(graph.jaxpr)}
+    else:
+        prims = {}
+        for s in sems:
+            prims.update({p.name: p for p in s.rules})
+        names = sorted(prims)
+    width = max([len(n) for n in names] + [9])
+    lines = ["primitive".ljust(width) + "  " + "  ".join(s.name[:14].ljust(14) for s in sems)]
+    missing = 0
+    for n in names:
+        p = prims[n]
+        cells = []
+        for s in sems:
+            if p in s.rules:
+                cells.append("rule")
+            elif p in HIGHER_ORDER and s.recurse:
+                cells.append("recursed")
+            elif s.default_rule is not None:
+                cells.append("default")
+            else:
+                cells.append("MISSING")
+                missing += 1
+        lines.append(n.ljust(width) + "  " + "  ".join(c.ljust(14) for c in cells))
+    lines.append(f"{len(names)} primitives, {missing} missing rules")
+    return "\n".join(lines)

@@ -1,5 +1,17 @@
 """tljax.objectives: losses (supervised, self-supervised, certified) and the training loop."""
 
+from ._certified import apply_model as apply_model
+from ._certified import beta_schedule as beta_schedule
+from ._certified import certified_loss as certified_loss
+from ._certified import certify as certify
+from ._certified import crown_ibp_loss as crown_ibp_loss
+from ._certified import eps_schedule as eps_schedule
+from ._certified import ibp_loss as ibp_loss
+from ._certified import kappa_schedule as kappa_schedule
+from ._certified import linear_ramp as linear_ramp
+from ._certified import margin_lower_bounds as margin_lower_bounds
+from ._certified import margin_spec as margin_spec
+from ._certified import robust_cross_entropy as robust_cross_entropy
 from ._losses import accuracy as accuracy
 from ._losses import cross_entropy as cross_entropy
 from ._losses import hinge_loss as hinge_loss

@@ -34,6 +34,7 @@ from ._provenance import provenance as provenance
 from ._roundtrip import OnnxCheck as OnnxCheck
 from ._roundtrip import check_onnx as check_onnx
 from ._roundtrip import export_roundtrip as export_roundtrip
+from ._roundtrip import onnx_graph as onnx_graph
 from ._validate import Mismatch as Mismatch
 from ._validate import Stage as Stage
 from ._validate import Validation as Validation

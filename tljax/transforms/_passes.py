@@ -255,7 +255,8 @@ _EXACT_OPS = frozenset(
             "dynamic_slice", "dynamic_update_slice", "gather", "concatenate", "pad", "rev",
             "select_n", "copy", "stop_gradient", "neg", "abs", "max", "min", "clamp",
             "sign", "floor", "ceil", "round", "eq", "ne", "lt", "le", "gt", "ge", "iota",
-            "reduce_max", "reduce_min", "argmax", "argmin", "is_finite", "sort",
+            "reduce_max", "reduce_min", "argmax", "argmin", "is_finite", "sort", "stack",
+            "unstack",
         )
     )
     if p is not None
@@ -309,6 +310,20 @@ def _folds_exactly(eqn, invals, outs) -> bool:
     return True
 
 
+def fold_constant(ctx, invals, stats: dict, *, max_size: int | None = None) -> list | None:
+    """`emit_constant`, counting folds in `stats["folded"]` and listing the folds that change a
+    real value in `stats["inexact"]` (checked with the exact semantics)."""
+    outs = emit_constant(ctx, invals, max_size=max_size)
+    if outs is None:
+        return None
+    stats["folded"] = stats.get("folded", 0) + 1
+    if not _folds_exactly(ctx.eqn, invals, outs):
+        stats.setdefault("inexact", []).append(
+            f"{ctx.primitive.name} {compat.source_line(ctx.eqn)}"
+        )
+    return outs
+
+
 def constant_fold(graph: Graph, *, max_size: int = 1 << 16) -> Graph:
     """Evaluates equations whose operands are all constants (with JAX, eagerly) into constants.
 
@@ -331,13 +346,7 @@ def constant_fold(graph: Graph, *, max_size: int = 1 << 16) -> Graph:
     stats: dict = {"folded": 0, "inexact": []}
 
     def fold(ctx, invals):
-        outs = emit_constant(ctx, invals, max_size=max_size)
-        if outs is None:
-            return None
-        stats["folded"] += 1
-        if not _folds_exactly(ctx.eqn, invals, outs):
-            stats["inexact"].append(f"{ctx.primitive.name} {compat.source_line(ctx.eqn)}")
-        return outs
+        return fold_constant(ctx, invals, stats, max_size=max_size)
 
     def rule(ctx, *invals, **params):
         outs = fold(ctx, invals)

@@ -32,8 +32,8 @@ from ..core import _jaxpr_compat as compat
 from ..core._errors import InputError
 from ..core._graph import Graph
 from ..core._semantics import Semantics
-from ..core._walker import eval_jaxpr
-from ._build import at, emit, is_traced, kernel_p, pass_semantics, rewrite, single
+from ..core._walker import HIGHER_ORDER, eval_jaxpr
+from ._build import at, bind_rule, emit, is_traced, kernel_p, pass_semantics, rewrite, single
 from ._claims import Claim
 from ._passes import _check_graph
 
@@ -131,7 +131,7 @@ _KEEPS_FORMAT = _prims(
     "stop_gradient", "sort", "top_k", "split", "optimization_barrier", "eq", "ne", "lt", "le", "gt",
     "ge", "is_finite", "argmax", "argmin", "neg", "abs", "sign", "floor", "ceil", "round", "max",
     "min", "clamp", "reduce_max", "reduce_min", "cummax", "cummin", "reduce_window_max",
-    "reduce_window_min", "reduce_precision",
+    "reduce_window_min", "reduce_precision", "stack", "unstack",
 )  # fmt: skip
 _LINEAR = frozenset([lax.dot_general_p, lax.conv_general_dilated_p])
 _HIGHEST = lax.Precision.HIGHEST
@@ -155,10 +155,8 @@ def lower_precision(graph: Graph, fmt="bf16", *, accumulate: str = "fp32") -> Gr
         accumulation, one rounding of the result) is supported.
 
     Returns:
-      A float32 `Graph` with explicit `reduce_precision` equations.
-
-    `tljax.kernel` equations are replaced by their lowered reference (an implementation would
-    compute in its own precision).
+      A float32 `Graph` with explicit `reduce_precision` equations. `tljax.kernel` equations are
+      replaced by their lowered reference (an implementation computes in its own precision).
 
     Claim: float execution of the result equals ``tljax.evaluate(graph, x,
     semantics="float[FMT]")`` bit for bit; the real-number deviation from the original is
@@ -198,9 +196,6 @@ def lower_precision(graph: Graph, fmt="bf16", *, accumulate: str = "fp32") -> Gr
             rnd(o) if _is_float(a.dtype) else o for o, a in zip(outs, ctx.out_avals, strict=True)
         ]
 
-    def keep(ctx, *invals, **params):
-        return single(ctx, emit(ctx, invals))
-
     def linear(ctx, *invals, **params):
         params = dict(params, precision=(_HIGHEST, _HIGHEST))
         out_dt = ctx.out_avals[0].dtype
@@ -215,12 +210,10 @@ def lower_precision(graph: Graph, fmt="bf16", *, accumulate: str = "fp32") -> Gr
         with at(ctx.eqn):
             return single(ctx, round_outs(ctx, outs))
 
-    rules = {p: keep for p in _KEEPS_FORMAT}
+    rules = {p: bind_rule for p in _KEEPS_FORMAT}
     rules.update({p: linear for p in _LINEAR})
     kp = kernel_p()
     if kp is not None:  # a kernel runs its reference in the format (what float[...] interprets)
-        from ..core._walker import HIGHER_ORDER
-
         rules[kp] = lambda ctx, *invals, **params: HIGHER_ORDER[kp](ctx, list(invals))
     sem = pass_semantics(f"lower_precision[{f.name}]", rules=rules, default_rule=arith, lift=lift)
     claim = Claim(emulates=f"float[{f.name}]", note=f"{f.name} arithmetic, float32 accumulation")
@@ -255,9 +248,6 @@ def _relax_semantics(noise, scales, counter, sites):
         if scales is not None:
             return x + jnp.asarray(scales[k : k + n], x.dtype).reshape(shape) * t
         return x + (f.unit_roundoff * jnp.abs(x) + f.eta) * t
-
-    def bind_rule(ctx, *invals, **params):
-        return single(ctx, emit(ctx, invals))
 
     # Not traceable: scans are unrolled, so each iteration's roundings get their own noise.
     return Semantics(

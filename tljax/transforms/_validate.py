@@ -16,7 +16,8 @@ Three kinds of evidence, each recorded with its time:
    ``max |d|`` over the box and every output element. Both graphs are given to the bound
    recorder with constants folded and scans unrolled (`for_bounds`). When the two graphs have
    the same normal form (`normal_form`: inline, dce, constant folding, unrolling, cse, all of
-   which keep float results) they are the same float program and the deviation is 0 with no
+   which keep float results; compared as expression DAGs by `fingerprints`) they are the same
+   float program and the deviation is 0 with no
    relaxation: CROWN on two copies of one network relaxes each copy's unstable ReLUs on its own
    and would report a gap that is not there.
 3. **Precision lowering.** A graph with `reduce_precision` cannot be bounded directly, so every
@@ -32,6 +33,7 @@ Three kinds of evidence, each recorded with its time:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
 from fractions import Fraction
@@ -395,14 +397,14 @@ def _float_outputs(graph: Graph) -> list[int]:
 
 
 def for_bounds(graph: Graph) -> Graph:
-    """The graph as the bound recorder gets it: constants folded, scans unrolled.
+    """The graph as the bound recorder gets it: scans unrolled, constants folded.
 
     Both passes keep float results (constant subexpressions are evaluated once in float32, as
     JAX evaluates them eagerly); the recorder then sees no constant subexpression and no loop.
     """
     from ._passes import constant_fold, unroll
 
-    return unroll(constant_fold(graph))
+    return constant_fold(unroll(graph))  # unrolled first: a scan's first step may fold
 
 
 def normal_form(graph: Graph) -> Graph:
@@ -413,15 +415,34 @@ def normal_form(graph: Graph) -> Graph:
     return cse(for_bounds(dce(inline(graph))))
 
 
-def same_program(a: Graph, b: Graph) -> bool:
-    """Whether two graphs print the same jaxpr and hold bit-identical constants."""
-    if str(a.closed_jaxpr) != str(b.closed_jaxpr) or len(a.consts) != len(b.consts):
-        return False
-    for x, y in zip(a.consts, b.consts, strict=True):
-        x, y = np.asarray(x), np.asarray(y)
-        if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
-            return False
-    return True
+def fingerprints(graph: Graph) -> list[str]:
+    """A hash per output of the expression DAG computing it (primitive, params and operands,
+    recursively; constants by their bytes, inputs by position): equal for the same computation
+    whatever the order of the equations."""
+    jaxpr, consts = compat.open_jaxpr(graph.closed_jaxpr)
+    h: dict = {}
+
+    def digest(*parts) -> str:
+        return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+    def key(a) -> str:
+        if compat.is_literal(a):
+            v = compat.literal_value(a)
+            return digest("literal", v.dtype.str, v.shape, v.tobytes())
+        return h[a]
+
+    for v, c in zip(jaxpr.constvars, consts, strict=True):
+        c = np.asarray(c)
+        h[v] = digest("const", c.dtype.str, c.shape, c.tobytes())
+    for k, v in enumerate(jaxpr.invars):
+        h[v] = digest("input", k, str(v.aval))
+    for eqn in jaxpr.eqns:
+        params = repr(sorted(eqn.params.items()))
+        base = digest(eqn.primitive.name, params, [key(a) for a in eqn.invars], str(eqn.effects))
+        for j, o in enumerate(eqn.outvars):
+            if not compat.is_dropvar(o):
+                h[o] = digest(base, j, str(o.aval))
+    return [key(v) for v in jaxpr.outvars]
 
 
 def _certify(original, transformed, box, method, float_sound):
@@ -430,7 +451,9 @@ def _certify(original, transformed, box, method, float_sound):
     if not ks:
         return None, (), "no float output", None
     # Equal normal forms are the same float program: the deviation is 0, with no relaxation.
-    if float_sound and same_program(normal_form(original), normal_form(transformed)):
+    if float_sound and fingerprints(normal_form(original)) == fingerprints(
+        normal_form(transformed)
+    ):
         return 0.0, tuple(0.0 for _ in ks), "identical float programs after normalisation", None
     original, transformed = for_bounds(original), for_bounds(transformed)
     n_in = len(lo)

@@ -20,13 +20,13 @@ compat.register_exclusion(__file__)
 
 METHODS = ("crown", "alpha-crown", "ibp")
 SPLITS = ("auto", "input", "relu")
-BRANCHINGS = ("gradient", "widest")
+BRANCHINGS = ("gradient", "objective", "widest")
 
 
 def _output_size(fn, shape, args) -> int:
     try:
         out = jax.eval_shape(fn, jax.ShapeDtypeStruct(tuple(shape), jnp.float32), *args)
-    except Exception as err:  # noqa: BLE001 - re-raised with the shape that was tried
+    except Exception as err:  # re-raised with the shape that was tried
         raise ShapeMismatchError(
             f"tljax.verify: calling fn on an input of shape {tuple(shape)} failed ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}); pass the network's input shape as "
@@ -34,7 +34,9 @@ def _output_size(fn, shape, args) -> int:
         ) from err
     leaves = jax.tree_util.tree_leaves(out)
     if len(leaves) != 1:
-        raise InputError(f"tljax.verify needs fn to return one array, got {len(leaves)} outputs; return the one the property is about")
+        raise InputError(
+            f"tljax.verify needs fn to return one array, got {len(leaves)} outputs; return the one the property is about"
+        )
     return int(np.prod(leaves[0].shape, dtype=np.int64))
 
 
@@ -58,7 +60,7 @@ def verify(
     method: str = "crown",
     input_shape: tuple[int, ...] | None = None,
     split: str = "auto",
-    branching: str = "gradient",
+    branching: str = "objective",
     batch_size: int = 256,
     attack: bool = True,
     alpha: bool | str = "auto",
@@ -126,9 +128,15 @@ def verify(
     if split not in SPLITS:
         raise InputError(f"tljax.verify: unknown split {split!r}; choose one of {SPLITS}")
     if branching not in BRANCHINGS:
-        raise InputError(f"tljax.verify: unknown branching {branching!r}; choose one of {BRANCHINGS}")
-    if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0 and not math.isnan(timeout)):
-        raise InputError(f"tljax.verify: timeout must be a positive number of seconds or None, got {timeout!r}")
+        raise InputError(
+            f"tljax.verify: unknown branching {branching!r}; choose one of {BRANCHINGS}"
+        )
+    if timeout is not None and not (
+        isinstance(timeout, int | float) and timeout > 0 and not math.isnan(timeout)
+    ):
+        raise InputError(
+            f"tljax.verify: timeout must be a positive number of seconds or None, got {timeout!r}"
+        )
     if not isinstance(batch_size, int) or batch_size < 2:
         raise InputError(f"tljax.verify: batch_size must be an int >= 2, got {batch_size!r}")
     if not callable(fn):
@@ -147,7 +155,15 @@ def verify(
     n_out = _output_size(fn, shape, args)
     validate_property(prop, shape, n_out)
 
-    opts = Options(method=method, batch_size=batch_size, split=split, branching=branching, attack=attack, alpha=alpha, seed=seed)
+    opts = Options(
+        method=method,
+        batch_size=batch_size,
+        split=split,
+        branching=branching,
+        attack=attack,
+        alpha=alpha,
+        seed=seed,
+    )
     deadline = t0 + (timeout if timeout is not None else float("inf"))
     stats: dict = {}
     notes: list[str] = []
@@ -160,7 +176,14 @@ def verify(
         if bar is not None:
             bar.close()
         stats["rejected_candidates"] = search.rejected
-        return Result(verdict, time=time.monotonic() - t0, stats=stats, notes=tuple(notes), context=context, **kw)
+        return Result(
+            verdict,
+            time=time.monotonic() - t0,
+            stats=stats,
+            notes=tuple(notes),
+            context=context,
+            **kw,
+        )
 
     all_leaves = []
     verdicts = []
@@ -183,7 +206,15 @@ def verify(
     for g, leaves in all_leaves:
         a = leaves.arrays()
         cert_groups.append(
-            GroupLeaves(group=g, case=a["case"], lower=a["lower"], upper=a["upper"], splits=a["splits"], bounds=a["bounds"], method=a["method"])
+            GroupLeaves(
+                group=g,
+                case=a["case"],
+                lower=a["lower"],
+                upper=a["upper"],
+                splits=a["splits"],
+                bounds=a["bounds"],
+                method=a["method"],
+            )
         )
     cert = Certificate(groups=tuple(cert_groups), input_shape=shape)
     if certificates:
@@ -192,14 +223,18 @@ def verify(
     return done("unsat", certificate=cert)
 
 
-def _attach_bound_certificates(cert: Certificate, fn, args, shape, limit, deadline, notes) -> Certificate:
+def _attach_bound_certificates(
+    cert: Certificate, fn, args, shape, limit, deadline, notes
+) -> Certificate:
     import dataclasses
 
     from .. import bounds as tb
     from ._bounder import spec_fn
 
     if not hasattr(tb, "check"):
-        notes.append("bound certificates skipped: tljax.bounds.check is not available in this version")
+        notes.append(
+            "bound certificates skipped: tljax.bounds.check is not available in this version"
+        )
         return cert
     cap = cert.n_leaves if limit is True else int(limit)
     if cert.n_leaves > cap:
@@ -216,7 +251,9 @@ def _attach_bound_certificates(cert: Certificate, fn, args, shape, limit, deadli
             lo32, hi32 = f32_outward(gl.lower[i], gl.upper[i])
             splits = None
             if gl.splits.shape[1]:
-                notes.append("bound certificates for ReLU-split leaves are not attached (split layout)")
+                notes.append(
+                    "bound certificates for ReLU-split leaves are not attached (split layout)"
+                )
                 return cert
             b = tb.bound(
                 g_fn,

@@ -96,7 +96,9 @@ def _pgd_fn(fn, shape, steps: int):
 
             init = (x0, x0, jnp.full(x0.shape[0], jnp.inf, jnp.float32))
             (x, best_x, best_v), _ = jax.lax.scan(step, init, jnp.arange(steps, dtype=jnp.float32))
-            v = jax.vmap(obj, in_axes=(0, None, None, None, None, None))(x, spec, d, mask, real, args)
+            v = jax.vmap(obj, in_axes=(0, None, None, None, None, None))(
+                x, spec, d, mask, real, args
+            )
             v = jnp.where(jnp.isnan(v), jnp.inf, v)
             better = v < best_v
             return jnp.where(better[:, None], x, best_x), jnp.where(better, v, best_v)
@@ -106,7 +108,9 @@ def _pgd_fn(fn, shape, steps: int):
     return _cached("pgd", fn, tuple(shape), steps, build=build)
 
 
-def attack(fn, args, group: Group, lower, upper, shape, *, key, n_samples=16384, n_restarts=1024, steps=100):
+def attack(
+    fn, args, group: Group, lower, upper, shape, *, key, n_samples=16384, n_restarts=1024, steps=100
+):
     """Random samples, then PGD from the best of them, inside the float32 points of a box.
 
     Returns:
@@ -127,7 +131,12 @@ def attack(fn, args, group: Group, lower, upper, shape, *, key, n_samples=16384,
     order = jnp.argsort(vals)
     n_best = n_restarts // 2
     starts = jnp.concatenate(
-        [xs[order[:n_best]], jnp.clip(lo + jax.random.uniform(k2, (n_restarts - n_best, lo32.size)) * (hi - lo), lo, hi)]
+        [
+            xs[order[:n_best]],
+            jnp.clip(
+                lo + jax.random.uniform(k2, (n_restarts - n_best, lo32.size)) * (hi - lo), lo, hi
+            ),
+        ]
     )
     px, pv = _pgd_fn(fn, shape, steps)(starts, lo, hi, *arrays, args)
     all_x = np.concatenate([np.asarray(xs[order[:n_best]]), np.asarray(px)])
@@ -160,7 +169,10 @@ class Counterexample:
 
 def _rows_hold(c: np.ndarray, d: np.ndarray, y) -> bool:
     """`C y <= d` in exact rational arithmetic (`y` floats or Fractions)."""
-    yq = [v if isinstance(v, Fraction) else Fraction(float(v)) for v in np.asarray(y, dtype=object).reshape(-1)]
+    yq = [
+        v if isinstance(v, Fraction) else Fraction(float(v))
+        for v in np.asarray(y, dtype=object).reshape(-1)
+    ]
     for row, rhs in zip(np.asarray(c, np.float64), np.asarray(d, np.float64), strict=True):
         acc = Fraction(0)
         for a, v in zip(row, yq, strict=True):
@@ -214,7 +226,10 @@ def confirm(fn, args, prop, x, shape, *, cases=None) -> Confirmation:
         y_ex = np.asarray(_exact(fn, x32, args), dtype=object).reshape(-1)
         note = ""
     except (UnsupportedPrimitiveError, NotImplementedError) as err:
-        y_ex, note = None, f"exact semantics unavailable ({str(err).splitlines()[0]}); float check only"
+        y_ex, note = (
+            None,
+            f"exact semantics unavailable ({str(err).splitlines()[0]}); float check only",
+        )
     exact_hit = None
     if y_ex is not None:
         for i in inside:
@@ -229,13 +244,25 @@ def confirm(fn, args, prop, x, shape, *, cases=None) -> Confirmation:
         reason = "the float32 output satisfies the property"
         if exact_hit is not None:
             reason += " (the exact output violates it: float and exact disagree)"
-        return Confirmation(None, False, exact_hit is not None if y_ex is not None else None, reason)
+        return Confirmation(
+            None, False, exact_hit is not None if y_ex is not None else None, reason
+        )
     if y_ex is not None and exact_hit is None:
         return Confirmation(
-            None, True, False, "the float32 output violates the property but the exact output does not (float and exact disagree)"
+            None,
+            True,
+            False,
+            "the float32 output violates the property but the exact output does not (float and exact disagree)",
         )
     case, disjunct = float_hit
-    cex = Counterexample(x=x32, y=y, y_exact=None if y_ex is None else y_ex, case=case, disjunct=disjunct, exact_note=note)
+    cex = Counterexample(
+        x=x32,
+        y=y,
+        y_exact=None if y_ex is None else y_ex,
+        case=case,
+        disjunct=disjunct,
+        exact_note=note,
+    )
     return Confirmation(cex, True, None if y_ex is None else True, "")
 
 

@@ -39,7 +39,7 @@ class Options:
     method: str = "crown"
     batch_size: int = 256
     split: str = "auto"
-    branching: str = "gradient"
+    branching: str = "objective"
     attack: bool = True
     alpha: bool | str = "auto"
     max_depth: int = 200
@@ -68,17 +68,24 @@ class LeafSet:
 
     def arrays(self) -> dict:
         if not self.case:
-            return dict(case=np.zeros(0, np.int64), lower=None, upper=None, splits=None, bounds=None, method=())
+            return {
+                "case": np.zeros(0, np.int64),
+                "lower": None,
+                "upper": None,
+                "splits": None,
+                "bounds": None,
+                "method": (),
+            }
         width = max(s.shape[1] for s in self.splits)
         splits = [np.pad(s, ((0, 0), (0, width - s.shape[1]))) for s in self.splits]
-        return dict(
-            case=np.concatenate(self.case),
-            lower=np.concatenate(self.lower),
-            upper=np.concatenate(self.upper),
-            splits=np.concatenate(splits),
-            bounds=np.concatenate(self.bounds),
-            method=tuple(self.method),
-        )
+        return {
+            "case": np.concatenate(self.case),
+            "lower": np.concatenate(self.lower),
+            "upper": np.concatenate(self.upper),
+            "splits": np.concatenate(splits),
+            "bounds": np.concatenate(self.bounds),
+            "method": tuple(self.method),
+        }
 
 
 class Outcome(Exception):
@@ -93,9 +100,17 @@ class Outcome(Exception):
 class Search:
     """One verification run over all groups of a property."""
 
-    def __init__(self, fn, args, prop, shape, opts: Options, deadline: float, bar, stats: dict, notes: list):
+    def __init__(
+        self, fn, args, prop, shape, opts: Options, deadline: float, bar, stats: dict, notes: list
+    ):
         self.fn, self.args, self.prop, self.shape = fn, tuple(args), prop, tuple(shape)
-        self.opts, self.deadline, self.bar, self.stats, self.notes = opts, deadline, bar, stats, notes
+        self.opts, self.deadline, self.bar, self.stats, self.notes = (
+            opts,
+            deadline,
+            bar,
+            stats,
+            notes,
+        )
         self.key = jax.random.PRNGKey(opts.seed)
         self.rejected = 0
         self.start = time.monotonic()
@@ -116,7 +131,10 @@ class Search:
     def report(self, left: int, best: float):
         self.best = best
         if self.bar is not None:
-            self.bar.set_postfix_str(f"domains left {left}, best bound {best:.4g}, {time.monotonic() - self.start:.1f}s", refresh=False)
+            self.bar.set_postfix_str(
+                f"domains left {left}, best bound {best:.4g}, {time.monotonic() - self.start:.1f}s",
+                refresh=False,
+            )
             self.bar.update(1)
 
     def try_candidates(self, group: Group, xs, vals, limit=3):
@@ -124,11 +142,9 @@ class Search:
         xs = np.asarray(xs)
         vals = np.asarray(vals)
         order = np.argsort(vals, kind="stable")
-        tried = 0
-        for i in order:
-            if not vals[i] <= 0 or tried >= limit:
+        for i in order[:limit]:
+            if not vals[i] <= 0:
                 break
-            tried += 1
             res = confirm(self.fn, self.args, self.prop, xs[i], self.shape, cases=list(group.cases))
             if res.counterexample is not None:
                 raise Outcome("sat", res.counterexample)
@@ -143,7 +159,9 @@ class Search:
         self.check_time()
         # one attack size everywhere: one compile per network
         xs, vals = attack(self.fn, self.args, group, *case_box, self.shape, key=self.next_key())
-        self.stats["attack_best"] = min(self.stats.get("attack_best", np.inf), float(vals[0]) if vals.size else np.inf)
+        self.stats["attack_best"] = min(
+            self.stats.get("attack_best", np.inf), float(vals[0]) if vals.size else np.inf
+        )
         self.try_candidates(group, xs, vals)
 
     def use_relu_split(self, group: Group) -> bool:
@@ -174,11 +192,28 @@ class Search:
         for i in range(len(case)):
             self.check_time()
             lo32, hi32 = f32_outward(lo[i], hi[i])
-            lower = np.asarray(single_bound(self.fn, lo32, hi32, self.shape, jnp.asarray(group.spec), self.args, method="alpha-crown"))
+            lower = np.asarray(
+                single_bound(
+                    self.fn,
+                    lo32,
+                    hi32,
+                    self.shape,
+                    jnp.asarray(group.spec),
+                    self.args,
+                    method="alpha-crown",
+                )
+            )
             self.stats["alpha_roots"] = self.stats.get("alpha_roots", 0) + 1
             if group.margins(lower[None, :])[0] > 0:
                 nsp = 0
-                leaves.add(np.asarray(group.cases)[[case[i]]], lo[i][None], hi[i][None], np.zeros((1, nsp)), lower[None, :], "alpha-crown")
+                leaves.add(
+                    np.asarray(group.cases)[[case[i]]],
+                    lo[i][None],
+                    hi[i][None],
+                    np.zeros((1, nsp)),
+                    lower[None, :],
+                    "alpha-crown",
+                )
                 left[i] = False
         return left
 
@@ -188,8 +223,9 @@ class Search:
         B = opts.batch_size
         arrays = attack_arrays(group)
         rows = group.spec.shape[0]
-        bounder = input_split_bounder(self.fn, self.shape, method=opts.method, batch=B, rows=rows, n_args=len(self.args))
-        n = group.boxes[0][0].size
+        bounder = input_split_bounder(
+            self.fn, self.shape, method=opts.method, batch=B, rows=rows, n_args=len(self.args)
+        )
         root_lo = np.stack([b[0] for b in group.boxes])
         root_hi = np.stack([b[1] for b in group.boxes])
         root_w = np.where(root_hi > root_lo, root_hi - root_lo, 1.0)
@@ -202,16 +238,30 @@ class Search:
             if pad:
                 lo32 = np.concatenate([lo32, np.repeat(lo32[:1], pad, 0)])
                 hi32 = np.concatenate([hi32, np.repeat(hi32[:1], pad, 0)])
-            lower, v, grad = bounder(jnp.asarray(lo32), jnp.asarray(hi32), *arrays, self.args)
-            lower, v, grad = np.asarray(lower)[:m], np.asarray(v)[:m], np.asarray(grad)[:m]
+            lower, v, jac, rows_c = bounder(
+                jnp.asarray(lo32), jnp.asarray(hi32), *arrays, self.args
+            )
+            lower, v, jac = np.asarray(lower)[:m], np.asarray(v)[:m], np.asarray(jac)[:m]
+            grad = (jac, np.asarray(rows_c)[:m])
             self.stats["domains"] = self.stats.get("domains", 0) + m
             self.stats["batches"] = self.stats.get("batches", 0) + 1
             return lower, v, grad
 
-        def choose(lo, hi, grad, case):
+        masks = group.masks()
+
+        def choose(lo, hi, probe, lower, case):
+            jac, rows_c = probe
             width = hi - lo
             rel = width / root_w[case]
-            if opts.branching == "gradient":
+            if opts.branching in ("gradient", "objective"):
+                # "gradient": the row closest to proving its disjunct (by its bound), in the
+                # disjunct hardest to prove; "objective": the same by the centre's float values
+                vals = lower if opts.branching == "gradient" else rows_c
+                s = np.nan_to_num(vals.astype(np.float64) - group.d[None, :], nan=-np.inf)
+                per = np.where(masks[None], s[:, None, :], -np.inf)  # (B, K, R)
+                k = np.argmin(per.max(axis=2), axis=1)
+                row = np.argmax(per[np.arange(len(k)), k], axis=1)
+                grad = jac[np.arange(len(row)), row]
                 score = width * np.abs(np.nan_to_num(grad.astype(np.float64)))
                 flat = ~np.any(score > 0, axis=1)
                 dims = np.where(flat, np.argmax(rel, axis=1), np.argmax(score, axis=1))
@@ -235,9 +285,22 @@ class Search:
                 margin = group.margins(lower)
                 ok = margin > 0
                 if np.any(ok):
-                    leaves.add(cases_of(case[sl][ok]), lo[sl][ok], hi[sl][ok], np.zeros((int(ok.sum()), 0)), lower[ok], method_tag)
+                    leaves.add(
+                        cases_of(case[sl][ok]),
+                        lo[sl][ok],
+                        hi[sl][ok],
+                        np.zeros((int(ok.sum()), 0)),
+                        lower[ok],
+                        method_tag,
+                    )
                     self.stats["verified_volume"] = self.stats.get("verified_volume", 0.0) + float(
-                        np.sum(np.prod(np.where(hi[sl][ok] > lo[sl][ok], hi[sl][ok] - lo[sl][ok], 1.0) / root_w[case[sl][ok]], axis=1))
+                        np.sum(
+                            np.prod(
+                                np.where(hi[sl][ok] > lo[sl][ok], hi[sl][ok] - lo[sl][ok], 1.0)
+                                / root_w[case[sl][ok]],
+                                axis=1,
+                            )
+                        )
                     )
                 # centre probes: float objective of the box centres (exact re-check on hit)
                 if np.any(v <= 0):
@@ -245,8 +308,16 @@ class Search:
                     self.try_candidates(group, centres, v, limit=2)
                 bad = ~ok
                 if np.any(bad):
-                    dims = choose(lo[sl][bad], hi[sl][bad], grad[bad], case[sl][bad])
-                    keep.append((lo[sl][bad], hi[sl][bad], case[sl][bad], depth[sl][bad], margin[bad], dims))
+                    dims = choose(
+                        lo[sl][bad],
+                        hi[sl][bad],
+                        (grad[0][bad], grad[1][bad]),
+                        lower[bad],
+                        case[sl][bad],
+                    )
+                    keep.append(
+                        (lo[sl][bad], hi[sl][bad], case[sl][bad], depth[sl][bad], margin[bad], dims)
+                    )
             if not keep:
                 return None
             return tuple(np.concatenate([k[i] for k in keep]) for i in range(6))
@@ -270,7 +341,7 @@ class Search:
             self.check_time()
             self.report(st[0].shape[0], float(np.min(st[4])))
             k = min(st[0].shape[0], B // 2)
-            lo, hi, case, depth, margin, dim = (a[-k:] for a in st)
+            lo, hi, case, depth, _, dim = (a[-k:] for a in st)
             st = [a[:-k] for a in st]
             if np.any(depth >= opts.max_depth):
                 self.notes.append(f"a domain reached the maximum split depth {opts.max_depth}")
@@ -308,7 +379,11 @@ class Search:
         B = opts.batch_size
         rows = group.spec.shape[0]
         lo0, hi0 = f32_outward(*group.boxes[0])
-        shapes = relu_shapes(self.fn, Box(jnp.asarray(lo0).reshape(self.shape), jnp.asarray(hi0).reshape(self.shape)), *self.args)
+        shapes = relu_shapes(
+            self.fn,
+            Box(jnp.asarray(lo0).reshape(self.shape), jnp.asarray(hi0).reshape(self.shape)),
+            *self.args,
+        )
         if not shapes:
             self.notes.append("no ReLU to split: falling back to input splitting")
             return self.input_split(group, leaves)
@@ -316,9 +391,20 @@ class Search:
         total = int(sum(sizes))
         taps = Taps(self.fn, self.shape)
         if not taps.matches(shapes, self.args):
-            self.notes.append("ReLU taps do not match the bound tape: neurons scored without intermediate bounds")
+            self.notes.append(
+                "ReLU taps do not match the bound tape: neurons scored without intermediate bounds"
+            )
             taps = None
-        bounder = relu_split_bounder(self.fn, self.shape, shapes, method=opts.method, batch=B, rows=rows, n_args=len(self.args), taps=taps)
+        bounder = relu_split_bounder(
+            self.fn,
+            self.shape,
+            shapes,
+            method=opts.method,
+            batch=B,
+            rows=rows,
+            n_args=len(self.args),
+            taps=taps,
+        )
         spec = jnp.asarray(group.spec)
         arrays = attack_arrays(group)
 
@@ -335,24 +421,32 @@ class Search:
                 per = jnp.max(jnp.where(mask, v[None, :], -jnp.inf), axis=1)
                 return jnp.min(jnp.where(real, per, jnp.inf))
 
-            w = taps.sensitivity(objective, jnp.asarray(0.5 * (blo + bhi), jnp.float32), self.args, sizes)
+            w = taps.sensitivity(
+                objective, jnp.asarray(0.5 * (blo + bhi), jnp.float32), self.args, sizes
+            )
             sens[ci] = np.where(np.isfinite(w), w, 0.0) + 1e-12
 
-        def bound_batch(case, splits):
+        root_w = {ci: np.where(b[1] > b[0], b[1] - b[0], 1.0) for ci, b in enumerate(group.boxes)}
+
+        def bound_batch(lo, hi, splits):
             m = splits.shape[0]
-            lo32 = np.stack([f32_outward(*group.boxes[c])[0] for c in case])
-            hi32 = np.stack([f32_outward(*group.boxes[c])[1] for c in case])
+            lo32, hi32 = f32_outward(lo, hi)
             pad = B - m
             if pad:
                 splits = np.concatenate([splits, np.repeat(splits[:1], pad, 0)])
                 lo32 = np.concatenate([lo32, np.repeat(lo32[:1], pad, 0)])
                 hi32 = np.concatenate([hi32, np.repeat(hi32[:1], pad, 0)])
-            lower, plo, phi = bounder(jnp.asarray(lo32), jnp.asarray(hi32), jnp.asarray(splits, jnp.int8), spec, self.args)
+            lower, plo, phi = bounder(
+                jnp.asarray(lo32), jnp.asarray(hi32), jnp.asarray(splits, jnp.int8), spec, self.args
+            )
             self.stats["domains"] = self.stats.get("domains", 0) + m
             self.stats["batches"] = self.stats.get("batches", 0) + 1
             return np.asarray(lower)[:m], np.asarray(plo)[:m], np.asarray(phi)[:m]
 
-        def choose(case, splits, plo, phi):
+        def choose(lo, hi, case, splits, plo, phi):
+            """Branching decision per domain: a neuron index >= 0, or -(j + 1) to halve input j
+            (when no unstable neuron is left: the domain is then linear in the input, and its box
+            is what keeps the bound loose)."""
             plo = plo.astype(np.float64)
             phi = phi.astype(np.float64)
             if taps is None:
@@ -365,62 +459,108 @@ class Search:
             score = np.where(unstable, w * gap, -1.0)
             k = np.argmax(score, axis=1)
             none = score[np.arange(len(k)), k] < 0
-            return k, none
+            rel = (hi - lo) / np.stack([root_w[c] for c in case])
+            mid = 0.5 * (lo + hi)
+            rel = np.where((mid > lo) & (mid < hi), rel, -1.0)
+            j = np.argmax(rel, axis=1)
+            if np.any(none & (rel[np.arange(len(j)), j] < 0)):
+                raise _Stuck()
+            return np.where(none, -(j + 1), k)
 
-        def process(case, splits, depth):
+        def process(lo, hi, case, splits, depth):
             keep = []
             for s in range(0, splits.shape[0], B):
                 sl = slice(s, s + B)
-                lower, plo, phi = bound_batch(case[sl], splits[sl])
+                lower, plo, phi = bound_batch(lo[sl], hi[sl], splits[sl])
                 margin = group.margins(lower)
                 ok = margin > 0
                 if np.any(ok):
-                    c = case[sl][ok]
                     leaves.add(
-                        np.asarray(group.cases)[c],
-                        np.stack([group.boxes[i][0] for i in c]),
-                        np.stack([group.boxes[i][1] for i in c]),
+                        np.asarray(group.cases)[case[sl][ok]],
+                        lo[sl][ok],
+                        hi[sl][ok],
                         splits[sl][ok],
                         lower[ok],
                         opts.method,
                     )
                 bad = ~ok
                 if np.any(bad):
-                    k, none = choose(case[sl][bad], splits[sl][bad], plo[bad], phi[bad])
-                    if np.any(none):
-                        self.notes.append("a domain has no unstable ReLU left to split and is not verified")
-                        raise _Stuck()
-                    keep.append((case[sl][bad], splits[sl][bad], depth[sl][bad], margin[bad], k))
+                    br = choose(
+                        lo[sl][bad], hi[sl][bad], case[sl][bad], splits[sl][bad], plo[bad], phi[bad]
+                    )
+                    keep.append(
+                        (
+                            lo[sl][bad],
+                            hi[sl][bad],
+                            case[sl][bad],
+                            splits[sl][bad],
+                            depth[sl][bad],
+                            margin[bad],
+                            br,
+                        )
+                    )
             if not keep:
                 return None
-            return tuple(np.concatenate([k[i] for k in keep]) for i in range(5))
+            return tuple(np.concatenate([k[i] for k in keep]) for i in range(7))
 
         try:
             n_cases = len(group.boxes)
-            pending = process(np.arange(n_cases), np.zeros((n_cases, total), np.int8), np.zeros(n_cases, np.int64))
+            root_lo = np.stack([b[0] for b in group.boxes])
+            root_hi = np.stack([b[1] for b in group.boxes])
+            pending = process(
+                root_lo,
+                root_hi,
+                np.arange(n_cases),
+                np.zeros((n_cases, total), np.int8),
+                np.zeros(n_cases, np.int64),
+            )
             if pending is None:
                 return "unsat"
-            order = np.argsort(-pending[3], kind="stable")
+            left = self.alpha_roots(group, leaves, True, pending[0], pending[1], pending[2])
+            if not np.any(left):
+                return "unsat"
+            pending = tuple(a[left] for a in pending)
+            order = np.argsort(-pending[5], kind="stable")
             st = [a[order] for a in pending]
             while st[0].shape[0]:
                 self.check_time()
-                self.report(st[0].shape[0], float(np.min(st[3])))
+                self.report(st[0].shape[0], float(np.min(st[5])))
                 k = min(st[0].shape[0], B // 2)
-                case, splits, depth, margin, neuron = (a[-k:] for a in st)
+                lo, hi, case, splits, depth, _, br = (a[-k:] for a in st)
                 st = [a[:-k] for a in st]
                 if np.any(depth >= opts.max_depth):
                     self.notes.append(f"a domain reached the maximum split depth {opts.max_depth}")
                     return "unknown"
-                plus = splits.copy()
-                plus[np.arange(k), neuron] = 1
-                minus = splits.copy()
-                minus[np.arange(k), neuron] = -1
-                out = process(np.concatenate([case, case]), np.concatenate([plus, minus]), np.concatenate([depth, depth]) + 1)
+                rows_k = np.arange(k)
+                a_lo, a_hi, a_sp = lo.copy(), hi.copy(), splits.copy()
+                b_lo, b_hi, b_sp = lo.copy(), hi.copy(), splits.copy()
+                neuron = br >= 0
+                nk = np.where(neuron, br, 0)
+                a_sp[rows_k[neuron], nk[neuron]] = 1
+                b_sp[rows_k[neuron], nk[neuron]] = -1
+                inp = ~neuron
+                if np.any(inp):
+                    j = -br[inp] - 1
+                    r = rows_k[inp]
+                    mid = 0.5 * (lo[r, j] + hi[r, j])
+                    a_hi[r, j] = mid
+                    b_lo[r, j] = mid
+                    self.stats["input_splits"] = self.stats.get("input_splits", 0) + int(inp.sum())
+                out = process(
+                    np.concatenate([a_lo, b_lo]),
+                    np.concatenate([a_hi, b_hi]),
+                    np.concatenate([case, case]),
+                    np.concatenate([a_sp, b_sp]),
+                    np.concatenate([depth, depth]) + 1,
+                )
                 self.stats["max_depth"] = max(self.stats.get("max_depth", 0), int(depth.max()) + 1)
                 if out is not None:
-                    order = np.argsort(-out[3], kind="stable")
+                    order = np.argsort(-out[5], kind="stable")
                     st = [np.concatenate([a, b[order]]) for a, b in zip(st, out, strict=True)]
         except _Stuck:
+            self.notes.append(
+                "a domain can be split no further (no unstable ReLU, box at float64 resolution)"
+            )
             return "unknown"
         return "unsat"
 
@@ -431,4 +571,6 @@ class _Stuck(Exception):
 
 def probe_objective(fn, shape, group: Group, xs, args):
     """Float objectives of points `xs` (P, n) (used by tests and the final re-check)."""
-    return np.asarray(batch_objective(fn, shape)(jnp.asarray(xs, jnp.float32), *attack_arrays(group), tuple(args)))
+    return np.asarray(
+        batch_objective(fn, shape)(jnp.asarray(xs, jnp.float32), *attack_arrays(group), tuple(args))
+    )

@@ -46,11 +46,11 @@ def spec_fn(fn):
 
 
 def input_split_bounder(fn, shape, *, method: str, batch: int, rows: int, n_args: int):
-    """Jitted `(lo (B, n), hi (B, n), spec, d, mask, real, args) -> (lower (B, R), obj (B,), grad (B, n))`.
+    """Jitted `(lo (B, n), hi (B, n), spec, d, mask, real, args) -> (lower (B, R), obj (B,), jac (B, R, n), rows (B, R))`.
 
-    `lower` are certified lower bounds of the spec rows over each box; `obj` and `grad` are the
-    float objective and its input gradient at each box centre (a falsification probe and the
-    branching heuristic's input).
+    `lower` are certified lower bounds of the spec rows over each box; `obj` is the float
+    objective at each box centre (a falsification probe) and `jac` the input Jacobian of the spec
+    rows there and their values (the branching heuristic's inputs).
     """
     g = spec_fn(fn)
 
@@ -60,20 +60,30 @@ def input_split_bounder(fn, shape, *, method: str, batch: int, rows: int, n_args
             return b.lower
 
         obj = ft.partial(_objective, fn, shape)
-        vg = jax.value_and_grad(obj)
+
+        def rows(x, spec, args):
+            return spec @ fn(x.reshape(shape), *args).reshape(-1).astype(spec.dtype)
+
+        jac = jax.jacrev(rows)
 
         def run(lo, hi, spec, d, mask, real, args):
             lower = jax.vmap(one_bound, in_axes=(0, 0, None, None))(lo, hi, spec, args)
             centre = 0.5 * (lo + hi)
-            v, grad = jax.vmap(vg, in_axes=(0, None, None, None, None, None))(centre, spec, d, mask, real, args)
-            return lower, v, grad
+            v = jax.vmap(obj, in_axes=(0, None, None, None, None, None))(
+                centre, spec, d, mask, real, args
+            )
+            j = jax.vmap(jac, in_axes=(0, None, None))(centre, spec, args)
+            r = jax.vmap(rows, in_axes=(0, None, None))(centre, spec, args)
+            return lower, v, j, r
 
         return jax.jit(run)
 
     return _keep(_COMPILED, ("input", id(fn), tuple(shape), method, batch, rows, n_args), fn, build)
 
 
-def relu_split_bounder(fn, shape, relu_shapes, *, method: str, batch: int, rows: int, n_args: int, taps=None):
+def relu_split_bounder(
+    fn, shape, relu_shapes, *, method: str, batch: int, rows: int, n_args: int, taps=None
+):
     """Jitted `(lo (B, n), hi (B, n), splits (B, s), spec, args) -> (lower (B, R), pre_lower (B, s), pre_upper (B, s))`.
 
     `splits` are flat ReLU split vectors (+1/-1/0) in the layout of `relu_shapes`. With `taps`
@@ -87,7 +97,10 @@ def relu_split_bounder(fn, shape, relu_shapes, *, method: str, batch: int, rows:
     total = offsets[-1]
 
     def unflatten(flat):
-        return [flat[offsets[i] : offsets[i + 1]].reshape(relu_shapes[i]).astype(jnp.int32) for i in range(len(sizes))]
+        return [
+            flat[offsets[i] : offsets[i + 1]].reshape(relu_shapes[i]).astype(jnp.int32)
+            for i in range(len(sizes))
+        ]
 
     if taps is not None:
         target = taps.spec_taps_fn()
@@ -96,11 +109,22 @@ def relu_split_bounder(fn, shape, relu_shapes, *, method: str, batch: int, rows:
 
     def build():
         def one(lo, hi, flat, spec, args):
-            b = bound(target, Box(lo.reshape(shape), hi.reshape(shape)), spec, *args, method=method, relu_splits=unflatten(flat))
+            b = bound(
+                target,
+                Box(lo.reshape(shape), hi.reshape(shape)),
+                spec,
+                *args,
+                method=method,
+                relu_splits=unflatten(flat),
+            )
             if taps is None:
                 return b.lower, jnp.zeros(total, b.lower.dtype), jnp.zeros(total, b.lower.dtype)
             lows, highs = b.lower, b.upper
-            return lows[0], jnp.concatenate([v.reshape(-1) for v in lows[1:]]), jnp.concatenate([v.reshape(-1) for v in highs[1:]])
+            return (
+                lows[0],
+                jnp.concatenate([v.reshape(-1) for v in lows[1:]]),
+                jnp.concatenate([v.reshape(-1) for v in highs[1:]]),
+            )
 
         def run(lo, hi, splits, spec, args):
             return jax.vmap(one, in_axes=(0, 0, 0, None, None))(lo, hi, splits, spec, args)
@@ -114,5 +138,12 @@ def relu_split_bounder(fn, shape, relu_shapes, *, method: str, batch: int, rows:
 def single_bound(fn, lo, hi, shape, spec, args, *, method: str, splits=None):
     """Lower bounds of the spec rows over one box (`bound`'s own compile cache)."""
     g = spec_fn(fn)
-    b = bound(g, Box(jnp.asarray(lo).reshape(shape), jnp.asarray(hi).reshape(shape)), jnp.asarray(spec), *args, method=method, relu_splits=splits)
+    b = bound(
+        g,
+        Box(jnp.asarray(lo).reshape(shape), jnp.asarray(hi).reshape(shape)),
+        jnp.asarray(spec),
+        *args,
+        method=method,
+        relu_splits=splits,
+    )
     return b.lower

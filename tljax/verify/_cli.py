@@ -28,13 +28,26 @@ def _verify_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("onnx", help="the network (.onnx)")
     p.add_argument("vnnlib", help="the property (.vnnlib, or gzip-compressed)")
-    p.add_argument("--timeout", type=float, default=None, help="wall-clock budget in seconds (default: none)")
+    p.add_argument(
+        "--timeout", type=float, default=None, help="wall-clock budget in seconds (default: none)"
+    )
     p.add_argument("--out", default=None, help="write the result file here")
-    p.add_argument("--method", default="crown", choices=["crown", "alpha-crown", "ibp"], help="bound method of the search")
-    p.add_argument("--split", default="auto", choices=["auto", "input", "relu"], help="branching mode")
+    p.add_argument(
+        "--method",
+        default="crown",
+        choices=["crown", "alpha-crown", "ibp"],
+        help="bound method of the search",
+    )
+    p.add_argument(
+        "--split", default="auto", choices=["auto", "input", "relu"], help="branching mode"
+    )
     p.add_argument("--batch-size", type=int, default=256, help="domains per compiled bound call")
     p.add_argument("--seed", type=int, default=0, help="falsifier seed")
-    p.add_argument("--check", action="store_true", help="re-check the result before printing it (certificate / counterexample)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="re-check the result before printing it (certificate / counterexample)",
+    )
     return p
 
 
@@ -43,7 +56,17 @@ def _error(msg: str) -> int:
     return 2
 
 
-def run_one(onnx_path, vnnlib_path, *, timeout=None, method="crown", split="auto", batch_size=256, seed=0, progress=None):
+def run_one(
+    onnx_path,
+    vnnlib_path,
+    *,
+    timeout=None,
+    method="crown",
+    split="auto",
+    batch_size=256,
+    seed=0,
+    progress=None,
+):
     """Loads and verifies one instance; returns the `Result`."""
     from ._api import verify
     from ._instances import load_instance
@@ -51,7 +74,18 @@ def run_one(onnx_path, vnnlib_path, *, timeout=None, method="crown", split="auto
     t0 = time.monotonic()
     fn, prop, args, shape = load_instance(onnx_path, vnnlib_path)
     left = None if timeout is None else max(timeout - (time.monotonic() - t0), 1e-3)
-    return verify(fn, prop, *args, input_shape=shape, timeout=left, method=method, split=split, batch_size=batch_size, seed=seed, progress=progress)
+    return verify(
+        fn,
+        prop,
+        *args,
+        input_shape=shape,
+        timeout=left,
+        method=method,
+        split=split,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+    )
 
 
 def main_verify(argv: list[str] | None = None) -> int:
@@ -64,17 +98,36 @@ def main_verify(argv: list[str] | None = None) -> int:
     if args.timeout is not None and not args.timeout > 0:
         return _error(f"--timeout must be positive, got {args.timeout}")
     try:
-        res = run_one(args.onnx, args.vnnlib, timeout=args.timeout, method=args.method, split=args.split, batch_size=args.batch_size, seed=args.seed)
+        res = run_one(
+            args.onnx,
+            args.vnnlib,
+            timeout=args.timeout,
+            method=args.method,
+            split=args.split,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
     except (TljaxError, OSError) as err:
         return _error(str(err))
     if args.check:
         report = res.check()
         if not report.accepted:
-            print(f"tljax verify: the {res.verdict} result failed its re-check: {'; '.join(report.reasons)}", file=sys.stderr)
-            res = type(res)("unknown", time=res.time, stats=res.stats, notes=res.notes + ("re-check failed",), context=res.context)
+            print(
+                f"tljax verify: the {res.verdict} result failed its re-check: {'; '.join(report.reasons)}",
+                file=sys.stderr,
+            )
+            res = type(res)(
+                "unknown",
+                time=res.time,
+                stats=res.stats,
+                notes=res.notes + ("re-check failed",),
+                context=res.context,
+            )
     text = res.vnncomp()
     sys.stdout.write(text)
-    print(f"# {res} ; {', '.join(f'{k}={v}' for k, v in sorted(res.stats.items()))}", file=sys.stderr)
+    print(
+        f"# {res} ; {', '.join(f'{k}={v}' for k, v in sorted(res.stats.items()))}", file=sys.stderr
+    )
     for note in res.notes[:5]:
         print(f"# note: {note}", file=sys.stderr)
     if args.out:
@@ -96,7 +149,9 @@ def _run_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("instances", help="instances.csv of a benchmark folder")
-    p.add_argument("--timeout", type=float, default=None, help="override every instance's timeout (seconds)")
+    p.add_argument(
+        "--timeout", type=float, default=None, help="override every instance's timeout (seconds)"
+    )
     p.add_argument("--limit", type=int, default=None, help="run only the first N instances")
     p.add_argument("--select", default=None, help="comma-separated row numbers (0-based) to run")
     p.add_argument("--out", default=None, help="write a CSV of the results here")
@@ -123,13 +178,18 @@ def read_instances(path: str) -> tuple[list[tuple[str, str, float]], dict]:
                 if k == 0:
                     continue  # a header
                 raise ValueError(f"{path}:{k + 1}: timeout {row[2]!r} is not a number") from err
-            rows.append((os.path.join(base, row[0].strip()), os.path.join(base, row[1].strip()), timeout))
+            rows.append(
+                (os.path.join(base, row[0].strip()), os.path.join(base, row[1].strip()), timeout)
+            )
     expected = {}
     exp_path = os.path.join(base, "expected.csv")
     if os.path.isfile(exp_path):
         with open(exp_path, newline="") as f:
             for row in csv.DictReader(f):
-                key = (os.path.join(base, row["onnx"].strip()), os.path.join(base, row["vnnlib"].strip()))
+                key = (
+                    os.path.join(base, row["onnx"].strip()),
+                    os.path.join(base, row["vnnlib"].strip()),
+                )
                 expected[key] = row.get("expected", "").strip()
     return rows, expected
 
@@ -143,7 +203,9 @@ def judge(verdict: str, expected: str | None) -> str:
     return "ok" if verdict == expected else "WRONG"
 
 
-def run_instances(rows, expected, *, timeout=None, method="crown", split="auto", batch_size=256, log=print):
+def run_instances(
+    rows, expected, *, timeout=None, method="crown", split="auto", batch_size=256, log=print
+):
     """Runs rows `(onnx, vnnlib, timeout)`; returns a list of dict records (also logged per row)."""
     records = []
     for i, (onnx, vnnlib, t) in enumerate(rows):
@@ -151,24 +213,34 @@ def run_instances(rows, expected, *, timeout=None, method="crown", split="auto",
         t0 = time.monotonic()
         error = ""
         try:
-            res = run_one(onnx, vnnlib, timeout=budget, method=method, split=split, batch_size=batch_size, progress=False)
+            res = run_one(
+                onnx,
+                vnnlib,
+                timeout=budget,
+                method=method,
+                split=split,
+                batch_size=batch_size,
+                progress=False,
+            )
             verdict = res.verdict
         except (TljaxError, OSError) as err:
             verdict, error = "error", str(err).splitlines()[0]
         elapsed = time.monotonic() - t0
         exp = expected.get((onnx, vnnlib))
-        rec = dict(
-            index=i,
-            onnx=os.path.basename(onnx),
-            vnnlib=os.path.basename(vnnlib),
-            verdict=verdict,
-            time=elapsed,
-            expected=exp or "",
-            match=judge(verdict, exp),
-            error=error,
-        )
+        rec = {
+            "index": i,
+            "onnx": os.path.basename(onnx),
+            "vnnlib": os.path.basename(vnnlib),
+            "verdict": verdict,
+            "time": elapsed,
+            "expected": exp or "",
+            "match": judge(verdict, exp),
+            "error": error,
+        }
         records.append(rec)
-        log(f"{i:4d}  {rec['onnx'][:40]:40s} {rec['vnnlib'][:22]:22s} {verdict:8s} {elapsed:8.2f}s  {rec['expected']:8s} {rec['match']}{'  ' + error if error else ''}")
+        log(
+            f"{i:4d}  {rec['onnx'][:40]:40s} {rec['vnnlib'][:22]:22s} {verdict:8s} {elapsed:8.2f}s  {rec['expected']:8s} {rec['match']}{'  ' + error if error else ''}"
+        )
     return records
 
 
@@ -177,14 +249,16 @@ def summary(records) -> dict:
     solved = [r for r in records if r["verdict"] in ("sat", "unsat")]
     wrong = [r for r in records if r["match"] == "WRONG"]
     times = [r["time"] for r in solved]
-    return dict(
-        total=len(records),
-        solved=len(solved),
-        wrong=len(wrong),
-        median_time=statistics.median(times) if times else float("nan"),
-        median_time_all=statistics.median([r["time"] for r in records]) if records else float("nan"),
-        errors=sum(r["verdict"] == "error" for r in records),
-    )
+    return {
+        "total": len(records),
+        "solved": len(solved),
+        "wrong": len(wrong),
+        "median_time": statistics.median(times) if times else float("nan"),
+        "median_time_all": statistics.median([r["time"] for r in records])
+        if records
+        else float("nan"),
+        "errors": sum(r["verdict"] == "error" for r in records),
+    }
 
 
 def main_run_instances(argv: list[str] | None = None) -> int:
@@ -204,8 +278,18 @@ def main_run_instances(argv: list[str] | None = None) -> int:
         rows = [rows[k] for k in keep if 0 <= k < len(rows)]
     if args.limit is not None:
         rows = rows[: args.limit]
-    print(f"{'#':>4s}  {'network':40s} {'property':22s} {'verdict':8s} {'time':>9s}  {'expected':8s} match")
-    records = run_instances(rows, expected, timeout=args.timeout, method=args.method, split=args.split, batch_size=args.batch_size, log=lambda s: print(s, flush=True))
+    print(
+        f"{'#':>4s}  {'network':40s} {'property':22s} {'verdict':8s} {'time':>9s}  {'expected':8s} match"
+    )
+    records = run_instances(
+        rows,
+        expected,
+        timeout=args.timeout,
+        method=args.method,
+        split=args.split,
+        batch_size=args.batch_size,
+        log=lambda s: print(s, flush=True),
+    )
     s = summary(records)
     print(
         f"solved {s['solved']}/{s['total']}, wrong {s['wrong']}, errors {s['errors']}, "

@@ -11,10 +11,11 @@ checker trusts nothing about how the leaves were made. It proves coverage by rec
   neuron free in the region that some leaf constrains (leaves free in that neuron go to both
   sides). Both halves are then checked; their union is the region.
 
-If no leaf contains a region and no cut exists, the check fails (it may then reject a true cover
-that is not guillotine-shaped; leaves of a split tree always decompose). Every step compares
-binary64 numbers and integers, which is exact rational arithmetic: nothing is rounded and no
-midpoint is recomputed.
+When leaves overlap so that no clean cut exists, a leaf boundary inside the region is used as a
+cut anyway and the leaves across it go to both halves (each still covers its part of either
+half), so any finite cover by boxes is eventually decomposed. The check fails when a region meets
+no leaf. Every step compares binary64 numbers and integers, which is exact rational arithmetic:
+nothing is rounded and no midpoint is recomputed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ def _box_cut(lo, hi, rlo, rhi) -> tuple[int, float] | None:
             c = cuts[np.argmin(np.abs(cuts - mid))]
             return int(j), float(c)
     return best
+
+
+def _any_cut(lo, hi, rlo, rhi) -> tuple[int, float] | None:
+    """A leaf boundary strictly inside the region (leaves across it are shared by both halves)."""
+    for j in np.flatnonzero(rhi > rlo):
+        inner = np.concatenate([lo[:, j], hi[:, j]])
+        inner = inner[(inner > rlo[j]) & (inner < rhi[j])]
+        if inner.size:
+            return int(j), float(np.sort(inner)[inner.size // 2])
+    return None
 
 
 def check_cover(
@@ -103,6 +114,8 @@ def check_cover(
         if np.any(contains):
             continue
         cut = _box_cut(L, H, r_lo, r_hi)
+        if cut is None and not (sp.shape[1] and np.any((sp[idx] != 0) & (r_sp[None, :] == 0))):
+            cut = _any_cut(L, H, r_lo, r_hi)
         if cut is not None:
             j, c = cut
             left_hi = r_hi.copy()

@@ -15,21 +15,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core import _jaxpr_compat as compat
 from ..core._errors import UnsupportedPrimitiveError
 
 _CANONICAL: dict[str, object] = {}
 
 
 def _fingerprint(net, params, shape) -> str:
-    closed = jax.make_jaxpr(lambda x, p: net(p, x))(jax.ShapeDtypeStruct(shape, jnp.float32), params)
+    closed = jax.make_jaxpr(lambda x, p: net(p, x))(
+        jax.ShapeDtypeStruct(shape, jnp.float32), params
+    )
+    jaxpr, consts = compat.open_jaxpr(closed)
     h = hashlib.sha256()
-    h.update(str(closed.jaxpr).encode())
-    for c in closed.consts:
+    h.update(str(jaxpr).encode())
+    for c in consts:
         a = np.asarray(c)
         h.update(str((a.shape, a.dtype)).encode())
         h.update(a.tobytes())
     h.update(str(jax.tree_util.tree_structure(params)).encode())
-    h.update(str([(np.shape(v), str(np.asarray(v).dtype)) for v in jax.tree_util.tree_leaves(params)]).encode())
+    h.update(
+        str(
+            [(np.shape(v), str(np.asarray(v).dtype)) for v in jax.tree_util.tree_leaves(params)]
+        ).encode()
+    )
     return h.hexdigest()
 
 

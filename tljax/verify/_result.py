@@ -78,7 +78,9 @@ class Certificate:
     def n_leaves(self) -> int:
         return sum(len(g) for g in self.groups)
 
-    def check(self, prop, fn=None, *args, rebound: bool = False, batch_size: int = 256) -> CheckReport:
+    def check(
+        self, prop, fn=None, *args, rebound: bool = False, batch_size: int = 256
+    ) -> CheckReport:
         """Re-verifies the certificate against `prop`.
 
         Args:
@@ -95,7 +97,10 @@ class Certificate:
         checked: list[str] = []
         expected = make_groups(prop, prop.n_outputs)
         if len(expected) != len(self.groups):
-            return CheckReport(False, (f"the certificate has {len(self.groups)} groups, the property {len(expected)}",))
+            return CheckReport(
+                False,
+                (f"the certificate has {len(self.groups)} groups, the property {len(expected)}",),
+            )
         for gi, (want, got) in enumerate(zip(expected, self.groups, strict=True)):
             g = got.group
             same = (
@@ -105,7 +110,10 @@ class Certificate:
                 and np.array_equal(want.d, g.d)
                 and np.array_equal(want.owner, g.owner)
                 and np.array_equal(want.residual, g.residual)
-                and all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(want.boxes, g.boxes, strict=True))
+                and all(
+                    np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+                    for a, b in zip(want.boxes, g.boxes, strict=True)
+                )
             )
             if not same:
                 reasons.append(f"group {gi}: its spec or boxes differ from the property's")
@@ -117,7 +125,9 @@ class Certificate:
             margins = want.margins(got.bounds.astype(np.float64))
             bad = np.flatnonzero(~(margins > 0))
             if bad.size:
-                reasons.append(f"group {gi}: {bad.size} leaves do not rule out the unsafe set (first: leaf {int(bad[0])}, margin {float(margins[bad[0]])!r})")
+                reasons.append(
+                    f"group {gi}: {bad.size} leaves do not rule out the unsafe set (first: leaf {int(bad[0])}, margin {float(margins[bad[0]])!r})"
+                )
             else:
                 checked.append(f"group {gi}: all {len(got)} leaves have margin > 0")
             for ci, case in enumerate(want.cases):
@@ -125,9 +135,17 @@ class Certificate:
                 if not np.any(sel):
                     reasons.append(f"case {case}: no leaf")
                     continue
-                ok, why = check_cover(want.boxes[ci][0], want.boxes[ci][1], got.lower[sel], got.upper[sel], got.splits[sel])
+                ok, why = check_cover(
+                    want.boxes[ci][0],
+                    want.boxes[ci][1],
+                    got.lower[sel],
+                    got.upper[sel],
+                    got.splits[sel],
+                )
                 if ok:
-                    checked.append(f"case {case}: {int(sel.sum())} leaves cover the input box (exact)")
+                    checked.append(
+                        f"case {case}: {int(sel.sum())} leaves cover the input box (exact)"
+                    )
                 else:
                     reasons.append(f"case {case}: {why}")
             if rebound:
@@ -135,10 +153,14 @@ class Certificate:
                     reasons.append("rebound=True needs the network: pass fn and its args")
                 else:
                     r = _rebound(got, fn, args, self.input_shape, batch_size)
-                    (checked if r is None else reasons).append(r or f"group {gi}: recomputed bounds rule out every leaf")
+                    (checked if r is None else reasons).append(
+                        r or f"group {gi}: recomputed bounds rule out every leaf"
+                    )
             if got.bound_certificates is not None:
                 r = _check_bound_certificates(got, fn, args)
-                (checked if r is None else reasons).append(r or f"group {gi}: every bound certificate accepted")
+                (checked if r is None else reasons).append(
+                    r or f"group {gi}: every bound certificate accepted"
+                )
         return CheckReport(not reasons, tuple(reasons), tuple(checked))
 
 
@@ -157,14 +179,31 @@ def _rebound(leaves: GroupLeaves, fn, args, shape, batch_size) -> str | None:
     for method in sorted(set(leaves.method)):
         idx = np.flatnonzero(methods == method)
         if leaves.splits.shape[1] == 0:
-            bd = input_split_bounder(fn, shape, method=method, batch=batch_size, rows=rows, n_args=len(args))
+            bd = input_split_bounder(
+                fn, shape, method=method, batch=batch_size, rows=rows, n_args=len(args)
+            )
             arrays = attack_arrays(g)
         else:
             from ..bounds import Box, relu_shapes
 
             lo0, hi0 = f32_outward(*g.boxes[0])
-            shapes = relu_shapes(fn, Box(jnp.asarray(lo0).reshape(shape), jnp.asarray(hi0).reshape(shape)), *args)
-            bd = relu_split_bounder(fn, shape, shapes, method=method, batch=batch_size, rows=rows, n_args=len(args))
+            shapes = relu_shapes(
+                fn, Box(jnp.asarray(lo0).reshape(shape), jnp.asarray(hi0).reshape(shape)), *args
+            )
+            from ._taps import Taps
+
+            taps = Taps(fn, shape)  # same compiled program as the search's when the taps match
+            taps = taps if taps.matches(shapes, args) else None
+            bd = relu_split_bounder(
+                fn,
+                shape,
+                shapes,
+                method=method,
+                batch=batch_size,
+                rows=rows,
+                n_args=len(args),
+                taps=taps,
+            )
         for s in range(0, idx.size, batch_size):
             part = idx[s : s + batch_size]
             lo32, hi32 = f32_outward(leaves.lower[part], leaves.upper[part])
@@ -177,7 +216,13 @@ def _rebound(leaves: GroupLeaves, fn, args, shape, batch_size) -> str | None:
             if leaves.splits.shape[1] == 0:
                 out = bd(jnp.asarray(lo32), jnp.asarray(hi32), *arrays, tuple(args))[0]
             else:
-                out = bd(jnp.asarray(lo32), jnp.asarray(hi32), jnp.asarray(sp, jnp.int8), jnp.asarray(g.spec), tuple(args))[0]
+                out = bd(
+                    jnp.asarray(lo32),
+                    jnp.asarray(hi32),
+                    jnp.asarray(sp, jnp.int8),
+                    jnp.asarray(g.spec),
+                    tuple(args),
+                )[0]
             lower_all[part] = np.asarray(out)[: part.size]
     margins = g.margins(lower_all.astype(np.float64))
     bad = np.flatnonzero(~(margins > 0))
@@ -187,7 +232,12 @@ def _rebound(leaves: GroupLeaves, fn, args, shape, batch_size) -> str | None:
 
 
 def _check_bound_certificates(leaves: GroupLeaves, fn, args) -> str | None:
+    """Each leaf's bound certificate must be accepted by `tljax.bounds.check`, be about a box that
+    contains the leaf, and claim bounds that rule the leaf out."""
+    import jax.numpy as jnp
+
     from ._bounder import spec_fn
+    from ._spec import f32_outward
 
     try:
         from ..bounds import check as bounds_check
@@ -195,11 +245,22 @@ def _check_bound_certificates(leaves: GroupLeaves, fn, args) -> str | None:
         return "the leaves carry bound certificates but tljax.bounds.check is not available"
     if fn is None:
         return "bound certificates need the network to be checked: pass fn and its args"
+    if len(leaves.bound_certificates) != len(leaves):
+        return f"{len(leaves.bound_certificates)} bound certificates for {len(leaves)} leaves"
     g = spec_fn(fn)
+    spec = jnp.asarray(leaves.group.spec)
     for i, cert in enumerate(leaves.bound_certificates):
         if cert is None:
             return f"leaf {i} has no bound certificate"
-        res = bounds_check(cert, g, np.asarray(leaves.group.spec), *args)
+        lo32, hi32 = f32_outward(leaves.lower[i], leaves.upper[i])
+        box_lo = np.asarray(cert.box[0][0], np.float64).reshape(-1)
+        box_hi = np.asarray(cert.box[0][1], np.float64).reshape(-1)
+        if box_lo.shape != lo32.shape or np.any(box_lo > lo32) or np.any(box_hi < hi32):
+            return f"leaf {i}: its bound certificate is about a box that does not contain the leaf"
+        claimed = np.asarray(cert.lower[0], np.float64).reshape(1, -1)
+        if not leaves.group.margins(claimed)[0] > 0:
+            return f"leaf {i}: its bound certificate's bounds do not rule out the unsafe set"
+        res = bounds_check(cert, g, spec, *args)
         if not res.accepted:
             return f"leaf {i}: bound certificate rejected: {res.reason}"
     return None
@@ -244,7 +305,11 @@ class Result:
             c = confirm(fn, args, prop, self.counterexample.x, shape)
             if c.counterexample is None:
                 return CheckReport(False, (f"the counterexample does not re-check: {c.reason}",))
-            return CheckReport(True, (), ("counterexample re-executed: float32 and exact outputs violate the property",))
+            return CheckReport(
+                True,
+                (),
+                ("counterexample re-executed: float32 and exact outputs violate the property",),
+            )
         if self.verdict == "unsat":
             if self.certificate is None:
                 return CheckReport(False, ("verdict unsat without a certificate",))

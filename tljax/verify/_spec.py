@@ -231,11 +231,15 @@ def validate_property(prop, input_shape: tuple[int, ...], n_out: int) -> None:
             )
             continue
         for i in np.flatnonzero(np.isnan(lo) | np.isnan(hi))[:10]:
-            problems.append(f"box {b}, X_{i}: NaN bound (lower={lo[i]}, upper={hi[i]})")
+            problems.append(
+                f"box {b}, X_{i}: NaN bound (lower={float(lo[i])}, upper={float(hi[i])})"
+            )
         for i in np.flatnonzero(lo > hi)[:10]:
-            problems.append(f"box {b}, X_{i}: empty interval, lower {lo[i]!r} > upper {hi[i]!r}")
+            problems.append(
+                f"box {b}, X_{i}: empty interval, lower {float(lo[i])!r} > upper {float(hi[i])!r}"
+            )
         for i in np.flatnonzero(np.isinf(lo) | np.isinf(hi))[:10]:
-            problems.append(f"box {b}, X_{i}: unbounded interval [{lo[i]}, {hi[i]}]")
+            problems.append(f"box {b}, X_{i}: unbounded interval [{float(lo[i])}, {float(hi[i])}]")
     if problems:
         raise InvalidBoxError(
             f"property {prop.path!r} has invalid input boxes ({len(problems)} problem(s)); every "

@@ -112,4 +112,8 @@ class Taps:
             return objective(y.reshape(-1))
 
         grads = jax.grad(f)(deltas)
-        return np.abs(np.concatenate([np.asarray(g, np.float64).reshape(-1) for g in grads])) if grads else np.zeros(0)
+        return (
+            np.abs(np.concatenate([np.asarray(g, np.float64).reshape(-1) for g in grads]))
+            if grads
+            else np.zeros(0)
+        )

@@ -1,0 +1,231 @@
+"""Certificates: honest ones are accepted by the exact checker, tampered ones are rejected."""
+
+import copy
+import dataclasses
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import tljax
+from tljax.bounds._certificate import Certificate, check
+
+EPS = 0.1
+
+
+def mlp(x, params):
+    h = x
+    for i, (w, b) in enumerate(params):
+        h = w @ h + b
+        if i < len(params) - 1:
+            h = jax.nn.relu(h)
+    return h
+
+
+def init(seed, sizes):
+    rng = np.random.RandomState(seed)
+    return [
+        ((rng.randn(o, i) / np.sqrt(i)).astype(np.float32), (rng.randn(o) * 0.1).astype(np.float32))
+        for i, o in itertools.pairwise(sizes)
+    ]
+
+
+PARAMS = init(0, [4, 12, 12, 3])
+X = np.random.RandomState(1).randn(4).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def certs():
+    box = tljax.Box.linf(X, EPS)
+    out = {}
+    for m in ("ibp", "crown", "alpha-crown"):
+        # alpha_iters=0 keeps the test fast: bound() then returns CROWN's bounds, while the
+        # certificate still runs (and records) the optimisation, so its claim is tighter.
+        kw = {"alpha_iters": 0} if m == "alpha-crown" else {}
+        b = tljax.bound(mlp, box, PARAMS, method=m, certificate=True, jit=False, **kw)
+        out[m] = (b, b.certificate)
+    return out
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown", "alpha-crown"])
+def test_honest_accepted(certs, method):
+    b, c = certs[method]
+    assert isinstance(c, Certificate) and c.method == method and c.float_sound
+    r = check(c, mlp, PARAMS)
+    assert r.accepted, r.reason
+    assert "not re-derived" in r.reason
+    # The claim is (up to the re-run's rounding) at least as tight as the bound returned.
+    assert np.all(c.lower[0] >= np.asarray(b.lower) - 1e-5)
+    assert np.all(c.upper[0] <= np.asarray(b.upper) + 1e-5)
+    if method == "alpha-crown":
+        assert len(c.passes) == 2 and c.passes[1]["alphas"]
+
+
+def test_spec_and_json_roundtrip(tmp_path):
+    box = tljax.Box.linf(X, EPS)
+    spec = np.array([[1.0, -1.0, 0.0], [0.5, 0.0, -2.0]], np.float32)
+    b = tljax.bound(
+        mlp, box, PARAMS, method="crown", spec=spec, certificate=True, float_sound=False, jit=False
+    )
+    c = b.certificate
+    assert c.requested_float_sound is False and c.lower[0].shape == (2,)
+    r = check(c, mlp, PARAMS)
+    assert r.accepted, r.reason
+    c.to_json(tmp_path / "c.json")
+    c2 = Certificate.from_json(tmp_path / "c.json")
+    r2 = check(c2, mlp, PARAMS)
+    assert r2.accepted and r2.reason == r.reason
+    for a, a2 in zip(
+        jax.tree.leaves(dataclasses.asdict(c)), jax.tree.leaves(dataclasses.asdict(c2)), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(a2))
+    # A tampered copy written and read back is still rejected.
+    c3 = _tamper(c2, lambda d: d["lower"][0].__setitem__(0, d["lower"][0][0] + 1e-3))
+    c3.to_json(tmp_path / "c3.json")
+    assert not check(Certificate.from_json(tmp_path / "c3.json"), mlp, PARAMS).accepted
+
+
+def _tamper(c, edit):
+    d = {f.name: copy.deepcopy(getattr(c, f.name)) for f in dataclasses.fields(c)}
+    edit(d)
+    return Certificate(**d)
+
+
+def _unstable(pass_, c):
+    """(eqn key, index) of an unstable ReLU and its input node's key."""
+    for i, (a_l, b_l, a_u, b_u) in pass_["relax"].items():
+        for r in range(a_u.size):
+            if 0.0 < a_u[r] < 1.0:
+                return i, r
+    raise AssertionError("no unstable neuron")
+
+
+@pytest.mark.parametrize("method", ["crown", "alpha-crown"])
+def test_tampered_relaxations_rejected(certs, method):
+    _, c = certs[method]
+    i, r = _unstable(c.passes[0], c)
+
+    def slope_u(d):
+        d["passes"][0]["relax"][i][2][r] -= 1e-3
+
+    def icpt_u(d):
+        d["passes"][0]["relax"][i][3][r] -= 1e-3
+
+    def slope_l(d):
+        a_l = d["passes"][0]["relax"][i][0]
+        a_l[r] = 1.0 + 1e-3 if a_l[r] > 0.5 else -1e-3
+
+    def icpt_l(d):
+        d["passes"][0]["relax"][i][1][r] += 1e-3
+
+    for edit, what in [
+        (slope_u, "upper line"),
+        (icpt_u, "upper line"),
+        (slope_l, "lower line"),
+        (icpt_l, "lower line"),
+    ]:
+        res = check(_tamper(c, edit), mlp, PARAMS)
+        assert not res.accepted and what in res.reason and f"index {r}" in res.reason, res.reason
+
+
+@pytest.mark.parametrize("method", ["crown", "alpha-crown"])
+def test_tampered_alpha_rejected(certs, method):
+    _, c = certs[method]
+    if method == "crown":
+        assert all(not p["alphas"] for p in c.passes)
+        return
+    key = next(iter(c.passes[1]["alphas"]))
+
+    def edit(d):
+        d["passes"][1]["alphas"][key][0, ...] = 1.0 + 1e-3
+
+    res = check(_tamper(c, edit), mlp, PARAMS)
+    assert not res.accepted and "alpha" in res.reason, res.reason
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown", "alpha-crown"])
+def test_tampered_bounds_and_box_rejected(certs, method):
+    _, c = certs[method]
+    nodes = c.passes[0]["nodes"]
+    # the second ReLU's input: a node whose claim comes from back-substitution (crown) or IBP
+    k = sorted(nodes, key=int)[1]
+
+    def inter_lo(d):
+        d["passes"][0]["nodes"][k][0][3] += 1e-3
+
+    def inter_hi(d):
+        d["passes"][0]["nodes"][k][1][3] -= 1e-3
+
+    def box(d):
+        d["box"][0][0][1] -= 1e-3
+
+    def final_lo(d):
+        d["lower"][0][1] += 1e-3
+
+    def final_hi(d):
+        d["upper"][0][2] -= 1e-3
+
+    for edit, what in [
+        (inter_lo, f"node {k}"),
+        (inter_hi, f"node {k}"),
+        (box, "claimed"),
+        (final_lo, "output 0 index 1"),
+        (final_hi, "output 0 index 2"),
+    ]:
+        res = check(_tamper(c, edit), mlp, PARAMS)
+        assert not res.accepted and what in res.reason, (what, res.reason)
+
+
+def _cnn_case():
+    rng = np.random.RandomState(3)
+    w = (rng.randn(2, 1, 3, 3) * 0.4).astype(np.float32)
+    v = (rng.randn(2, 2 * 3 * 3) * 0.2).astype(np.float32)
+
+    def cnn(x, w, v):
+        h = jax.lax.conv_general_dilated(x[None], w, (1, 1), "VALID")[0]
+        h = jax.nn.relu(h + 0.1)
+        return v @ h.reshape(-1)
+
+    x = rng.randn(1, 5, 5).astype(np.float32)
+    return cnn, tljax.Box.linf(x, 0.05), (w, v)
+
+
+def _check_cnn(method):
+    cnn, box, args = _cnn_case()
+    b = tljax.bound(cnn, box, *args, method=method, certificate=True, jit=False)
+    r = check(b.certificate, cnn, *args)
+    assert r.accepted, r.reason
+    bad = _tamper(b.certificate, lambda d: d["upper"][0].__setitem__(0, d["upper"][0][0] - 1e-3))
+    res = check(bad, cnn, *args)
+    assert not res.accepted and "output 0 index 0" in res.reason
+
+
+def test_cnn_ibp():
+    _check_cnn("ibp")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["crown", "alpha-crown"])
+def test_cnn_crown(method):
+    _check_cnn(method)
+
+
+def test_unsupported_rejected():
+    def tanh_net(x, p):
+        return p[1][0] @ jnp.tanh(p[0][0] @ x + p[0][1]) + p[1][1]
+
+    p2 = init(4, [4, 5, 2])
+    b = tljax.bound(tanh_net, tljax.Box.linf(X, EPS), p2, method="ibp", certificate=True, jit=False)
+    r = check(b.certificate, tanh_net, p2)
+    assert not r.accepted and "unsupported relaxation kind unary:tanh" in r.reason
+
+
+def test_wrong_program_rejected(certs):
+    _, c = certs["crown"]
+    other = init(9, [4, 12, 12, 3])
+    r = check(c, mlp, other)
+    assert not r.accepted
+    r = check(c, lambda x, p: mlp(x, p) * 2.0, PARAMS)
+    assert not r.accepted and "does not match" in r.reason
