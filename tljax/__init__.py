@@ -12,10 +12,14 @@ from . import transforms as transforms
 from .bounds import Bounds as Bounds
 from .bounds import Box as Box
 from .bounds import bound as bound
+from .bounds import bound_sharded as bound_sharded
 from .core import Graph as Graph
 from .core import Semantics as Semantics
 from .core import TljaxError as TljaxError
 from .core import UnsupportedPrimitiveError as UnsupportedPrimitiveError
+from .core import check_kernel as check_kernel
+from .core import kernel as kernel
+from .core import kernel_contracts as kernel_contracts
 from .core import trace as trace
 from .core import typed as typed
 from .interpret import Format as Format

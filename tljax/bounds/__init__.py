@@ -10,3 +10,5 @@ from ._float_model import ProgramModel as ProgramModel
 from ._relax import relax_relu as relax_relu
 from ._relax import relax_smooth as relax_smooth
 from ._relax import relax_unary as relax_unary
+from ._sharding import batch_mesh as batch_mesh
+from ._sharding import bound_sharded as bound_sharded

@@ -10,6 +10,16 @@ from ._errors import ShapeMismatchError as ShapeMismatchError
 from ._errors import TljaxError as TljaxError
 from ._errors import UnsupportedPrimitiveError as UnsupportedPrimitiveError
 from ._graph import Graph as Graph
+from ._kernel import Kernel as Kernel
+from ._kernel import KernelContractError as KernelContractError
+from ._kernel import KernelEvidence as KernelEvidence
+from ._kernel import attention_kernel as attention_kernel
+from ._kernel import check_kernel as check_kernel
+from ._kernel import flash_attention_kernel as flash_attention_kernel
+from ._kernel import format_contracts as format_contracts
+from ._kernel import kernel as kernel
+from ._kernel import kernel_contracts as kernel_contracts
+from ._kernel import kernel_p as kernel_p
 from ._graph import iter_eqns as iter_eqns
 from ._graph import trace as trace
 from ._semantics import Semantics as Semantics

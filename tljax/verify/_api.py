@@ -94,8 +94,9 @@ def verify(
       input_shape: the shape of `x` (default `(prop.n_inputs,)`); VNN-LIB's `X_i` are its
         elements in row-major order.
       split: "auto" (input splitting up to 64 inputs, ReLU splitting above), "input" or "relu".
-      branching: input-split coordinate choice: "gradient" (width x |gradient of the margin|)
-        or "widest".
+      branching: input-split coordinate choice: "objective" (width x |gradient| of the row that
+        decides the float margin at the box centre), "gradient" (the same for the row whose
+        certified bound is closest to proving) or "widest" (see `tljax.verify._bab`).
       batch_size: domains per compiled bound call (fixed, padded: one compile per size).
       attack: run the falsifier (before and during the search).
       alpha: also try alpha-CROWN on case boxes CROWN cannot verify: True, False, or "auto"

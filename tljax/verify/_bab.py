@@ -9,10 +9,14 @@ lowest margins are processed next), which keeps memory bounded by depth x batch.
 
 Branching heuristics:
 
-- input splitting, "gradient" (default): split the coordinate with the largest
-  `width_j * |d objective / d x_j|` at the box centre (how much the concrete margin can move along
-  that coordinate inside the box); ties and flat regions fall back to the widest coordinate
-  relative to the root box. "widest" always takes the latter.
+- input splitting, smart gradient: split the coordinate with the largest `width_j * |d r / d x_j|`
+  at the box centre, where `r` is one row of `C y - d` (how much that row can move along the
+  coordinate inside the box). "objective" (default) takes the row that decides the float
+  objective at the centre (the best row of the hardest disjunct there); "gradient" takes the row
+  whose certified lower bound is closest to proving its disjunct, in the disjunct hardest to
+  prove (on 8 ACAS Xu instances neither dominated: 10670 vs 8250 domains in total, but
+  "objective" was better on 5). Flat regions fall back to the widest coordinate relative to the
+  root box; "widest" always takes that.
 - ReLU splitting, BaBSR-like: among unstable free neurons (`l < 0 < u` under the domain's splits)
   take the largest `|d objective / d relu_j| * (-l u / (u - l))`: the sensitivity of the margin to
   that neuron times the gap of its triangle relaxation (the intercept of the upper line).
