@@ -41,9 +41,8 @@ def certs():
     box = tljax.Box.linf(X, EPS)
     out = {}
     for m in ("ibp", "crown", "alpha-crown"):
-        # alpha_iters=0 keeps the test fast: bound() then returns CROWN's bounds, while the
-        # certificate still runs (and records) the optimisation, so its claim is tighter.
-        kw = {"alpha_iters": 0} if m == "alpha-crown" else {}
+        # a few alpha iterations keep the test fast; the certificate re-runs the same optimisation
+        kw = {"alpha_iters": 3} if m == "alpha-crown" else {}
         b = tljax.bound(mlp, box, PARAMS, method=m, certificate=True, jit=False, **kw)
         out[m] = (b, b.certificate)
     return out
@@ -56,9 +55,11 @@ def test_honest_accepted(certs, method):
     r = check(c, mlp, PARAMS)
     assert r.accepted, r.reason
     assert "not re-derived" in r.reason
-    # The claim is (up to the re-run's rounding) at least as tight as the bound returned.
-    assert np.all(c.lower[0] >= np.asarray(b.lower) - 1e-5)
-    assert np.all(c.upper[0] <= np.asarray(b.upper) + 1e-5)
+    # The claim is (up to the re-run's rounding) at least as tight as the bound returned; for
+    # alpha-CROWN (whose best iterate the certificate does not keep) at least as tight as CROWN.
+    ref = certs["crown"][0] if method == "alpha-crown" else b
+    assert np.all(c.lower[0] >= np.asarray(ref.lower) - 1e-5)
+    assert np.all(c.upper[0] <= np.asarray(ref.upper) + 1e-5)
     if method == "alpha-crown":
         assert len(c.passes) == 2 and c.passes[1]["alphas"]
 

@@ -379,3 +379,21 @@ def test_leaf_bound_certificates_are_checked_exactly():
     bad = dataclasses.replace(g, bound_certificates=(small,) + g.bound_certificates[1:])
     report = dataclasses.replace(res.certificate, groups=(bad,)).check(prop, _mlp, params)
     assert not report.accepted and "does not contain the leaf" in report.reasons[0]
+
+
+def test_networks_of_one_architecture_share_one_function(benchmarks_dir):
+    from tljax.verify import load_network
+
+    a = load_network(benchmarks_dir / "acasxu/onnx/ACASXU_run2a_1_1_batch_2000.onnx")
+    b = load_network(benchmarks_dir / "acasxu/onnx/ACASXU_run2a_2_9_batch_2000.onnx")
+    c = load_network(benchmarks_dir / "test/onnx/test_small.onnx")
+    assert a[0] is b[0] and a[0] is not c[0]
+    assert a[2] == (1, 1, 1, 5) and c[2] == (1,)
+    # shared code, own weights: the outputs differ and match each network's own translation
+    x = jnp.full((1, 1, 1, 5), 0.1, jnp.float32)
+    ya, yb = np.asarray(a[0](x, a[1])), np.asarray(b[0](x, b[1]))
+    assert not np.allclose(ya, yb)
+    net, params = tljax.io.load_onnx(
+        benchmarks_dir / "acasxu/onnx/ACASXU_run2a_2_9_batch_2000.onnx"
+    )
+    np.testing.assert_array_equal(yb, np.asarray(net(params, x)))

@@ -173,7 +173,10 @@ def bound(
     kw = dict(method=method, opts=opts, spec=spec_arr, alpha_iters=alpha_iters, alpha_lr=alpha_lr)
     boxes = list(zip(box_lo, box_hi, strict=True))
     if jit:
+        # compiler_options are only allowed on a top-level jit, not inside a user's jit/vmap.
+        nested = any(isinstance(v, jax.core.Tracer) for v in jtu.tree_leaves((boxes, arg_leaves, relu_splits)))
         key = (
+            nested,
             id(fn),
             graph.in_tree,
             tuple((a.shape, str(a.dtype)) for a in graph.in_avals),
@@ -185,13 +188,23 @@ def bound(
         )
         entry = _CACHE.get(key)
         if entry is None or entry[0] is not fn:
-            compiled = jax.jit(ft.partial(_compute, graph, n_box, **kw), compiler_options=_COMPILER_OPTIONS)
+            compiled = jax.jit(
+                ft.partial(_compute, graph, n_box, **kw), compiler_options=None if nested else _COMPILER_OPTIONS
+            )
             entry = (fn, compiled)
             _CACHE[key] = entry
             while len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
         _CACHE.move_to_end(key)
-        outs = entry[1](boxes, arg_leaves, relu_splits)
+        try:
+            outs = entry[1](boxes, arg_leaves, relu_splits)
+        except ValueError as err:
+            if "compiler_options" not in str(err):
+                raise
+            # called inside a user's trace with concrete values: compile as a nested jit
+            plain = jax.jit(ft.partial(_compute, graph, n_box, **kw))
+            _CACHE[key] = (fn, plain)
+            outs = plain(boxes, arg_leaves, relu_splits)
     else:
         outs = _compute(graph, n_box, boxes, arg_leaves, relu_splits, **kw)
     lows = [o[0] for o in outs]

@@ -117,10 +117,11 @@ def verify(
       InvalidBoxError: an input box is empty, NaN or unbounded.
 
     Example:
-      >>> net, params = tljax.io.load_onnx("ACASXU_run2a_1_1_batch_2000.onnx")
-      >>> prop = tljax.io.load_vnnlib("prop_1.vnnlib", 5, 5)
-      >>> res = tljax.verify(lambda x, p: net(p, x), prop, params, input_shape=(1, 1, 1, 5), timeout=116)
-      >>> res.verdict, res.check().accepted
+      >>> net, params = tljax.io.load_onnx("ACASXU_run2a_1_1_batch_2000.onnx")  # doctest: +SKIP
+      >>> prop = tljax.io.load_vnnlib("prop_1.vnnlib", 5, 5)  # doctest: +SKIP
+      >>> res = tljax.verify.verify(lambda x, p: net(p, x), prop, params,
+      ...                           input_shape=(1, 1, 1, 5), timeout=116)  # doctest: +SKIP
+      >>> res.verdict, res.check().accepted  # doctest: +SKIP
       ('unsat', True)
     """
     t0 = time.monotonic()

@@ -117,6 +117,7 @@ class Search:
         )
         self.key = jax.random.PRNGKey(opts.seed)
         self.rejected = 0
+        self.seen: set[bytes] = set()
         self.start = time.monotonic()
         self.best = -np.inf
 
@@ -149,6 +150,10 @@ class Search:
         for i in order[:limit]:
             if not vals[i] <= 0:
                 break
+            key = np.asarray(xs[i], np.float32).tobytes()
+            if key in self.seen:  # already rejected: an exact re-evaluation would say the same
+                continue
+            self.seen.add(key)
             res = confirm(self.fn, self.args, self.prop, xs[i], self.shape, cases=list(group.cases))
             if res.counterexample is not None:
                 raise Outcome("sat", res.counterexample)

@@ -83,8 +83,8 @@ def load_instance(onnx_path, vnnlib_path, *, rounding: str = "outward"):
       `(fn, prop, args, input_shape)`: call `tljax.verify(fn, prop, *args, input_shape=input_shape)`.
 
     Example:
-      >>> fn, prop, args, shape = tljax.verify.load_instance("net.onnx", "prop.vnnlib")
-      >>> tljax.verify.verify(fn, prop, *args, input_shape=shape, timeout=60).verdict
+      >>> fn, prop, args, shape = tljax.verify.load_instance("net.onnx", "prop.vnnlib")  # doctest: +SKIP
+      >>> tljax.verify.verify(fn, prop, *args, input_shape=shape, timeout=60).verdict  # doctest: +SKIP
     """
     from ..io import load_vnnlib
 
