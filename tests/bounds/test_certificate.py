@@ -230,3 +230,14 @@ def test_wrong_program_rejected(certs):
     assert not r.accepted
     r = check(c, lambda x, p: mlp(x, p) * 2.0, PARAMS)
     assert not r.accepted and "does not match" in r.reason
+
+
+def test_certificate_with_relu_splits_is_refused():
+    import jax
+    import jax.numpy as jnp
+
+    from tljax.core import InputError
+
+    with pytest.raises(InputError, match="relu_splits"):
+        tljax.bound(lambda x: jax.nn.relu(x) * 2.0, tljax.Box(jnp.array([1.0]), jnp.array([2.0])),
+                    relu_splits=[jnp.array([-1])], certificate=True)

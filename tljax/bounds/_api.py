@@ -214,6 +214,12 @@ def bound(
     else:
         lower, upper = graph.unflatten_outputs(lows), graph.unflatten_outputs(highs)
     cert = None
+    if certificate and relu_splits is not None:
+        # The certificate format has no split constraints: it would certify the unsplit problem.
+        raise InputError(
+            "certificate=True cannot be combined with relu_splits yet; certify each split domain "
+            "by its input box instead (tljax.verify does this)"
+        )
     if certificate:
         from ._certificate import make_certificate
 
