@@ -100,35 +100,6 @@ class ProgramModel:
 FLOAT32 = ProgramModel()
 
 
-def _snap_up(y):
-    # A result in the subnormal range is read as 0 by later ops (DAZ): snap it to a normal number.
-    info = jnp.finfo(y.dtype)
-    t = jnp.asarray(info.tiny, y.dtype)
-    bits_t = jnp.uint32 if y.dtype == jnp.float32 else jnp.uint64
-    b = jax.lax.bitcast_convert_type(y, bits_t)
-    nbits = info.bits
-    mant_bits = info.nmant
-    expo = (b >> mant_bits) & ((1 << (nbits - 1 - mant_bits)) - 1)
-    mant = b & ((1 << mant_bits) - 1)
-    neg = (b >> (nbits - 1)) == 1
-    sub = (expo == 0) & (mant != 0)
-    return jnp.where(sub, jnp.where(neg, jnp.zeros_like(y), t), y)
-
-
-def _snap_down(y):
-    info = jnp.finfo(y.dtype)
-    t = jnp.asarray(info.tiny, y.dtype)
-    bits_t = jnp.uint32 if y.dtype == jnp.float32 else jnp.uint64
-    b = jax.lax.bitcast_convert_type(y, bits_t)
-    mant_bits = info.nmant
-    nbits = info.bits
-    expo = (b >> mant_bits) & ((1 << (nbits - 1 - mant_bits)) - 1)
-    mant = b & ((1 << mant_bits) - 1)
-    neg = (b >> (nbits - 1)) == 1
-    sub = (expo == 0) & (mant != 0)
-    return jnp.where(sub, jnp.where(neg, -t, jnp.zeros_like(y)), y)
-
-
 def up(x):
     """A float >= x (strictly above any value that rounds to x), FTZ-safe, three operations.
 
