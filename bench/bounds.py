@@ -2,7 +2,9 @@
 
 Usage: python bench/bounds.py [--repeats N]
 Prints steady-state (compiled) time per call and compile time separately, float-sound vs unsound,
-and the mean output width. auto_LiRPA's times were recorded on a 2-core CPU of the CI kind
+and the mean output width. "ms/call" bounds a pre-traced `tljax.trace` Graph (the analogue of
+auto_LiRPA's BoundedModule, built once and then bounded many times); "fn ms" passes the Python
+function, which re-traces it on every call. auto_LiRPA's times were recorded on a 2-core CPU of the CI kind
 (../shared/benchmarks/peers/README.md); they are quoted, not re-run (torch is not a dependency).
 """
 
@@ -44,7 +46,7 @@ def main():
     if not PEERS.is_dir():
         raise SystemExit(f"peer data not found at {PEERS}")
     print(f"jax {jax.__version__}, devices {jax.devices()}")
-    header = f"{'net':6s} {'method':12s} {'sound':5s} {'compile s':>9s} {'ms/call':>8s} {'peer ms':>10s} {'ratio':>7s} {'width':>9s}"
+    header = f"{'net':6s} {'method':12s} {'sound':5s} {'compile s':>9s} {'ms/call':>8s} {'fn ms':>7s} {'peer ms':>10s} {'ratio':>7s} {'width':>9s}"
     print(header)
     print("-" * len(header))
     for name in ("mnist", "acas"):
@@ -52,24 +54,31 @@ def main():
         k = len([key for key in d.files if key.startswith("W")])
         params = [(d[f"W{i}"], d[f"b{i}"]) for i in range(k)]
         box = tljax.Box(d["x"][0] - d["eps"], d["x"][0] + d["eps"])
+        graph = tljax.trace(net, box.lower, params)
         for method in ("ibp", "crown", "alpha-crown"):
             for sound in (False, True):
                 t0 = time.perf_counter()
-                b = tljax.bound(net, box, params, method=method, float_sound=sound)
+                b = tljax.bound(graph, box, params, method=method, float_sound=sound)
                 jax.block_until_ready(b.lower)
                 compile_s = time.perf_counter() - t0
                 reps = args.repeats if method != "alpha-crown" else max(3, args.repeats // 5)
-                ts = []
+                ts, tf = [], []
                 for _ in range(reps):
                     t0 = time.perf_counter()
-                    b = tljax.bound(net, box, params, method=method, float_sound=sound)
+                    b = tljax.bound(graph, box, params, method=method, float_sound=sound)
                     jax.block_until_ready(b.lower)
                     ts.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    jax.block_until_ready(
+                        tljax.bound(net, box, params, method=method, float_sound=sound).lower
+                    )
+                    tf.append(time.perf_counter() - t0)
                 ms = statistics.median(ts) * 1e3
+                fn_ms = statistics.median(tf) * 1e3
                 lo_ms, hi_ms = LIRPA_MS[(name, method)]
                 width = float(np.mean(np.asarray(b.upper) - np.asarray(b.lower)))
                 print(
-                    f"{name:6s} {method:12s} {str(sound):5s} {compile_s:9.2f} {ms:8.2f} "
+                    f"{name:6s} {method:12s} {str(sound):5s} {compile_s:9.2f} {ms:8.2f} {fn_ms:7.2f} "
                     f"{lo_ms:>4d}-{hi_ms:<5d} {lo_ms / ms:7.2f} {width:9.4f}"
                 )
     print("ratio = auto_LiRPA's quiet-machine time / tljax's (higher is better for tljax)")

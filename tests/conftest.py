@@ -1,9 +1,12 @@
+import os
 import pathlib
 
 import jax
 import pytest
 
 jax.config.update("jax_enable_x64", False)
+# Compile bound programs for compile speed (tests call many small ones); a test covers the default.
+os.environ.setdefault("TLJAX_FAST_COMPILE", "1")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()

@@ -280,3 +280,20 @@ def test_unsupported_primitive_names_primitive_and_source_line():
 def test_comparison_on_bounded_value_is_a_clear_error():
     with pytest.raises(UnsupportedPrimitiveError, match="select_n|comparison"):
         tljax.bound(lambda x: jnp.where(x > 0, x, 2 * x), tljax.Box(-jnp.ones(2), jnp.ones(2)))
+
+
+@pytest.mark.parametrize("sound", [False, True])
+def test_default_and_fast_compile_agree(monkeypatch, sound):
+    # The suite compiles with TLJAX_FAST_COMPILE=1; users get XLA's default optimisation.
+    params = init_mlp(3, [6, 16, 16, 3])
+    x = np.linspace(-1, 1, 6).astype(np.float32)
+    box = tljax.Box(x - 0.1, x + 0.1)
+    graph = tljax.trace(mlp, box.lower, params)
+    fast = tljax.bound(graph, box, params, float_sound=sound)
+    monkeypatch.delenv("TLJAX_FAST_COMPILE", raising=False)
+    full = tljax.bound(graph, box, params, float_sound=sound)
+    np.testing.assert_allclose(full.lower, fast.lower, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(full.upper, fast.upper, rtol=1e-5, atol=1e-6)
+    pts = jax.random.uniform(jax.random.PRNGKey(0), (4000, 6), minval=box.lower, maxval=box.upper)
+    ys = jax.vmap(lambda p: mlp(p, params))(pts)
+    assert bool(jnp.all(ys >= full.lower)) and bool(jnp.all(ys <= full.upper))

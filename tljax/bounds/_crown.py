@@ -59,6 +59,12 @@ def _sum_rows(x):
     return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
 
 
+def _rowdot(a, v):
+    # sum over the trailing axes of a * v, as a matrix-vector product (no broadcast copy of v).
+    v = jnp.broadcast_to(v, a.shape[1:])
+    return a.reshape(a.shape[0], -1) @ v.reshape(-1)
+
+
 def _mul0(a, b):
     # a * b with 0 * inf = 0 (unbounded relaxation intercepts multiplied by zero coefficients).
     return jnp.where(a == 0, 0.0, a * b)
@@ -99,18 +105,33 @@ class _Pass:
         self._m[i] = m
         return m
 
-    def backward(self, start: Node, lam, alphas: dict | None = None, start_key=None):
-        """Lower bounds of the rows of `lam · start` over the input box: shape (S,)."""
+    def backward(self, start: Node, lam, alphas: dict | None = None, start_key=None, sym=False):
+        """Lower bounds of the rows of `lam · start` over the input box: shape (S,).
+
+        sym: `lam` is [M; -M]. Linear maps commute with the negation, so the leading chain of
+        affine equations is transposed for M only (half the work) and mirrored at the first
+        relaxed equation.
+        """
         tape, opts = self.tape, self.opts
         fs = opts.float_sound
         S = lam.shape[0]
         dt = lam.dtype
         u = fm.unit(dt)
+        if sym:
+            assert S % 2 == 0
+            lam = lam[: S // 2]
         acc = {start.id: lam}
         bias = jnp.zeros((S,), dt)
         slack = jnp.zeros((S,), dt)
         absbias = jnp.zeros((S,), dt)
         steps = 0
+
+        def mirror(x):
+            return jnp.concatenate([x, -x]) if sym else x
+
+        def absmirror(x):
+            return jnp.concatenate([x, x]) if sym else x
+
         end = start.eqn_index if start.eqn_index is not None else -1
         for i in range(end, -1, -1):
             e = tape.eqns[i]
@@ -119,6 +140,28 @@ class _Pass:
                 continue
             steps += 1
             ins = e.node_inputs
+            if sym and e.kind == "affine" and not acc:
+                # Still on the single leading chain: stay on the half.
+                zeros = [jnp.zeros(n.shape, n.dtype) for n in ins]
+                f0 = apply_affine(e, zeros, mode="zero")
+                t = _sum_rows(L * f0)
+                bias, absbias = bias + mirror(t), absbias + absmirror(jnp.abs(t))
+                lin = lambda *xs, e=e, f0=f0: apply_affine(e, list(xs)) - f0  # noqa: E731
+                _, vjp = jax.vjp(lin, *zeros)
+                gs = jax.vmap(vjp)(L)
+                if fs:
+                    slack = slack + absmirror(_rowdot(jnp.abs(L), self.affine_allowance(i)))
+                if len(ins) == 1:
+                    acc[ins[0].id] = gs[0]
+                    continue
+                gs = [mirror(g) for g in gs]
+                sym = False
+                for n, g in zip(ins, gs, strict=True):
+                    acc[n.id] = acc[n.id] + g if n.id in acc else g
+                continue
+            if sym:
+                L = mirror(L)
+                sym = False
             if e.kind == "affine":
                 zeros = [jnp.zeros(n.shape, n.dtype) for n in ins]
                 f0 = apply_affine(e, zeros, mode="zero")
@@ -130,7 +173,7 @@ class _Pass:
                 for n, g in zip(ins, gs, strict=True):
                     acc[n.id] = acc[n.id] + g if n.id in acc else g
                 if fs:
-                    slack = slack + _sum_rows(jnp.abs(L) * self.affine_allowance(i))
+                    slack = slack + _rowdot(jnp.abs(L), self.affine_allowance(i))
             elif e.kind == "unary":
                 a_l, b_l, a_u, b_u = self.relax[i]
                 if alphas is not None and (start_key, i) in alphas:
@@ -145,7 +188,7 @@ class _Pass:
                     xm = node_abs_max(self.bounds[x.id])
                     slack = (
                         slack
-                        + 2 * u * _sum_rows(jnp.abs(g) * xm)
+                        + 2 * u * _rowdot(jnp.abs(g), xm)
                         + fm.gamma(x.size + 1, u)
                         * _sum_rows(jnp.abs(_mul0(Lp, b_l)) + jnp.abs(_mul0(Ln, b_u)))
                     )
@@ -168,8 +211,8 @@ class _Pass:
                         + 4
                         * u
                         * (
-                            _sum_rows(jnp.abs(gx) * node_abs_max(self.bounds[x.id]))
-                            + _sum_rows(jnp.abs(gy) * node_abs_max(self.bounds[y.id]))
+                            _rowdot(jnp.abs(gx), node_abs_max(self.bounds[x.id]))
+                            + _rowdot(jnp.abs(gy), node_abs_max(self.bounds[y.id]))
                         )
                         + fm.gamma(e.out.size + 1, u) * jnp.abs(t)
                     )
@@ -179,21 +222,24 @@ class _Pass:
                 t = _sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi))
                 bias, absbias = bias + t, absbias + jnp.abs(t)
                 if fs:
-                    slack = slack + fm.gamma(e.out.size + 1, u) * _sum_rows(
-                        jnp.abs(L) * node_abs_max((lo, hi))
+                    slack = slack + fm.gamma(e.out.size + 1, u) * _rowdot(
+                        jnp.abs(L), node_abs_max((lo, hi))
                     )
         for n in tape.inputs:
             L = acc.pop(n.id, None)
             if L is None:
                 continue
+            if sym:
+                L = mirror(L)
+                sym = False
             steps += 1
             lo, hi = self.bounds[n.id]
             Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
             t = _sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi))
             bias, absbias = bias + t, absbias + jnp.abs(t)
             if fs:
-                slack = slack + fm.gamma(n.size + 1, u) * _sum_rows(
-                    jnp.abs(L) * node_abs_max((lo, hi))
+                slack = slack + fm.gamma(n.size + 1, u) * _rowdot(
+                    jnp.abs(L), node_abs_max((lo, hi))
                 )
         if not fs:
             return jnp.where(jnp.isnan(bias), -jnp.inf, bias)
@@ -206,7 +252,7 @@ class _Pass:
         size = n.size
         eye = jnp.eye(size, dtype=n.dtype)
         lam = jnp.concatenate([eye, -eye]).reshape(2 * size, *n.shape)
-        low = self.backward(n, lam, alphas, start_key=n.id)
+        low = self.backward(n, lam, alphas, start_key=n.id, sym=True)
         lo = low[:size].reshape(n.shape)
         hi = (-low[size:]).reshape(n.shape)
         return lo, hi
@@ -335,7 +381,7 @@ def _finish(p: _Pass, method, spec, alphas=None):
             outs.append((lo, hi))
             continue
         lam, m = _output_lam(o, spec)
-        low = p.backward(o, lam, alphas, start_key="out")
+        low = p.backward(o, lam, alphas, start_key="out", sym=True)
         lo, hi = low[:m], -low[m:]
         if spec is None:
             lo, hi = lo.reshape(o.shape), hi.reshape(o.shape)
