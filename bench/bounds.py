@@ -55,7 +55,7 @@ def main():
         params = [(d[f"W{i}"], d[f"b{i}"]) for i in range(k)]
         box = tljax.Box(d["x"][0] - d["eps"], d["x"][0] + d["eps"])
         graph = tljax.trace(net, box.lower, params)
-        for method in ("ibp", "crown", "alpha-crown"):
+        for method in ("ibp", "affine", "crown", "alpha-crown"):
             for sound in (False, True):
                 t0 = time.perf_counter()
                 b = tljax.bound(graph, box, params, method=method, float_sound=sound)
@@ -75,11 +75,13 @@ def main():
                     tf.append(time.perf_counter() - t0)
                 ms = statistics.median(ts) * 1e3
                 fn_ms = statistics.median(tf) * 1e3
-                lo_ms, hi_ms = LIRPA_MS[(name, method)]
+                lo_ms, hi_ms = LIRPA_MS.get((name, method), (None, None))
                 width = float(np.mean(np.asarray(b.upper) - np.asarray(b.lower)))
+                peer = f"{lo_ms:>4d}-{hi_ms:<5d}" if lo_ms else f"{'-':>10s}"
+                ratio = f"{lo_ms / ms:7.2f}" if lo_ms else f"{'-':>7s}"
                 print(
                     f"{name:6s} {method:12s} {str(sound):5s} {compile_s:9.2f} {ms:8.2f} {fn_ms:7.2f} "
-                    f"{lo_ms:>4d}-{hi_ms:<5d} {lo_ms / ms:7.2f} {width:9.4f}"
+                    f"{peer} {ratio} {width:9.4f}"
                 )
     print("ratio = auto_LiRPA's quiet-machine time / tljax's (higher is better for tljax)")
 

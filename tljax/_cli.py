@@ -51,7 +51,7 @@ def demo(argv=()) -> int:
     ys = np.asarray(jax.jit(jax.vmap(lambda p: mlp(p, params)))(pts))
     print(f"\n== Certified output bounds over the L-inf ball of radius {eps} (float32-sound) ==")
     print(f"{'method':12s} {'time':>8s}  {'mean width':>10s}  sampled outputs inside")
-    for method in ("ibp", "crown", "alpha-crown"):
+    for method in ("ibp", "affine", "crown", "alpha-crown"):
         t0 = time.perf_counter()
         b = tljax.bound(mlp, box, params, method=method)
         jax.block_until_ready(b.lower)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 import tljax
 from tljax.core import InvalidBoxError, UnsupportedPrimitiveError
 
-METHODS = ["ibp", "crown", "alpha-crown"]
+METHODS = ["ibp", "affine", "crown", "alpha-crown"]
 SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 
@@ -108,7 +108,7 @@ def attention(x, params):
     return jax.nn.softmax(q @ k.T / 2.0, axis=-1) @ v
 
 
-@pytest.mark.parametrize("method", ["ibp", "crown"])
+@pytest.mark.parametrize("method", ["ibp", "affine", "crown"])
 @pytest.mark.parametrize("case", ["cnn", "attention"])
 def test_cnn_and_attention_bounds_are_sound(case, method):
     rng = np.random.RandomState(3)
@@ -136,6 +136,8 @@ def test_tightness_is_monotone_across_methods():
     box = tljax.Box.linf(jnp.asarray(x), 0.3)
     w = {m: np.asarray(tljax.bound(mlp, box, params, method=m, float_sound=fs).width) for m in METHODS for fs in [True]}
     assert np.all(w["crown"] <= w["ibp"] + 1e-6)
+    assert np.all(w["affine"] <= w["ibp"] + 1e-6)
+    assert w["affine"].sum() < 0.5 * w["ibp"].sum()
     assert np.all(w["alpha-crown"] <= w["crown"] + 1e-6)
     assert w["crown"].sum() < w["ibp"].sum()
 
@@ -163,22 +165,25 @@ def test_float_attack_is_not_certified():
     naive = tljax.bound(net, box, method="crown", float_sound=False)
     assert float(naive.lower[0]) >= 0.25  # the naive float computation "certifies" y >= 0.25
     assert float(jax.jit(net)(jnp.array([0.5], jnp.float32))[0]) < 0.25  # execution violates it
-    sound = tljax.bound(net, box, method="crown")
-    assert float(sound.lower[0]) <= float(jax.jit(net)(jnp.array([0.5], jnp.float32))[0])
-    assert float(sound.lower[0]) < 0.25
+    for method in METHODS:
+        sound = tljax.bound(net, box, method=method)
+        assert float(sound.lower[0]) <= float(jax.jit(net)(jnp.array([0.5], jnp.float32))[0])
+        assert float(sound.lower[0]) < 0.25
 
 
 def test_spec_margins_are_tighter_than_box_differences():
     params = init_mlp(5, [4, 12, 12, 3])
     box = tljax.Box.linf(jnp.zeros(4), 0.2)
     C = np.array([[1.0, -1.0, 0.0], [1.0, 0.0, -1.0]], np.float32)
-    m = tljax.bound(mlp, box, params, spec=C)
-    b = tljax.bound(mlp, box, params)
-    naive_lo = np.asarray(b.lower)[0] - np.asarray(b.upper)[1:]
-    assert np.all(np.asarray(m.lower) >= naive_lo - 1e-6)
     pts = box.sample(jax.random.PRNGKey(1), 5000)
     ys = np.asarray(jax.vmap(lambda p: mlp(p, params))(pts)) @ C.T
-    assert_contains(m, ys, "spec margins")
+    for method in ["affine", "crown"]:
+        m = tljax.bound(mlp, box, params, spec=C, method=method)
+        b = tljax.bound(mlp, box, params, method=method)
+        naive_lo = np.asarray(b.lower)[0] - np.asarray(b.upper)[1:]
+        assert np.all(np.asarray(m.lower) >= naive_lo - 1e-6)
+        assert np.sum(np.asarray(m.lower)) > np.sum(naive_lo)
+        assert_contains(m, ys, f"{method} spec margins")
 
 
 def test_relu_splits_restrict_and_detect_empty_domains():
@@ -297,3 +302,34 @@ def test_default_and_fast_compile_agree(monkeypatch, sound):
     pts = jax.random.uniform(jax.random.PRNGKey(0), (4000, 6), minval=box.lower, maxval=box.upper)
     ys = jax.vmap(lambda p: mlp(p, params))(pts)
     assert bool(jnp.all(ys >= full.lower)) and bool(jnp.all(ys <= full.upper))
+
+
+@pytest.mark.parametrize("budget", [0, 24, None], ids=["no-symbols", "budget-spent", "default"])
+def test_affine_symbol_budget_stays_sound(budget):
+    # Past the symbol budget, relaxation gaps go to the remainder box: looser, still sound.
+    from tljax.bounds._relax import Options
+    from tljax.bounds._tape import record_graph
+    from tljax.bounds._zonotope import run_affine
+
+    params = init_mlp(4, [5, 16, 16, 16, 3], scale=1.5)
+    box = tljax.Box.linf(jnp.asarray(np.linspace(-1, 1, 5), jnp.float32), 0.2)
+    graph = tljax.trace(mlp_mixed, box.lower, params)
+    leaves = graph.flatten_inputs(box.lower, params)
+    tape = record_graph(graph, [True] + [False] * (len(leaves) - 1), leaves[1:])
+    widths = {}
+    for b in sorted({0, 24, 10_000} | ({budget} if budget is not None else set())):
+        (lo, hi), = run_affine(tape, {tape.inputs[0].id: (box.lower, box.upper)}, Options(), max_symbols=b)[0]
+        widths[b] = float(jnp.sum(hi - lo))
+        pts = points_with_corners(jax.random.PRNGKey(b), box.lower, box.upper, 3000)
+        ys = np.asarray(jax.vmap(lambda p: mlp_mixed(p, params))(pts))
+        assert_contains(tljax.Bounds(lo, hi, method="affine", float_sound=True), ys, f"budget {b}")
+    assert widths[10_000] <= widths[24] <= widths[0] + 1e-4
+
+
+def test_affine_refuses_certificates_and_splits():
+    params = init_mlp(1, [3, 4, 2])
+    box = tljax.Box.linf(jnp.zeros(3), 0.1)
+    with pytest.raises(tljax.core.InputError, match="certificate"):
+        tljax.bound(mlp, box, params, method="affine", certificate=True)
+    with pytest.raises(tljax.core.InputError, match="relu_splits"):
+        tljax.bound(mlp, box, params, method="affine", relu_splits=[None])

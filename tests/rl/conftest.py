@@ -20,3 +20,13 @@ def rlax():
 def distrax():
     """The distrax reference implementation, or skip (optional test dependency)."""
     return _optional("distrax")
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """The default PPO run (seed 0), trained once per session and shared by the test files."""
+    import jax
+
+    from tljax import rl
+
+    return rl.train_ppo(jax.random.key(0))

@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 
 from tljax import rl
+from tljax.core._errors import InputError
 
 TARGET = 150.0  # stated goal: mean episode return ≥ 150 (episodes truncated at 500 steps)
 # Pole leaning and falling right, cart near the centre and slow: pushing right (+10 N) is correct.
 FALLING_RIGHT = ([-1.0, -0.5, 0.05, 0.5], [1.0, 0.5, 0.2094, 2.0])
-
-
-@pytest.fixture(scope="module")
-def trained():
-    return rl.train_ppo(jax.random.key(0))
 
 
 def test_train_ppo_reaches_target_quickly(trained):
@@ -31,14 +27,27 @@ def test_policy_prefers_pushing_right_when_pole_falls_right(trained):
     c = rl.policy_region_claim(
         trained.params, *FALLING_RIGHT, name="rl: trained PPO pushes right when falling right"
     )
-    assert c.method == "numeric"  # sampling is evidence, not proof, until tljax.bound certifies it
+    assert c.method == "certified-bound"  # proved by tljax.bound (see test_certify.py)
+    ev = c.check()
+    assert ev.holds, ev.detail
+    assert ev.detail.startswith("certified with tljax.bound"), ev.detail
+
+
+def test_numeric_region_claim_is_marked_as_evidence_only(trained):
+    c = rl.policy_region_claim(
+        trained.params, *FALLING_RIGHT, name="numeric", method="numeric", num_random=10_000
+    )
+    assert c.method == "numeric"
     ev = c.check()
     assert ev.holds, ev.counterexample
     assert "numeric only" in ev.detail
 
 
-def test_wrong_region_claim_is_refuted_with_a_counterexample(trained):
-    c = rl.policy_region_claim(trained.params, *FALLING_RIGHT, name="wrong: pushes left", prefer=0)
+@pytest.mark.parametrize("method", ["certified-bound", "numeric"])
+def test_wrong_region_claim_is_refuted_with_a_counterexample(trained, method):
+    c = rl.policy_region_claim(
+        trained.params, *FALLING_RIGHT, name="wrong: pushes left", prefer=0, method=method
+    )
     ev = c.check()
     assert not ev.holds
     cex = ev.counterexample
@@ -47,6 +56,15 @@ def test_wrong_region_claim_is_refuted_with_a_counterexample(trained):
     assert all(lo[i] <= float(state[i]) <= hi[i] for i in range(4))
     # the counterexample is real: at that state the policy prefers action 1 over action 0
     assert float(rl.policy_logit_margin_fn(trained.params)(state)) > 0
+
+
+def test_region_claim_rejects_bad_options(trained):
+    with pytest.raises(InputError, match="prefer must be 0 or 1"):
+        rl.policy_region_claim(trained.params, *FALLING_RIGHT, name="x", prefer=2)
+    with pytest.raises(InputError, match="method must be"):
+        rl.policy_region_claim(trained.params, *FALLING_RIGHT, name="x", method="exact")
+    with pytest.raises(InputError, match="only apply to method='numeric'"):
+        rl.policy_region_claim(trained.params, *FALLING_RIGHT, name="x", num_random=10)
 
 
 def test_margin_fn_is_logit_difference_and_traceable(trained):

@@ -22,7 +22,7 @@ from ._tape import record_graph
 
 compat.register_exclusion(__file__)
 
-METHODS = ("ibp", "crown", "alpha-crown")
+METHODS = ("ibp", "affine", "crown", "alpha-crown")
 
 _CACHE: collections.OrderedDict = collections.OrderedDict()
 # XLA's full backend optimisation halves the run time of a compiled bound program but doubles its
@@ -83,6 +83,10 @@ def _compute(
         lo = jnp.asarray(lo, node.dtype)
         hi = jnp.asarray(hi, node.dtype)
         in_bounds[node.id] = (jnp.broadcast_to(lo, node.shape), jnp.broadcast_to(hi, node.shape))
+    if method == "affine":
+        from ._zonotope import run_affine
+
+        return run_affine(tape, in_bounds, opts, spec)[0]
     outs, _ = run_method(
         tape,
         in_bounds,
@@ -127,8 +131,9 @@ def bound(
       fn: a function, Equinox module or Flax NNX module (or a `Graph`) taking the boxed input first.
       box: a `Box` over the first argument (a pytree box for pytree inputs).
       *args: further (concrete) arguments, e.g. parameters.
-      method: ``"ibp"``, ``"crown"`` (backward linear relaxation with CROWN intermediate bounds)
-        or ``"alpha-crown"`` (ReLU lower slopes optimised with Adam).
+      method: ``"ibp"``, ``"affine"`` (zonotopes: affine arithmetic forward, one noise symbol per
+        input coordinate and per relaxed neuron), ``"crown"`` (backward linear relaxation with
+        CROWN intermediate bounds) or ``"alpha-crown"`` (ReLU lower slopes optimised with Adam).
       float_sound: also contain what the float32 program computes at every point of the box, with
         any summation order, FMA contraction and flush-to-zero, and round this computation
         outward. With False, bounds are for the real-valued network computed in plain float
@@ -177,12 +182,23 @@ def bound(
             f"spec has {spec_arr.reshape(spec_arr.shape[0], -1).shape[1]} columns but the output has "
             f"{int(np.prod(graph.out_avals[0].shape))} elements"
         )
+    if method == "affine" and relu_splits is not None:
+        raise InputError("relu_splits needs method 'crown' or 'alpha-crown' (got 'affine')")
+    if method == "affine" and certificate:
+        raise InputError(
+            "certificate=True supports methods 'ibp', 'crown' and 'alpha-crown'; the checker has no "
+            "zonotope rule yet: use method='crown' or 'alpha-crown'"
+        )
     kw = dict(method=method, opts=opts, spec=spec_arr, alpha_iters=alpha_iters, alpha_lr=alpha_lr)
     boxes = list(zip(box_lo, box_hi, strict=True))
     if jit:
         # compiler_options are only allowed on a top-level jit, not inside a user's jit/vmap.
         nested = any(isinstance(v, jax.core.Tracer) for v in jtu.tree_leaves((boxes, arg_leaves, relu_splits)))
         copts = _compiler_options()
+        if method == "affine":
+            # XLA:CPU's fusion emitters inline the zonotope's long elementwise chains (pooling
+            # layers) into kernels that recompute shared producers: minutes instead of ms.
+            copts["xla_cpu_use_fusion_emitters"] = False
         key = (
             nested,
             tuple(sorted(copts.items())),

@@ -131,7 +131,7 @@ def bound_sharded(
       lowers, uppers: lower / upper corners with a leading batch axis `B` (pytrees like the input;
         for domains that share one box, broadcast it: ``jnp.broadcast_to(lo, (B, *lo.shape))``).
       *args: further concrete arguments (parameters), replicated on every device.
-      method: ``"ibp"``, ``"crown"`` or ``"alpha-crown"``.
+      method: ``"ibp"``, ``"affine"``, ``"crown"`` or ``"alpha-crown"``.
       relu_splits: None, or a list in the layout of `tljax.bounds.relu_shapes` whose entries are
         None or int arrays with a leading batch axis `B` (+1 active, -1 inactive, 0 free).
       mesh: a 1-D `jax.sharding.Mesh` (default `batch_mesh()`: all devices of all processes).

@@ -190,7 +190,8 @@ def apply_affine(e: TapeEqn, node_vals: list, *, mode: str = "value"):
 
     mode "value": the equation itself; "zero": node operands are zero (the constant part f(0));
     "abs": the absolute linear part |L| applied to (nonnegative) node_vals: multiplicative
-    constants replaced by their absolute values, additive float constants by zero.
+    constants replaced by their absolute values, additive float constants by zero;
+    "linear": the linear part L (additive float constants zero), exact where the op is.
     """
     it = iter(node_vals)
     prim = e.prim
@@ -202,8 +203,11 @@ def apply_affine(e: TapeEqn, node_vals: list, *, mode: str = "value"):
         if isinstance(v, Node):
             x = next(it)
             vals.append(jnp.zeros(v.shape, v.dtype) if mode == "zero" else x)
-        elif mode == "abs" and _is_float(v):
-            vals.append(jnp.abs(v) if prim in CONST_SCALED else jnp.zeros_like(v))
+        elif mode in ("abs", "linear") and _is_float(v):
+            if prim in CONST_SCALED:
+                vals.append(jnp.abs(v) if mode == "abs" else v)
+            else:
+                vals.append(jnp.zeros_like(v))
         else:
             vals.append(v)
     if mode == "abs":

@@ -8,6 +8,9 @@
   `lambda_returns`, `n_step_returns`, `gae`, offline tabular TD(λ) in both views.
 - Policy-gradient losses: `policy_gradient_loss`, `clipped_surrogate_loss`, `value_loss`,
   `entropy_loss`; a jit-compiled PPO example `train_ppo` on cart-pole.
+- Certified policy regions: `certify_policy_region` proves (with `tljax.bound` and input
+  splitting) or refutes "the trained policy takes action a at every state of a box";
+  `policy_region_claim` wraps it as a `tljax.proofs` claim.
 - Distributions (`Categorical`, `Bernoulli`, `Normal`, `DiagGaussian`) and finite Markov kernels
   (composition, push-forward, stationary distributions, Metropolis-Hastings), float and exact.
 
@@ -19,6 +22,8 @@ from ._cartpole import CartPoleParams as CartPoleParams
 from ._cartpole import cartpole_accelerations as cartpole_accelerations
 from ._cartpole import cartpole_reset as cartpole_reset
 from ._cartpole import cartpole_step as cartpole_step
+from ._certify import PolicyRegionResult as PolicyRegionResult
+from ._certify import certify_policy_region as certify_policy_region
 from ._distributions import Bernoulli as Bernoulli
 from ._distributions import Categorical as Categorical
 from ._distributions import DiagGaussian as DiagGaussian

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tljax.bounds import Box
 from tljax.core._errors import InputError, InvalidBoxError, ShapeMismatchError
 
 VERDICTS = ("certified", "refuted", "unknown")
@@ -107,6 +108,16 @@ class PolicyRegionResult:
 
 
 def _box64(lower, upper) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(lower, Box):
+        if upper is not None:
+            raise InvalidBoxError(
+                "certify_policy_region: pass either a tljax.Box or `lower` and `upper`, not both."
+            )
+        lower, upper = lower.lower, lower.upper
+    elif upper is None:
+        raise InvalidBoxError(
+            "certify_policy_region: the box needs `lower` and `upper` (or one tljax.Box)."
+        )
     try:
         lo = np.asarray(lower, np.float64)
         hi = np.asarray(upper, np.float64)
@@ -136,9 +147,10 @@ def _num_actions(policy: Callable, params, n: int) -> int:
     except Exception as err:  # re-raised with the shape that was tried
         first = str(err).splitlines()[0] if str(err) else ""
         raise ShapeMismatchError(
-            f"certify_policy_region: the policy failed on a state of shape ({n},) (the box's "
-            f"shape): {type(err).__name__}: {first}. The box needs one interval per state "
-            "coordinate (cart-pole: 4, (x, x_dot, theta, theta_dot))."
+            f"certify_policy_region: policy(params, state) failed for a state of shape ({n},) "
+            f"(the box's shape): {type(err).__name__}: {first}. The box needs one interval per "
+            "state coordinate (cart-pole: 4, (x, x_dot, theta, theta_dot)), and `params` must "
+            "be the policy's parameters."
         ) from err
     leaves = jax.tree_util.tree_leaves(out)
     if len(leaves) != 1 or leaves[0].ndim != 1 or leaves[0].shape[0] < 2:
@@ -152,8 +164,8 @@ def _num_actions(policy: Callable, params, n: int) -> int:
 
 def certify_policy_region(
     params,
-    lower: Sequence[float] | np.ndarray,
-    upper: Sequence[float] | np.ndarray,
+    lower: Sequence[float] | np.ndarray | Box,
+    upper: Sequence[float] | np.ndarray | None = None,
     *,
     action: int = 1,
     policy: Callable | None = None,
@@ -176,12 +188,14 @@ def certify_policy_region(
 
     Arguments:
       - `params`: the policy's parameters (e.g. `train_ppo(...).params`).
-      - `lower`, `upper`: the state box, 1-D of the state's size (cart-pole: (x, ẋ, θ, θ̇)).
+      - `lower`, `upper`: the state box, 1-D of the state's size (cart-pole: (x, ẋ, θ, θ̇));
+        or a `tljax.Box` as `lower` alone.
       - `action`: the claimed action (cart-pole: 1 = push right, 0 = push left).
       - `policy`: `policy(params, state) -> logits` of one state (default `policy_logits`).
       - `method`: bound method, "crown" (default), "alpha-crown" or "ibp".
-      - `timeout`: wall-clock budget in seconds for the search (the verdict is "unknown" when
-        it runs out).
+      - `timeout`: wall-clock budget in seconds for the search, compilation included (about
+        10 s on 2 CPU cores the first time a policy architecture is seen); the verdict is
+        "unknown" when it runs out.
       - `batch_size`: boxes bounded per compiled call (one compile per size).
       - `seed`: seed of the falsifier (random points and PGD on the margin).
 
@@ -212,18 +226,26 @@ def certify_policy_region(
 
     t0 = time.perf_counter()
     if method not in METHODS:
-        raise InputError(f"certify_policy_region: unknown method {method!r}; choose one of {METHODS}")
+        raise InputError(
+            f"certify_policy_region: unknown method {method!r}; choose one of {METHODS}"
+        )
     if not (isinstance(timeout, int | float) and timeout > 0 and not math.isnan(timeout)):
         raise InputError(
             f"certify_policy_region: timeout must be a positive number of seconds, got {timeout!r}"
         )
     policy = policy_logits if policy is None else policy
     if not callable(policy):
-        raise InputError(f"certify_policy_region: policy must be callable, got {type(policy).__name__}")
+        raise InputError(
+            f"certify_policy_region: policy must be callable, got {type(policy).__name__}"
+        )
     lo, hi = _box64(lower, upper)
     n = lo.shape[0]
     n_actions = _num_actions(policy, params, n)
-    if isinstance(action, bool) or not isinstance(action, int | np.integer) or not 0 <= action < n_actions:
+    if (
+        isinstance(action, bool)
+        or not isinstance(action, int | np.integer)
+        or not 0 <= action < n_actions
+    ):
         raise InputError(
             f"certify_policy_region: action must be an int in [0, {n_actions}) for this policy, "
             f"got {action!r}"
@@ -247,7 +269,13 @@ def certify_policy_region(
     )
     fn = _state_first(policy)
     res = verify(
-        fn, prop, params, timeout=timeout, method=method, batch_size=batch_size, seed=seed,
+        fn,
+        prop,
+        params,
+        timeout=timeout,
+        method=method,
+        batch_size=batch_size,
+        seed=seed,
         progress=False,
     )
     empty = np.zeros((0, n), np.float64)
@@ -282,8 +310,7 @@ def certify_policy_region(
         verdict = "unknown"
         detail = (
             f"{res.verdict}: neither certified nor refuted within {timeout:g} s "
-            f"({domains} boxes bounded)"
-            + (f"; {'; '.join(res.notes)}" if res.notes else "")
+            f"({domains} boxes bounded)" + (f"; {'; '.join(res.notes)}" if res.notes else "")
         )
     return PolicyRegionResult(
         verdict,

@@ -7,7 +7,7 @@ The losses are this package's own (`gae`, `clipped_surrogate_loss`, `value_loss`
 
 The trained policy is an MLP `policy_logits(params, state)`; `policy_logit_margin_fn(params)`
 exposes logit(push right) − logit(push left) as a pure function of the state, the quantity to
-bound over regions of the state space (see `tljax.rl.check_policy_region_numeric`).
+bound over regions of the state space (see `tljax.rl.certify_policy_region`).
 
 References:
   Schulman et al., "Proximal policy optimization algorithms", arXiv:1707.06347 (2017).
@@ -141,7 +141,7 @@ def policy_logit_margin_fn(params: Params) -> Callable[[jax.Array], jax.Array]:
 
     Positive means the policy prefers pushing right (+10 N). The function closes over `params`
     and is built from `dot_general`, `add` and `tanh` only, so it can be traced and bounded over a
-    box of states (`tljax.bound` once available; `check_policy_region_numeric` samples it).
+    box of states (`tljax.bound`; `certify_policy_region` does so with input splitting).
 
     Arguments:
       - `params`: parameters from `train_ppo` / `init_actor_critic`.

@@ -1,8 +1,10 @@
-"""Statements "f(state) ≥ 0 for every state in a box", checked by dense sampling (numeric evidence).
+"""Statements "f(state) ≥ 0 for every state in a box": sampled evidence, or a certified claim.
 
-This is the placeholder until `tljax.bound` can certify such statements: sampling a grid plus
-uniform random points can *refute* a claim (a sampled counterexample is a real one, up to float
-evaluation of `f`) but never *prove* it, so the evidence is registered with method "numeric".
+`check_nonnegative_numeric` samples a grid plus uniform random points: it can *refute* a claim (a
+sampled counterexample is a real one, up to float evaluation of `f`) but never *prove* it, so its
+evidence is "numeric". `policy_region_claim` makes the policy's region claim with method
+"certified-bound" by default: its check runs `certify_policy_region` (`tljax.bound` with input
+splitting), which proves the claim over every state of the box.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tljax.core._errors import InvalidBoxError
+from tljax.core._errors import InputError, InvalidBoxError
 from tljax.proofs import Claim, Evidence
 
 CARTPOLE_STATE_NAMES = ("x", "x_dot", "theta", "theta_dot")
 
 
-def _check_box(lower, upper) -> tuple[np.ndarray, np.ndarray]:
-    lower = np.asarray(lower, dtype=np.float32)
-    upper = np.asarray(upper, dtype=np.float32)
+def _check_box(lower, upper, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    lower = np.asarray(lower, dtype=dtype)
+    upper = np.asarray(upper, dtype=dtype)
     if lower.shape != upper.shape or lower.ndim != 1:
         raise InvalidBoxError(
             f"box: `lower` {lower.shape} and `upper` {upper.shape} must be equal 1-D shapes."
@@ -100,26 +102,43 @@ def policy_region_claim(
     *,
     name: str,
     prefer: int = 1,
+    method: str = "certified-bound",
+    timeout: float = 120.0,
     **sampling,
 ) -> Claim:
-    """A (not registered) numeric claim: in the state box, the cart-pole policy prefers action `prefer`.
+    """A (not registered) claim: in the state box, the cart-pole policy prefers action `prefer`.
 
-    "Prefers action 1" means logit(1) − logit(0) ≥ 0 everywhere in the box (ties count as
-    preferring; a tie has probability zero under sampling). Run it with
-    `c.check()`, or `tljax.proofs.register(c)` and then `tljax.proofs.check(name)`.
-    The method is "numeric" until `tljax.bound` replaces the sampling by a certified bound on
-    `policy_logit_margin_fn(params)` over the same box.
+    With `method="certified-bound"` (default) the check is `certify_policy_region`: it holds when
+    logit(prefer) > logit(other) is certified at every state of the box (float32 program and real
+    network), it fails with a counterexample state when one is confirmed, and it fails without one
+    when the `timeout` runs out ("unknown"). With `method="numeric"` the check samples the box
+    (`check_nonnegative_numeric`): "prefers" then means logit(prefer) − logit(other) ≥ 0 at every
+    sample (a tie has probability zero), evidence but not proof. Run it with `c.check()`, or
+    `tljax.proofs.register(c)` and then `tljax.proofs.check(name)`.
 
     Arguments:
       - `params`: actor-critic parameters from `train_ppo`.
       - `lower`, `upper`: the box over (x, ẋ, θ, θ̇).
       - `name`: claim name.
       - `prefer`: 1 (push right) or 0 (push left).
-      - `sampling`: passed to `check_nonnegative_numeric`.
+      - `method`: "certified-bound" or "numeric".
+      - `timeout`: the certification budget in seconds.
+      - `sampling`: passed to `check_nonnegative_numeric` (numeric method only).
     """
+    from tljax.rl._certify import certify_policy_region
     from tljax.rl._ppo import policy_logit_margin_fn  # local: _ppo imports optax, keep this light
 
-    lower, upper = _check_box(lower, upper)
+    if method not in ("certified-bound", "numeric"):
+        raise InputError(
+            f"policy_region_claim: method must be 'certified-bound' or 'numeric', got {method!r}"
+        )
+    if prefer not in (0, 1) or isinstance(prefer, bool):
+        raise InputError(f"policy_region_claim: prefer must be 0 or 1, got {prefer!r}")
+    if sampling and method != "numeric":
+        raise InputError(
+            f"policy_region_claim: sampling options {sorted(sampling)} only apply to method='numeric'"
+        )
+    lower, upper = _check_box(lower, upper, np.float64)
     margin = policy_logit_margin_fn(params)
     sign = 1.0 if prefer == 1 else -1.0
     box = ", ".join(
@@ -128,16 +147,25 @@ def policy_region_claim(
     )
     action = "push right (+10 N)" if prefer == 1 else "push left (−10 N)"
 
-    def check() -> Evidence:
+    def check_numeric() -> Evidence:
         return check_nonnegative_numeric(
             lambda s: sign * margin(s), lower, upper, names=CARTPOLE_STATE_NAMES, **sampling
         )
 
+    def check_certified() -> Evidence:
+        res = certify_policy_region(params, lower, upper, action=prefer, timeout=timeout)
+        if res.verdict == "refuted":
+            cex = {
+                n: float(v) for n, v in zip(CARTPOLE_STATE_NAMES, res.counterexample, strict=True)
+            }
+            return Evidence(False, res.detail, {**cex, "value": res.counterexample_margin})
+        return Evidence(res.certified, res.detail)
+
     return Claim(
         name,
         f"for every cart-pole state with {box}, the policy's preferred action is {action}",
-        "numeric",
-        check,
+        method,
+        check_certified if method == "certified-bound" else check_numeric,
         about="tljax.rl.policy_logit_margin_fn",
-        tags=("rl", "ppo", "numeric"),
+        tags=("rl", "ppo", "certified" if method == "certified-bound" else "numeric"),
     )

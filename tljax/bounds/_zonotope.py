@@ -1,0 +1,285 @@
+"""The "affine" method: zonotopes (affine arithmetic) propagated forward over a recorded tape.
+
+Every node value is enclosed as `c + G·ε + [-r, r]` with noise symbols ε in [-1, 1]^K shared by all
+nodes (one per input coordinate, plus fresh ones from relaxed equations), so correlations between
+neurons survive affine layers, and a remainder box `r >= 0` (elementwise) for what has no symbol
+yet: rounding allowances since the last relaxed equation (whose fresh symbol absorbs them), and
+everything once the symbol budget (`MAX_SYMBOLS`) is spent.
+
+Relaxations use one slope per neuron, `f(x) ∈ λ·x + [μ_lo, μ_hi]` for x in the neuron's interval:
+ReLU and abs with λ the chord slope (DeepZ), smooth functions with the chord-parallel lines of
+`relax_smooth` (exact intercepts), products by the affine-arithmetic rule
+`xy = cx·cy + cy·dx + cx·dy + dx·dy`. Node intervals are the zonotope's concretisation intersected
+with the interval rule, so "affine" is never wider than "ibp" at any node.
+
+Compiled by `bound` with XLA:CPU's fusion emitters off: they inline these long elementwise chains
+(pooling layers give many) into kernels that recompute shared producers, minutes instead of
+milliseconds. Inside a user's own jit that option cannot be set: there, prefer "crown" for pooling
+networks.
+
+Float soundness follows `_float_model`: the remainder also absorbs the rounding of this computation
+(γ_n on the magnitudes it sums) and the bounded program's own rounding at every node (its
+`rel(n)·S + (n+1)·η` allowance), and every concretised end is rounded outward.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _float_model as fm
+from ._relax import Options, _clean, ibp_eqn, node_abs_max, relax_smooth
+from ._tape import Node, Tape, apply_affine, terms
+
+# Fresh symbols cost K x (node size) memory in every later generator matrix; past this many
+# symbols in total, relaxation gaps go to the remainder box instead.
+MAX_SYMBOLS = 4096
+
+
+class _Z:
+    """c + G·ε + [-r, r]; G has shape (K, *c.shape), K the number of symbols of the pass."""
+
+    __slots__ = ("c", "G", "r")
+
+    def __init__(self, c, G, r):
+        self.c, self.G, self.r = c, G, r
+
+
+def _radius(z: _Z, fs: bool):
+    """An upper bound of |G·ε| + r over ε in [-1, 1]^K (elementwise)."""
+    R = jnp.sum(jnp.abs(z.G), axis=0) if z.G.shape[0] else jnp.zeros_like(z.c)
+    if fs:
+        R = fm.inflate(R * (1.0 + fm.gamma(z.G.shape[0] + 1, fm.unit(R.dtype))), 4.0)
+        return fm.up(R + z.r)
+    return R + z.r
+
+
+def _concretize(z: _Z, fs: bool):
+    R = _radius(z, fs)
+    if fs:
+        return _clean(fm.down(z.c - R), fm.up(z.c + R))
+    return _clean(z.c - R, z.c + R)
+
+
+def _relu_gap(l, u, fs):
+    """(λ, μ_hi): relu(x) - λx ∈ [0, μ_hi] on [l, u] (λ = chord slope; exact for stable)."""
+    pos, neg = l >= 0, u <= 0
+    lam = jnp.where(pos, 1.0, jnp.where(neg, 0.0, u / jnp.where(pos | neg, 1.0, u - l)))
+    lam = jnp.clip(lam, 0.0, 1.0)
+    # relu(x) - λx is (1-λ)x on [0, u] and -λx on [l, 0]: both in [0, max((1-λ)u, -λl)].
+    hi = jnp.maximum((1.0 - lam) * jnp.maximum(u, 0.0), -lam * jnp.minimum(l, 0.0))
+    hi = jnp.where(pos | neg, 0.0, hi)
+    return lam, (fm.up(fm.up(hi)) if fs else hi)
+
+
+def _abs_gap(l, u, fs):
+    """(λ, μ_hi): |x| - λx ∈ [0, μ_hi] on [l, u]."""
+    pos, neg = l >= 0, u <= 0
+    lam = jnp.where(pos, 1.0, jnp.where(neg, -1.0, (u + l) / jnp.where(pos | neg, 1.0, u - l)))
+    lam = jnp.clip(lam, -1.0, 1.0)
+    hi = jnp.maximum((1.0 - lam) * jnp.maximum(u, 0.0), -(1.0 + lam) * jnp.minimum(l, 0.0))
+    hi = jnp.where(pos | neg, 0.0, hi)
+    return lam, (fm.up(fm.up(hi)) if fs else hi)
+
+
+class _AffinePass:
+    def __init__(self, tape: Tape, in_bounds: dict, opts: Options, max_symbols: int):
+        self.tape, self.opts = tape, opts
+        self.fs = opts.float_sound
+        self.bounds = dict(in_bounds)
+        self.z: dict[int, _Z] = {}
+        # Symbols are laid out before propagation (inputs first, then one block per relaxed
+        # equation while the budget lasts), so every generator matrix has the same K rows and a
+        # fresh block is a static slice update (no padding or concatenation chains).
+        K = sum(n.size for n in tape.inputs)
+        budget = max(max_symbols, K)
+        self.offset: dict[int, int] = {}
+        for i, e in enumerate(tape.eqns):
+            if e.kind != "affine" and K + e.out.size <= budget:
+                self.offset[i] = K
+                K += e.out.size
+        self.K = K
+        k0 = 0
+        for n in tape.inputs:
+            lo, hi = in_bounds[n.id]
+            c = (lo + hi) / 2
+            rad = jnp.maximum(hi - c, c - lo)
+            if self.fs:
+                rad = fm.up(rad)
+            G = jnp.zeros((self.K, n.size), lo.dtype)
+            G = G.at[k0 : k0 + n.size].set(jnp.diag(rad.reshape(-1)))
+            k0 += n.size
+            self.z[n.id] = _Z(c, G.reshape(self.K, *n.shape), jnp.zeros_like(c))
+
+    def _fresh(self, i, c, G, r, gap):
+        """Adds the elementwise slack `gap` (>= 0) of equation `i` as its fresh symbols, if it
+        has a block of them.
+
+        The finite remainder joins the same symbol: a remainder box kept across layers grows like
+        interval arithmetic, a symbol lets later layers cancel it.
+        """
+        total = r + gap
+        if self.fs:
+            total = fm.up(total)
+        off = self.offset.get(i)
+        if off is None:
+            return _Z(c, G, total)
+        size = int(np.prod(c.shape, dtype=np.int64))
+        finite = jnp.isfinite(total)
+        block = jnp.diag(jnp.where(finite, total, 0.0).reshape(-1)).reshape(size, *c.shape)
+        G = G.at[off : off + size].set(block)
+        return _Z(c, G, jnp.where(finite, 0.0, jnp.inf))
+
+    def affine(self, i, e):
+        ins = e.node_inputs
+        zs = [self.z[n.id] for n in ins]
+        c = apply_affine(e, [z.c for z in zs])
+        lin = lambda *gs: apply_affine(e, list(gs), mode="linear")  # noqa: E731
+        G = jax.vmap(lin)(*[z.G for z in zs])
+        r = apply_affine(e, [z.r for z in zs], mode="abs")
+        if self.fs:
+            n_fwd, _ = terms(e)
+            u = fm.unit(c.dtype)
+            f0 = jnp.abs(apply_affine(e, [jnp.zeros_like(z.c) for z in zs], mode="zero"))
+            if n_fwd == 0:
+                # Structural ops and negation are exact here and in the program; |L| r may
+                # still round (a broadcast-sum transpose never appears forward).
+                r = fm.inflate(r, 4.0)
+            else:
+                g = fm.gamma(n_fwd + 2, u)
+                # this computation: c and every row of G, on the zonotope's magnitudes
+                mag = apply_affine(e, [jnp.abs(z.c) + _radius(z, True) for z in zs], mode="abs")
+                # the program: rel(n) on the magnitudes of the true values (node intervals)
+                xmax = apply_affine(e, [node_abs_max(self.bounds[n.id]) for n in ins], mode="abs")
+                p = self.opts.program
+                r = (
+                    r * (1.0 + g)
+                    + g * (1.0 + g) * (mag + f0)
+                    + p.rel(n_fwd) * (1.0 + g) * (xmax + f0)
+                )
+                r = fm.inflate(r, 8.0) + (n_fwd + 2) * (fm.tiny(c.dtype) + p.eta)
+        return _Z(c, G, r)
+
+    def _scale(self, x: _Z, lam, mid, gap):
+        """λ·x + mid + [-gap, gap] (gap >= 0 elementwise, mid and gap may be infinite)."""
+        finite = jnp.isfinite(mid) & jnp.isfinite(gap) & jnp.isfinite(lam)
+        lam0 = jnp.where(finite, lam, 0.0)
+        c = jnp.where(finite, lam0 * x.c + mid, 0.0)
+        G = lam0 * x.G
+        r = jnp.abs(lam0) * x.r
+        if self.fs:
+            uu = fm.unit(c.dtype)
+            mag = jnp.abs(lam0) * (jnp.abs(x.c) + _radius(x, True)) + jnp.abs(mid)
+            r = fm.inflate(r + 4.0 * uu * mag, 4.0) + fm.tiny(c.dtype)
+        # Non-finite relaxations: the node's own interval, as a remainder.
+        r = jnp.where(finite, r, jnp.inf)
+        gap = jnp.where(finite, gap, 0.0)
+        return c, G, r, gap
+
+    def unary(self, i, e):
+        x = e.inputs[0]
+        zx = self.z[x.id]
+        l, u = self.bounds[x.id]
+        if e.fn in ("relu", "abs"):
+            lam, hi = (_relu_gap if e.fn == "relu" else _abs_gap)(l, u, self.fs)
+            mid, gap = hi / 2, hi / 2
+            if self.fs:
+                mid, gap = hi / 2, fm.up(hi / 2)  # [mid - gap, mid + gap] ⊇ [0, hi]
+        else:
+            lam, b_l, _, b_u = relax_smooth(e.fn, l, u, self.opts)
+            mid = (b_l + b_u) / 2
+            gap = jnp.maximum(b_u - mid, mid - b_l)
+            if self.fs:
+                gap = fm.up(jnp.maximum(fm.up(b_u - mid), fm.up(mid - b_l)))
+        return self._fresh(i, *self._scale(zx, lam, mid, gap))
+
+    def mul(self, i, e):
+        x, y = e.node_inputs
+        shape = e.out.shape
+        K = self.K
+
+        def bc(z):
+            return (
+                jnp.broadcast_to(z.c, shape),
+                jnp.broadcast_to(z.G, (K, *shape)),
+                jnp.broadcast_to(z.r, shape),
+            )
+
+        (cx, Gx, rx), (cy, Gy, ry) = bc(self.z[x.id]), bc(self.z[y.id])
+        Dx = _radius(_Z(cx, Gx, rx), self.fs)
+        Dy = _radius(_Z(cy, Gy, ry), self.fs)
+        c = cx * cy
+        G = cy * Gx + cx * Gy
+        r = jnp.abs(cx) * ry + jnp.abs(cy) * rx
+        gap = Dx * Dy
+        if self.fs:
+            uu = fm.unit(c.dtype)
+            bx = tuple(jnp.broadcast_to(v, shape) for v in self.bounds[x.id])
+            by = tuple(jnp.broadcast_to(v, shape) for v in self.bounds[y.id])
+            prog = node_abs_max(bx) * node_abs_max(by)  # |xy| of the true values
+            mag = (jnp.abs(cx) + Dx) * (jnp.abs(cy) + Dy)
+            r = fm.inflate(r + 4.0 * uu * (mag + jnp.abs(c)) + self.opts.program.rel(1) * prog, 8.0)
+            r = r + 2.0 * (fm.tiny(c.dtype) + self.opts.program.eta)
+            gap = fm.up(gap)
+        gap = jnp.where(jnp.isfinite(gap), gap, jnp.inf)
+        r = jnp.where(jnp.isfinite(gap), r, jnp.inf)
+        return self._fresh(i, c, G, r, jnp.where(jnp.isfinite(gap), gap, 0.0))
+
+    def concretize(self, i, e):
+        lo, hi = self.bounds[e.out.id]
+        c = (lo + hi) / 2
+        gap = jnp.maximum(hi - c, c - lo)
+        finite = jnp.isfinite(c) & jnp.isfinite(gap)
+        c = jnp.where(finite, c, 0.0)
+        r = jnp.where(finite, 0.0, jnp.inf)
+        gap = jnp.where(finite, fm.up(gap) if self.fs else gap, 0.0)
+        G = jnp.zeros((self.K, *c.shape), c.dtype)
+        return self._fresh(i, c, G, r, gap)
+
+    def run(self):
+        for i, e in enumerate(self.tape.eqns):
+            # Interval rule on the (already intersected) input intervals first: the relaxations
+            # read the output interval for non-finite cases.
+            ilo, ihi = ibp_eqn(e, self.bounds, self.opts)
+            self.bounds[e.out.id] = (ilo, ihi)
+            z = getattr(self, e.kind)(i, e)
+            zlo, zhi = _concretize(z, self.fs)
+            lo, hi = jnp.maximum(ilo, zlo), jnp.minimum(ihi, zhi)
+            self.bounds[e.out.id] = (lo, hi)
+            self.z[e.out.id] = z
+
+    def output(self, o, spec):
+        if not isinstance(o, Node):
+            v = jnp.asarray(o)
+            if spec is not None:
+                v = jnp.asarray(spec, v.dtype).reshape(-1, v.size) @ v.reshape(-1)
+            return v, v
+        lo, hi = self.bounds[o.id]
+        if spec is None:
+            return lo, hi
+        z = self.z[o.id]
+        C = jnp.asarray(spec, lo.dtype).reshape(-1, o.size)
+        c = C @ z.c.reshape(-1)
+        G = z.G.reshape(z.G.shape[0], -1) @ C.T
+        r = jnp.abs(C) @ z.r.reshape(-1)
+        # The interval route, for the intersection.
+        cp, cn = jnp.maximum(C, 0), jnp.minimum(C, 0)
+        ilo = cp @ lo.reshape(-1) + cn @ hi.reshape(-1)
+        ihi = cp @ hi.reshape(-1) + cn @ lo.reshape(-1)
+        if self.fs:
+            u = fm.unit(lo.dtype)
+            g = fm.gamma(o.size + 1, u)
+            mag = jnp.abs(C) @ (jnp.abs(z.c) + _radius(z, True)).reshape(-1)
+            r = fm.inflate(r * (1.0 + g) + g * (1.0 + g) * mag, 8.0) + (o.size + 2) * fm.tiny(lo.dtype)
+            s = fm.inflate(g * (jnp.abs(C) @ node_abs_max((lo, hi)).reshape(-1)), 8.0)
+            ilo, ihi = fm.down(ilo - s), fm.up(ihi + s)
+        zlo, zhi = _concretize(_Z(c, G, r), self.fs)
+        return jnp.maximum(ilo, zlo), jnp.minimum(ihi, zhi)
+
+
+def run_affine(tape: Tape, in_bounds: dict, opts: Options, spec=None, max_symbols: int | None = None):
+    """Zonotope bounds of every tape output (or of `spec @ output` for a single output)."""
+    p = _AffinePass(tape, in_bounds, opts, MAX_SYMBOLS if max_symbols is None else max_symbols)
+    p.run()
+    return [p.output(o, spec) for o in tape.outputs], p
