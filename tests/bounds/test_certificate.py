@@ -54,7 +54,7 @@ def test_honest_accepted(certs, method):
     assert isinstance(c, Certificate) and c.method == method and c.float_sound
     r = check(c, mlp, PARAMS)
     assert r.accepted, r.reason
-    assert "not re-derived" in r.reason
+    assert "float program re-derived exactly" in r.reason
     # The claim is (up to the re-run's rounding) at least as tight as the bound returned; for
     # alpha-CROWN (whose best iterate the certificate does not keep) at least as tight as CROWN.
     ref = certs["crown"][0] if method == "alpha-crown" else b
@@ -241,3 +241,28 @@ def test_certificate_with_relu_splits_is_refused():
     with pytest.raises(InputError, match="relu_splits"):
         tljax.bound(lambda x: jax.nn.relu(x) * 2.0, tljax.Box(jnp.array([1.0]), jnp.array([2.0])),
                     relu_splits=[jnp.array([-1])], certificate=True)
+
+
+def test_claim_valid_only_for_real_network_rejected():
+    # The known floating-point attack: the real network is y = x >= 0.5 on the box, but float32
+    # computes relu(x + 2^24) - 2^24 = 0 at x = 0.5. A claim y >= 0.25 holds for the real network
+    # only; the checker re-derives the float program's allowances and must refuse it.
+    import dataclasses
+
+    c24 = np.float32(2.0**24)
+
+    def net(x):
+        return jax.nn.relu(x + c24) - c24
+
+    box = tljax.Box(jnp.array([0.5], jnp.float32), jnp.array([0.75], jnp.float32))
+    b = tljax.bound(net, box, method="crown", certificate=True, jit=False)
+    honest = check(b.certificate, net)
+    assert honest.accepted, honest.reason
+    assert float(b.lower[0]) <= float(jax.jit(net)(jnp.array([0.5], jnp.float32))[0])
+    forged = dataclasses.replace(b.certificate, lower=[np.array([0.25])])
+    r = check(forged, net)
+    assert not r.accepted and "output 0 index 0: claimed lower" in r.reason, r.reason
+    # The same claim is accepted under real-valued semantics (the certificate marked not float-sound).
+    real = dataclasses.replace(forged, float_sound=False)
+    r = check(real, net)
+    assert r.accepted and "real-valued" in r.reason, r.reason

@@ -25,10 +25,15 @@ also max(a, b) / min / abs-free rewrites that yield ReLUs). Smooth nonlinearitie
 logistic, ...), products of two bounded values and "concretize" equations are rejected with
 "unsupported relaxation kind". The box must be a single array.
 
-What is checked is the claim for the *real-valued* network (every operation exact). The producer
-always builds the certificate from a float-sound computation (outward rounded), so the claim also
-covers the float32 program, but the checker does NOT re-derive the float-program rounding
-allowances (`_float_model.ProgramModel`); `CheckResult.reason` says so.
+What is checked, for a float-sound certificate, is the claim for the *float program* as the error
+model of `_float_model` describes it: every affine equation's result is the exact operation on its
+(float) operands plus an error of at most `rel(n)·(|L|·max|x| + |f0|) + (n+1)·η` (n its number of
+summed terms; any summation order, FMA, flush-to-zero), ReLU exact. The checker re-derives these
+allowances in exact rationals from the certified intervals of the operands (`rel` and η from the
+certificate's `program_model`) and carries them through both the interval sweep and every
+back-substitution, so a claim valid for the real network but not for the float program (the
+known floating-point attack) is rejected. A certificate with `float_sound=False` is checked for
+the real-valued network only.
 
 The linear part of each affine equation is materialised exactly as a matrix by applying the
 equation's JVP to unit vectors: every entry is a single product `1 * w` plus exact zeros, hence
@@ -51,13 +56,11 @@ from jax import lax
 
 from ..core._graph import Graph, trace
 from ._relax import Options
-from ._tape import Node, TapeEqn, apply_affine, record_graph
+from ._tape import Node, TapeEqn, apply_affine, record_graph, terms
 
 FORMAT = "tljax-certificate-1"
-_NOT_FLOAT = (
-    "real-valued semantics re-derived exactly; the float-program rounding allowances "
-    "(float_sound) are not re-derived by the checker"
-)
+_FLOAT = "float program re-derived exactly with the rounding allowances of {}"
+_REAL = "real-valued semantics re-derived exactly (certificate not float-sound)"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -368,9 +371,16 @@ class _Affine:
             self.Jp.append(_mat(_pos(q)))
             self.Jn.append(_mat(_neg(q)))
 
-    def interval(self, ins: list[tuple]) -> tuple:
-        lo = self.f0.copy()
-        hi = self.f0.copy()
+    def magnitude(self, xmax: list) -> np.ndarray:
+        """|L|·xmax + |f0| (exact), for the operands' magnitude bounds `xmax`."""
+        out = np.abs(self.f0)
+        for x, J, Jp, Jn in zip(xmax, self.J, self.Jp, self.Jn, strict=True):
+            out = out + (x if J is None else _matmul(x[None, :], Jp - Jn)[0])
+        return out
+
+    def interval(self, ins: list[tuple], m) -> tuple:
+        lo = self.f0 - m
+        hi = self.f0 + m
         for (l, h), J, Jp, Jn in zip(ins, self.J, self.Jp, self.Jn, strict=True):
             if J is None:
                 lo, hi = lo + l, hi + h
@@ -397,6 +407,11 @@ class _Checker:
             self.alphas[(s, int(i))] = _q(v).reshape(v.shape[0], -1)
         self.bnd: dict[int, tuple] = {}
         self.aff: dict[int, _Affine] = {}
+        self.m: dict[int, np.ndarray] = {}  # float-program allowance per affine equation
+        pm = cert.program_model
+        self.model = (
+            (Fraction(pm["u_out"]), Fraction(pm["u_acc"]), Fraction(pm["eta"])) if cert.float_sound else None
+        )
         for n, (lo, hi) in zip(tape.inputs, cert.box, strict=True):
             self.bnd[n.id] = (_q(lo).reshape(-1), _q(hi).reshape(-1))
 
@@ -420,6 +435,8 @@ class _Checker:
             if e.kind == "affine":
                 a = self.aff[i]
                 bias = bias + _matmul(L, _mat(a.f0[:, None]))[:, 0]
+                if self.m[i] is not None:
+                    bias = bias - _matmul(_pos(L) - _neg(L), _mat(self.m[i][:, None]))[:, 0]
                 for n, J in zip(e.node_inputs, a.J, strict=True):
                     g = L if J is None else _unmat(_mat(L) * J.transpose())
                     acc[n.id] = acc[n.id] + g if n.id in acc else g
@@ -532,12 +549,28 @@ class _Checker:
                         f"{_fmt(al[s, r])}*x + {_fmt(b_l[r])} is above relu at the {name} x={_fmt(p[r])}"
                     )
 
+    def allowance(self, e: TapeEqn, a: _Affine, ins: list):
+        """The float program's rounding allowance at this equation (exact), or None if exact."""
+        n = terms(e)[0]
+        if self.model is None or n == 0:
+            return None
+        u_out, u_acc, eta = self.model
+        g = n * u_acc / (1 - n * u_acc) if n > 1 else Fraction(0)
+        rel = u_out if (u_out == u_acc and n <= 1) else g + u_out * (1 + g)
+        xmax = [np.where(-lo > hi, -lo, hi) for lo, hi in ins]
+        q = fmpq(rel.numerator, rel.denominator)
+        e_abs = fmpq((max(n, 1) + 1) * eta.numerator, eta.denominator)
+        return a.magnitude(xmax) * q + e_abs
+
     def sweep(self):
         for i, e in enumerate(self.tape.eqns):
             if e.kind == "affine":
                 if i not in self.aff:
                     self.aff[i] = _Affine(e)
-                self.bnd[e.out.id] = self.aff[i].interval([self.bnd[n.id] for n in e.node_inputs])
+                ins = [self.bnd[n.id] for n in e.node_inputs]
+                self.m[i] = self.allowance(e, self.aff[i], ins)
+                m = self.m[i] if self.m[i] is not None else fmpq(0)
+                self.bnd[e.out.id] = self.aff[i].interval(ins, m)
             elif e.kind == "unary" and e.fn == "relu":
                 x = e.inputs[0]
                 self.node_claim(x, f"node {x.id} (input of relu equation {i})")
@@ -654,7 +687,8 @@ def _check(cert: Certificate, fn, *args) -> str:
             raise _Reject(
                 f"output {j} index {int(r)}: claimed upper {_fmt(chi[r])} < derived upper {_fmt(dhi[r])}"
             )
-    return f"accepted ({cert.method}, {len(cert.passes)} pass(es)): {_NOT_FLOAT}"
+    what = _FLOAT.format(cert.program_model.get("name", "?")) if cert.float_sound else _REAL
+    return f"accepted ({cert.method}, {len(cert.passes)} pass(es)): {what}"
 
 
 __all__ = ["Certificate", "CheckResult", "check", "make_certificate"]
