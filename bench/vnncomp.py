@@ -8,9 +8,10 @@ Run from the repository root:
     python bench/vnncomp.py --select 0,18,36        # rows of instances.csv (0-based)
 
 Per instance it prints verdict, wall time (network loading and compilation included; compiled
-code is shared by networks of one architecture within the process) and whether the verdict
-matches expected.csv; then the solved count, the number of wrong verdicts (sat where unsat is
-expected or the reverse; must be 0) and the median time of the solved instances.
+code is shared by networks of one architecture within the process), whether the verdict
+matches expected.csv and the number of branch-and-bound domains bounded; then the solved count,
+the verdict counts, the number of wrong verdicts (sat where unsat is expected or the reverse;
+must be 0), the median time of the solved instances and the total time.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def main(argv=None) -> int:
         rec["index"] = i
     s = summary(records)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print("# " + ", ".join(f"{v} {n}" for v, n in s["verdicts"].items()))
     print(
         f"# solved {s['solved']}/{s['total']} ({100.0 * s['solved'] / max(s['total'], 1):.0f}%), wrong {s['wrong']}, "
         f"errors {s['errors']}, median time solved {s['median_time']:.2f}s, median all {s['median_time_all']:.2f}s, "

@@ -20,7 +20,7 @@ compat.register_exclusion(__file__)
 
 METHODS = ("crown", "alpha-crown", "ibp")
 SPLITS = ("auto", "input", "relu")
-BRANCHINGS = ("gradient", "objective", "widest")
+BRANCHINGS = ("unstable", "gradient", "objective", "widest")
 
 
 def _output_size(fn, shape, args) -> int:
@@ -60,10 +60,11 @@ def verify(
     method: str = "crown",
     input_shape: tuple[int, ...] | None = None,
     split: str = "auto",
-    branching: str = "objective",
+    branching: str = "unstable",
     batch_size: int = 256,
     attack: bool = True,
     alpha: bool | str = "auto",
+    beta: bool | str = "auto",
     certificates: bool | int = False,
     progress: bool | None = None,
     seed: int = 0,
@@ -72,10 +73,10 @@ def verify(
 
     Search order: falsification (random samples and PGD on the margin, jitted and batched), then
     certified bounds of every case box (CROWN; alpha-CROWN too where it is enabled), then branch
-    and bound: input splitting for low-dimensional inputs (ACAS Xu style), ReLU splitting
-    (`tljax.bound(..., relu_splits=)`) for high-dimensional ones. Bounds are float-sound: an
-    unsat verdict holds for the float32 program as executed and for the real-valued network,
-    over every point of the boxes.
+    and bound: input splitting for low-dimensional inputs (ACAS Xu style), ReLU splitting with
+    beta-CROWN (split constraints as optimised Lagrangian terms) for high-dimensional ones. Bounds
+    are float-sound: an unsat verdict holds for the float32 program as executed and for the
+    real-valued network, over every point of the boxes.
 
     A sat verdict is reported only after the counterexample is re-executed: its float32 output
     (through XLA) and its exact rational output (`tljax.evaluate(..., semantics="exact")`) must
@@ -94,13 +95,21 @@ def verify(
       input_shape: the shape of `x` (default `(prop.n_inputs,)`); VNN-LIB's `X_i` are its
         elements in row-major order.
       split: "auto" (input splitting up to 64 inputs, ReLU splitting above), "input" or "relu".
-      branching: input-split coordinate choice: "objective" (width x |gradient| of the row that
-        decides the float margin at the box centre), "gradient" (the same for the row whose
-        certified bound is closest to proving) or "widest" (see `tljax.verify._bab`).
+      branching: input-split coordinate choice: "unstable" (the coordinate that causes most of
+        the spread of the ReLU inputs likely to be unstable in the box, estimated at its centre),
+        "objective" (width x |gradient| of the row that decides the float margin at the box
+        centre), "gradient" (the same for the row whose certified bound is closest to proving)
+        or "widest" (see `tljax.verify._bab`).
       batch_size: domains per compiled bound call (fixed, padded: one compile per size).
       attack: run the falsifier (before and during the search).
       alpha: also try alpha-CROWN on case boxes CROWN cannot verify: True, False, or "auto"
         (only with ReLU splitting, where it pays for its compile time).
+      beta: ReLU splitting with beta-CROWN (True, or "auto": unless `method="ibp"`): every case
+        box's ReLU input bounds are computed once (alpha-CROWN on them) and every domain's output
+        bound is optimised over the ReLU lower slopes and the split constraints' Lagrange
+        multipliers, warm-started from its parent (`tljax.bounds._crown.split_bound`). False:
+        each domain is bounded from scratch by `method` with its splits clipping the ReLU input
+        intervals. Input splitting ignores it.
       certificates: also attach `tljax.bound(..., certificate=True)` certificates to the leaves
         of an unsat result (True: all leaves; an int: at most that many; needs
         `tljax.bounds.check`, skipped with a note otherwise).
@@ -139,6 +148,8 @@ def verify(
         raise InputError(
             f"tljax.verify: timeout must be a positive number of seconds or None, got {timeout!r}"
         )
+    if beta not in (True, False, "auto"):
+        raise InputError(f"tljax.verify: beta must be True, False or 'auto', got {beta!r}")
     if not isinstance(batch_size, int) or batch_size < 2:
         raise InputError(f"tljax.verify: batch_size must be an int >= 2, got {batch_size!r}")
     if not callable(fn):
@@ -164,6 +175,7 @@ def verify(
         branching=branching,
         attack=attack,
         alpha=alpha,
+        beta=beta,
         seed=seed,
     )
     deadline = t0 + (timeout if timeout is not None else float("inf"))
@@ -216,6 +228,7 @@ def verify(
                 splits=a["splits"],
                 bounds=a["bounds"],
                 method=a["method"],
+                witness=a["witness"],
             )
         )
     cert = Certificate(groups=tuple(cert_groups), input_shape=shape)

@@ -13,6 +13,7 @@ import functools as ft
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..bounds import Box, bound
 from ._attack import _objective
@@ -51,16 +52,57 @@ def spec_fn(fn):
     return _keep(_WRAPPERS, ("spec", id(fn)), fn, build)
 
 
-def input_split_bounder(fn, shape, *, method: str, batch: int, rows: int, n_args: int):
-    """Jitted `(lo (B, n), hi (B, n), spec, d, mask, real, args) -> (lower (B, R), obj (B,), jac (B, R, n), rows (B, R))`.
+def _spread_fn(fn, shape):
+    """`(x (n,), width (n,), args) -> (n,)`: the "unstable" branching score of one box.
+
+    At the box centre `x`, the ReLU inputs `z` of every layer and their input Jacobian `J` (forward
+    mode, one tangent per input) are computed. A neuron is *likely unstable* when its linearised
+    range `|z_i| < sum_j |J_ij| width_j / 2` crosses zero. Per layer, input j scores the share of
+    the likely unstable neurons' spread it causes (`sum_i |J_ij| width_j` over them, normalised to
+    sum 1); the layers' shares are added. Splitting the top coordinate shrinks the relaxation gaps
+    that keep the bound loose. All zeros when there is no ReLU or none is likely unstable. A
+    heuristic input only: soundness never depends on it.
+    """
+    from ._taps import Taps
+
+    taps = Taps(fn, shape)
+
+    def pre(x, args):
+        _, recs = taps._run(x.reshape(shape), args)
+        return [r.reshape(-1).astype(jnp.float32) for r in recs]
+
+    def score(x, width, args):
+        n = x.shape[0]
+        vals, lin = jax.linearize(lambda x: pre(x, args), x)
+        if not vals:
+            return jnp.zeros_like(width)
+        jac = jax.vmap(lin)(jnp.eye(n, dtype=x.dtype))  # per layer (n, size)
+        total = jnp.zeros_like(width)
+        for v, j in zip(vals, jac, strict=True):
+            a = jnp.abs(j) * width[:, None]  # (n, size): spread of each neuron along each input
+            unstable = jnp.abs(v) < 0.5 * jnp.sum(a, axis=0)
+            s = jnp.sum(jnp.where(unstable[None, :], a, 0.0), axis=1)
+            total = total + s / jnp.maximum(jnp.sum(s), 1e-30)
+        return jnp.where(jnp.isfinite(total), total, 0.0)
+
+    return score
+
+
+def input_split_bounder(
+    fn, shape, *, method: str, batch: int, rows: int, n_args: int, spread: bool = False
+):
+    """Jitted `(lo (B, n), hi (B, n), spec, d, mask, real, args) -> (lower (B, R), obj (B,), jac (B, R, n), rows (B, R), spread (B, n))`.
 
     `lower` are certified lower bounds of the spec rows over each box; `obj` is the float
     objective at each box centre (a falsification probe) and `jac` the input Jacobian of the spec
-    rows there and their values (the branching heuristic's inputs).
+    rows there and their values (the branching heuristic's inputs). With `spread`, the
+    "unstable" branching score of each box (`_spread_fn`), else zeros.
     """
     g = spec_fn(fn)
 
     def build():
+        spread_one = _spread_fn(fn, shape) if spread else None
+
         def one_bound(lo, hi, spec, args):
             b = bound(
                 g, Box(lo.reshape(shape), hi.reshape(shape)), spec, *args, method=method, jit=False
@@ -82,11 +124,16 @@ def input_split_bounder(fn, shape, *, method: str, batch: int, rows: int, n_args
             )
             j = jax.vmap(jac, in_axes=(0, None, None))(centre, spec, args)
             r = jax.vmap(rows, in_axes=(0, None, None))(centre, spec, args)
-            return lower, v, j, r
+            if spread_one is None:
+                sp = jnp.zeros_like(lo)
+            else:
+                sp = jax.vmap(spread_one, in_axes=(0, 0, None))(centre, hi - lo, args)
+            return lower, v, j, r, sp
 
         return jax.jit(run, compiler_options=COMPILER_OPTIONS)
 
-    return _keep(_COMPILED, ("input", id(fn), tuple(shape), method, batch, rows, n_args), fn, build)
+    key = ("input", id(fn), tuple(shape), method, batch, rows, n_args, spread)
+    return _keep(_COMPILED, key, fn, build)
 
 
 def relu_split_bounder(
@@ -156,3 +203,137 @@ def single_bound(fn, lo, hi, shape, spec, args, *, method: str, splits=None):
         relu_splits=splits,
     )
     return b.lower
+
+
+# --- beta-CROWN for ReLU splitting ------------------------------------------------------------
+# Root: alpha-CROWN on the ReLU input bounds of a case box (iterations, Adam step). Domains:
+# beta-CROWN on the output with those bounds (`tljax.bounds._crown.split_bound`).
+ROOT_ITERS = 20
+ROOT_LR = 0.1
+BETA_LR = 0.1
+
+
+def _tape_of(g, shape, lo, hi, spec, args):
+    """The bound tape of `g(x, spec, *args)` with `x` boxed in `[lo, hi]` (float-sound float32)."""
+    from ..bounds import _float_model as fm
+    from ..bounds._relax import Options
+    from ..bounds._tape import record_graph
+    from ..core._graph import trace
+
+    x0 = lo.reshape(shape)
+    graph = trace(g, x0, spec, *args)
+    leaves = graph.flatten_inputs(x0, spec, *args)
+    mask = [True] + [False] * (len(graph.in_avals) - 1)
+    tape = record_graph(graph, mask, leaves[1:], name="beta-crown")
+    node = tape.inputs[0]
+    in_bounds = {
+        node.id: (
+            jnp.broadcast_to(jnp.asarray(lo, node.dtype).reshape(node.shape), node.shape),
+            jnp.broadcast_to(jnp.asarray(hi, node.dtype).reshape(node.shape), node.shape),
+        )
+    }
+    return tape, in_bounds, Options(float_sound=True, program=fm.FLOAT32)
+
+
+def _layout(relu_shapes):
+    sizes = [int(np.prod(s)) if len(s) else 1 for s in relu_shapes]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    return sizes, offsets
+
+
+def relu_root_bounder(fn, shape, relu_shapes, *, rows: int, n_args: int):
+    """Jitted `(lo (n,), hi (n,), spec, args) -> (relu_lo (s,), relu_hi (s,))`: bounds of every ReLU
+    input over one box (`root_relu_bounds`, flat in the layout of `relu_shapes`)."""
+    from ..bounds._crown import root_relu_bounds
+
+    g = spec_fn(fn)
+
+    def build():
+        def run(lo, hi, spec, args):
+            tape, in_bounds, opts = _tape_of(g, shape, lo, hi, spec, args)
+            b = root_relu_bounds(tape, in_bounds, opts, iters=ROOT_ITERS, lr=ROOT_LR)
+            return (
+                jnp.concatenate([v[0].reshape(-1) for v in b]),
+                jnp.concatenate([v[1].reshape(-1) for v in b]),
+            )
+
+        return jax.jit(run, compiler_options=COMPILER_OPTIONS)
+
+    key = ("relu-root", id(fn), tuple(shape), tuple(map(tuple, relu_shapes)), rows, n_args)
+    return _keep(_COMPILED, key, fn, build)
+
+
+def beta_bounder(
+    fn, shape, relu_shapes, *, batch: int, rows: int, n_args: int, use_beta: bool = True
+):
+    """Jitted beta-CROWN over a batch of ReLU-split domains:
+
+    `(lo (B, n), hi (B, n), splits (B, s) int8, relu_lo (B, s), relu_hi (B, s), alpha (B, R, s),
+    beta (B, R, s), iters, spec, args) -> (lower (B, R), alpha, beta, used_lo (B, s), used_hi (B, s),
+    scores (B, R, s), corners (B, R, n))`
+
+    `relu_lo/hi` must hold over each domain (e.g. `relu_root_bounder` of its case box); `alpha` NaN
+    entries start from CROWN's slopes; `iters` is a runtime count (0: evaluate the given
+    parameters, which reproduces a leaf's bounds from its witness). See `split_bound`.
+    """
+    from ..bounds._crown import split_bound
+
+    g = spec_fn(fn)
+    sizes, offsets = _layout(relu_shapes)
+
+    def unflatten(flat, lead=()):
+        return [
+            flat[..., offsets[k] : offsets[k + 1]].reshape(*lead, *relu_shapes[k])
+            for k in range(len(sizes))
+        ]
+
+    def build():
+        def one(lo, hi, sp, rlo, rhi, alpha, beta, iters, spec, args):
+            tape, in_bounds, opts = _tape_of(g, shape, lo, hi, spec, args)
+            R = spec.shape[0]
+            lam = jnp.eye(R, dtype=jnp.float32)
+            lower, a, b, used, scores, corners = split_bound(
+                tape,
+                in_bounds,
+                opts,
+                lam,
+                relu_bounds=list(zip(unflatten(rlo), unflatten(rhi), strict=True)),
+                splits=[v.astype(jnp.int32) for v in unflatten(sp)],
+                alpha=unflatten(alpha, (R,)),
+                beta=unflatten(beta, (R,)),
+                iters=iters,
+                lr=BETA_LR,
+                use_beta=use_beta,
+            )
+
+            def flat(vs, lead=()):
+                return jnp.concatenate([v.reshape(*lead, -1) for v in vs], axis=-1)
+
+            return (
+                lower,
+                flat(a, (R,)),
+                flat(b, (R,)),
+                flat([u[0] for u in used]),
+                flat([u[1] for u in used]),
+                flat(scores, (R,)),
+                corners.reshape(R, -1),
+            )
+
+        def run(lo, hi, sp, rlo, rhi, alpha, beta, iters, spec, args):
+            return jax.vmap(one, in_axes=(0, 0, 0, 0, 0, 0, 0, None, None, None))(
+                lo, hi, sp, rlo, rhi, alpha, beta, iters, spec, args
+            )
+
+        return jax.jit(run, compiler_options=COMPILER_OPTIONS)
+
+    key = (
+        "beta",
+        id(fn),
+        tuple(shape),
+        tuple(map(tuple, relu_shapes)),
+        batch,
+        rows,
+        n_args,
+        use_beta,
+    )
+    return _keep(_COMPILED, key, fn, build)

@@ -212,6 +212,7 @@ def run_instances(
         budget = timeout if timeout is not None else t
         t0 = time.monotonic()
         error = ""
+        domains = 0
         try:
             res = run_one(
                 onnx,
@@ -223,6 +224,7 @@ def run_instances(
                 progress=False,
             )
             verdict = res.verdict
+            domains = int(res.stats.get("domains", 0))
         except (TljaxError, OSError) as err:
             verdict, error = "error", str(err).splitlines()[0]
         elapsed = time.monotonic() - t0
@@ -236,10 +238,11 @@ def run_instances(
             "expected": exp or "",
             "match": judge(verdict, exp),
             "error": error,
+            "domains": domains,
         }
         records.append(rec)
         log(
-            f"{i:4d}  {rec['onnx'][:40]:40s} {rec['vnnlib'][:22]:22s} {verdict:8s} {elapsed:8.2f}s  {rec['expected']:8s} {rec['match']}{'  ' + error if error else ''}"
+            f"{i:4d}  {rec['onnx'][:40]:40s} {rec['vnnlib'][:22]:22s} {verdict:8s} {elapsed:8.2f}s  {rec['expected']:8s} {rec['match']:8s} {domains:7d}{'  ' + error if error else ''}"
         )
     return records
 
@@ -258,7 +261,12 @@ def summary(records) -> dict:
         if records
         else float("nan"),
         "errors": sum(r["verdict"] == "error" for r in records),
+        "verdicts": {v: sum(r["verdict"] == v for r in records) for v in _VERDICTS},
+        "total_time": sum(r["time"] for r in records),
     }
+
+
+_VERDICTS = ("unsat", "sat", "unknown", "timeout", "error")
 
 
 def main_run_instances(argv: list[str] | None = None) -> int:
@@ -279,7 +287,7 @@ def main_run_instances(argv: list[str] | None = None) -> int:
     if args.limit is not None:
         rows = rows[: args.limit]
     print(
-        f"{'#':>4s}  {'network':40s} {'property':22s} {'verdict':8s} {'time':>9s}  {'expected':8s} match"
+        f"{'#':>4s}  {'network':40s} {'property':22s} {'verdict':8s} {'time':>9s}  {'expected':8s} {'match':8s} domains"
     )
     records = run_instances(
         rows,

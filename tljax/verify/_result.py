@@ -27,6 +27,9 @@ class GroupLeaves:
       method: per leaf, the bound method that produced `bounds`.
       bound_certificates: per leaf, the `tljax.bound(..., certificate=True)` certificate, or None
         when they were not requested (or the bounds package does not provide them yet).
+      witness: for "beta-crown" leaves, the parameters that produced `bounds`: `(alpha, beta)`
+        float16 arrays (N, R, s) (NaN rows for other leaves), or None. With the case box's ReLU
+        input bounds (recomputed), they reproduce the bounds exactly (`check(rebound=True)`).
     """
 
     group: Group
@@ -37,6 +40,7 @@ class GroupLeaves:
     bounds: np.ndarray
     method: tuple
     bound_certificates: tuple | None = None
+    witness: tuple | None = None
 
     def __len__(self) -> int:
         return int(self.case.shape[0])
@@ -178,11 +182,41 @@ def _rebound(leaves: GroupLeaves, fn, args, shape, batch_size) -> str | None:
     methods = np.asarray(leaves.method)
     for method in sorted(set(leaves.method)):
         idx = np.flatnonzero(methods == method)
+        if method == "beta-crown":
+            why = _rebound_beta(leaves, idx, fn, args, shape, batch_size, lower_all)
+            if why is not None:
+                return why
+            continue
         if leaves.splits.shape[1] == 0:
-            bd = input_split_bounder(
-                fn, shape, method=method, batch=batch_size, rows=rows, n_args=len(args)
-            )
+            # The search's program also computes its branching score ("unstable"); with or
+            # without it the bounds are sound, but each leaf's are reproduced bit for bit by the
+            # program that made them: each leaf keeps the best of both.
             arrays = attack_arrays(g)
+            lower_all[idx] = -np.inf
+            todo = idx
+            for spread in (False, True):
+                bd = input_split_bounder(
+                    fn,
+                    shape,
+                    method=method,
+                    batch=batch_size,
+                    rows=rows,
+                    n_args=len(args),
+                    spread=spread,
+                )
+                for s in range(0, todo.size, batch_size):
+                    part = todo[s : s + batch_size]
+                    lo32, hi32 = f32_outward(leaves.lower[part], leaves.upper[part])
+                    pad = batch_size - part.size
+                    if pad:
+                        lo32 = np.concatenate([lo32, np.repeat(lo32[:1], pad, 0)])
+                        hi32 = np.concatenate([hi32, np.repeat(hi32[:1], pad, 0)])
+                    out = bd(jnp.asarray(lo32), jnp.asarray(hi32), *arrays, tuple(args))[0]
+                    lower_all[part] = np.maximum(lower_all[part], np.asarray(out)[: part.size])
+                todo = idx[~(g.margins(lower_all[idx].astype(np.float64)) > 0)]
+                if not todo.size:
+                    break
+            continue
         else:
             from ..bounds import Box, relu_shapes
 
@@ -213,22 +247,118 @@ def _rebound(leaves: GroupLeaves, fn, args, shape, batch_size) -> str | None:
                 lo32 = np.concatenate([lo32, np.repeat(lo32[:1], pad, 0)])
                 hi32 = np.concatenate([hi32, np.repeat(hi32[:1], pad, 0)])
                 sp = np.concatenate([sp, np.repeat(sp[:1], pad, 0)])
-            if leaves.splits.shape[1] == 0:
-                out = bd(jnp.asarray(lo32), jnp.asarray(hi32), *arrays, tuple(args))[0]
-            else:
-                out = bd(
-                    jnp.asarray(lo32),
-                    jnp.asarray(hi32),
-                    jnp.asarray(sp, jnp.int8),
-                    jnp.asarray(g.spec),
-                    tuple(args),
-                )[0]
+            out = bd(
+                jnp.asarray(lo32),
+                jnp.asarray(hi32),
+                jnp.asarray(sp, jnp.int8),
+                jnp.asarray(g.spec),
+                tuple(args),
+            )[0]
             lower_all[part] = np.asarray(out)[: part.size]
     margins = g.margins(lower_all.astype(np.float64))
     bad = np.flatnonzero(~(margins > 0))
     if bad.size:
         return f"recomputed bounds do not rule out {bad.size} leaves (first: leaf {int(bad[0])}, margin {float(margins[bad[0]])!r})"
     return None
+
+
+def _rebound_beta(leaves: GroupLeaves, idx, fn, args, shape, batch_size, lower_all) -> str | None:
+    """Recomputes beta-CROWN leaves: each case box's ReLU input bounds from scratch, then every
+    leaf's bounds at its witness parameters (no optimisation); fills `lower_all[idx]`."""
+    import jax.numpy as jnp
+
+    from ..bounds import Box, relu_shapes
+    from ._bounder import relu_root_bounder
+    from ._spec import f32_outward
+
+    if leaves.witness is None:
+        return "beta-crown leaves carry no witness parameters to recompute their bounds from"
+    g = leaves.group
+    rows = g.spec.shape[0]
+    spec = jnp.asarray(g.spec)
+    lo0, hi0 = f32_outward(*g.boxes[0])
+    shapes = relu_shapes(
+        fn, Box(jnp.asarray(lo0).reshape(shape), jnp.asarray(hi0).reshape(shape)), *args
+    )
+    root = relu_root_bounder(fn, shape, shapes, rows=rows, n_args=len(args))
+    rb = []
+    for blo, bhi in g.boxes:
+        lo32, hi32 = f32_outward(blo, bhi)
+        rlo, rhi = root(jnp.asarray(lo32), jnp.asarray(hi32), spec, tuple(args))
+        rb.append((np.asarray(rlo, np.float32), np.asarray(rhi, np.float32)))
+    where = {c: k for k, c in enumerate(g.cases)}
+    box_of = np.asarray([where[int(c)] for c in leaves.case])
+    alpha, beta = leaves.witness
+    if np.any(np.isnan(alpha[idx])) or np.any(np.isnan(beta[idx])):
+        return "a beta-crown leaf has no witness parameters"
+    # The search bounds domains with two compiled batch sizes; a leaf's bounds are reproduced
+    # bit for bit by the program that made them. Every program is sound, so each leaf keeps the
+    # best of the small-batch program and, where that does not rule it out, the large one.
+    from ._bab import BETA_SMALL_BATCH
+
+    lower_all[idx] = -np.inf
+    todo = idx
+    for size in sorted({min(BETA_SMALL_BATCH, batch_size), batch_size}):
+        _beta_batches(
+            leaves,
+            todo,
+            fn,
+            args,
+            shape,
+            shapes,
+            size,
+            rows,
+            spec,
+            rb,
+            box_of,
+            alpha,
+            beta,
+            lower_all,
+        )
+        todo = idx[~(leaves.group.margins(lower_all[idx].astype(np.float64)) > 0)]
+        if not todo.size:
+            break
+    return None
+
+
+def _beta_batches(
+    leaves, idx, fn, args, shape, shapes, size, rows, spec, rb, box_of, alpha, beta, out
+):
+    """`out[idx] = max(out[idx], bounds at the witnesses)` with the `size`-batch program."""
+    import jax.numpy as jnp
+
+    from ._bounder import beta_bounder
+    from ._spec import f32_outward
+
+    bd = beta_bounder(fn, shape, shapes, batch=size, rows=rows, n_args=len(args))
+    for s in range(0, idx.size, size):
+        part = idx[s : s + size]
+        lo32, hi32 = f32_outward(leaves.lower[part], leaves.upper[part])
+        arrays = [
+            lo32,
+            hi32,
+            leaves.splits[part],
+            np.stack([rb[k][0] for k in box_of[part]]),
+            np.stack([rb[k][1] for k in box_of[part]]),
+            np.asarray(alpha[part], np.float32),
+            np.asarray(beta[part], np.float32),
+        ]
+        pad = size - part.size
+        if pad:
+            arrays = [np.concatenate([a, np.repeat(a[:1], pad, 0)]) for a in arrays]
+        got = bd(
+            jnp.asarray(arrays[0]),
+            jnp.asarray(arrays[1]),
+            jnp.asarray(arrays[2], jnp.int8),
+            jnp.asarray(arrays[3]),
+            jnp.asarray(arrays[4]),
+            jnp.asarray(arrays[5]),
+            jnp.asarray(arrays[6]),
+            jnp.asarray(0, jnp.int32),
+            spec,
+            tuple(args),
+        )[0]
+        out[part] = np.maximum(out[part], np.asarray(got)[: part.size])
 
 
 def _check_bound_certificates(leaves: GroupLeaves, fn, args) -> str | None:
