@@ -183,6 +183,21 @@ def test_compare_walks_into_the_kernel(k_shift, xw):
     assert "dot_general" in text and "tanh" in text
 
 
+def test_compare_states_the_contract_its_reference_numbers_rest_on(k_shift, xw):
+    """"reference" runs the CPU implementation (reference + SHIFT), exact walks the reference:
+    the measured error is the implementation's deviation, and the comparison names the kernel."""
+    res = tljax.compare(k_shift, *xw, semantics=["reference"])
+    [c] = res.kernel_contracts
+    assert c.name == "dense" and c.implementations == ("cpu",)
+    err = res.outputs[0].stats["reference"].max_abs
+    assert 0.5 * SHIFT < err < 2 * SHIFT
+    text = str(res)
+    assert "kernels:" in text and "dense" in text
+    plain = tljax.compare(dense, *xw, semantics=["reference"])
+    assert plain.kernel_contracts == () and "kernels:" not in str(plain)
+    assert plain.outputs[0].stats["reference"].max_abs < 0.1 * SHIFT
+
+
 # ----------------------------------------------------------------------------------------------
 # Differentiation and batching.
 

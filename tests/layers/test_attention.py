@@ -272,6 +272,63 @@ def test_flash_attention_layer_equals_function():
     np.testing.assert_array_equal(a, b)
 
 
+def _kernel_eqns(fn, *args):
+    import tljax
+    from tljax.core import _kernel
+
+    g = tljax.trace(fn, *args)
+    return [e for e in tljax.core.iter_eqns(g.jaxpr) if e.primitive is _kernel.kernel_p]
+
+
+def test_flash_attention_layer_is_one_kernel_whose_semantics_see_the_tiled_reference():
+    import tljax
+
+    q, k, v = qkv(B=1, T=5, S=7, N=2, K=2, H=4)
+    layer = tl.FlashAttention(block_q=2, block_k=3, is_causal=True)
+    plain = tl.FlashAttention(block_q=2, block_k=3, is_causal=True, fused=False)
+    assert len(_kernel_eqns(layer, q, k, v)) == 1
+    assert _kernel_eqns(plain, q, k, v) == []
+    [c] = tljax.kernel_contracts((layer, q, k, v))
+    assert c.name == "FlashAttention" and c.implementations == ("gpu",)
+    # On CPU the kernel lowers to its reference, the tiled algorithm.
+    np.testing.assert_allclose(jax.jit(layer)(q, k, v), jax.jit(plain)(q, k, v), atol=1e-6)
+    # Exact semantics walk the reference inside the kernel: the same rationals as without it.
+    small = tuple(x[:, :3, :1, :2] for x in (q, k, v))
+    ex_k = tljax.evaluate(layer, *small, semantics="exact")
+    ex_p = tljax.evaluate(plain, *small, semantics="exact")
+    np.testing.assert_array_equal(tljax.exact_to_float(ex_k), tljax.exact_to_float(ex_p))
+    # A mask is not part of the kernel's signature: the layer then calls flash_attention.
+    mask = jnp.ones((1, 2, 5, 7), bool)
+    assert _kernel_eqns(lambda *a: layer(*a, mask=mask), q, k, v) == []
+
+
+def test_bounds_through_the_flash_attention_kernel_contain_its_outputs():
+    import tljax
+
+    q, k, v = qkv(B=1, T=3, S=4, N=1, K=1, H=2, seed=5)
+    layer = tl.FlashAttention(block_q=2, block_k=3)
+    box = tljax.Box(q - 0.05, q + 0.05)
+    b = tljax.bound(layer, box, k, v, method="crown")
+    pts = np.random.default_rng(0).uniform(box.lower, box.upper, (2000, *q.shape))
+    ys = np.asarray(jax.jit(jax.vmap(lambda x: layer(x, k, v)))(jnp.asarray(pts, jnp.float32)))
+    assert np.all(np.asarray(b.lower) <= ys) and np.all(ys <= np.asarray(b.upper))
+    w = np.asarray(b.upper - b.lower)
+    assert w.max() < 1.0  # a real bound, not a vacuous one (outputs are O(1) averages of v)
+
+
+@pytest.mark.gpu
+def test_gpu_flash_attention_layer_compiles_to_cudnn_for_bf16():
+    dev = jax.devices("gpu")[0]
+    q, k, v = (jax.device_put(x.astype(jnp.bfloat16), dev) for x in qkv(B=2, T=128, S=128, H=64))
+    layer = tl.FlashAttention(is_causal=True)
+    hlo = jax.jit(layer).lower(q, k, v).compile().as_text()
+    assert "cudnn" in hlo.lower()
+    ref = tl.FlashAttention(is_causal=True, fused=False)
+    got = jax.jit(layer)(q, k, v).astype(jnp.float32)
+    want = jax.jit(ref)(*(x.astype(jnp.float32) for x in (q, k, v)))
+    np.testing.assert_allclose(got, want, atol=2e-2, rtol=2e-2)
+
+
 def _mha_pair():
     ours = tl.MultiheadAttention(16, 4, key=jax.random.key(0))
     ref = eqx.nn.MultiheadAttention(

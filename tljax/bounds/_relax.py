@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _float_model as fm
-from ._tape import STRUCTURAL, Node, TapeEqn, apply_affine, terms
+from ._tape import STRUCTURAL, Node, TapeEqn, apply_affine, bind_prim, terms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,12 +181,44 @@ def ibp_concretize(e: TapeEqn, in_bounds: list, opts: Options):
 def ibp_eqn(e: TapeEqn, bounds: dict, opts: Options):
     ins = [bounds[n.id] for n in e.node_inputs]
     if e.kind == "affine":
-        return ibp_affine(e, ins, opts)
-    if e.kind == "unary":
-        return ibp_unary(e.fn, *ins[0], opts)
-    if e.kind == "mul":
-        return ibp_mul(ins[0], ins[1], opts)
-    return ibp_concretize(e, ins, opts)
+        lo, hi = ibp_affine(e, ins, opts)
+    elif e.kind == "unary":
+        lo, hi = ibp_unary(e.fn, *ins[0], opts)
+    elif e.kind == "mul":
+        lo, hi = ibp_mul(ins[0], ins[1], opts)
+    else:
+        lo, hi = ibp_concretize(e, ins, opts)
+    if e.hint:
+        lo, hi = _intersect_hint(e, bounds, lo, hi, opts)
+    return lo, hi
+
+
+def _intersect_hint(e: TapeEqn, bounds: dict, lo, hi, opts: Options):
+    """Intersects with what `e.hint` says about the program's value (see `TapeEqn`).
+
+    monotone: the program computes the max/min exactly, so applying it to the lower and to the
+    upper input bounds encloses the result exactly.
+    nonpos: `x - y` with `y >= x` in the program. Rounded subtraction of such values is still
+    `<= 0`, but the program may contract the subtraction with the operation that produced `x`
+    (an FMA on the unrounded `x`), so the float-sound cap is the subtraction's own rounding
+    allowance, as `ibp_affine` counts it, not 0.
+    """
+    if e.hint[0] == "nonpos":
+        cap = jnp.zeros_like(hi)
+        if opts.float_sound:
+            mag = sum(node_abs_max(bounds[n.id]) for n in e.node_inputs)
+            u = fm.unit(hi.dtype)
+            g = fm.gamma(2, u)
+            cap = (g + opts.program.rel(1)) * (1.0 + g) * mag
+            cap = fm.up(fm.inflate(cap, 8.0) + 3 * (fm.tiny(hi.dtype) + opts.program.eta))
+        return lo, jnp.where(e.hint[1], jnp.minimum(hi, cap), hi)
+    _, prim, params, inputs = e.hint
+
+    def at(end):
+        vals = [bounds[x.id][end] if isinstance(x, Node) else x for x in inputs]
+        return jnp.broadcast_to(bind_prim(prim, params, vals), e.out.shape)
+
+    return jnp.maximum(lo, at(0)), jnp.minimum(hi, at(1))
 
 
 # ----------------------------------------------------------------------------------------------

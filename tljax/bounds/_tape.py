@@ -15,10 +15,18 @@ index arithmetic and constant subgraphs need no rules. Each recorded equation is
 Some primitives are rewritten while recording into these kinds (max(x, y) = y + relu(x - y),
 x / y = x * recip(y), dot_general of two nodes = broadcast, mul and sum, reduce_max = a tree of
 pairwise max), so every rule below is small and checkable.
+
+Values computed from constants alone stay known numbers while recording, also inside `bound`'s
+jit (the scan carries and masks of a tiled attention): a `where` with such a predicate that
+picks one case everywhere records nothing, and equations no output depends on are pruned.
+Interval facts that the equations alone hide are attached as hints (`TapeEqn.hint`): the exact
+hull of a max/min rewrite, and `x - max(..x..) <= 0`. After recording, `stop_gradient`ed running
+maxima may become intervals (`_stop_stabilizers`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools as ft
 import math
@@ -68,6 +76,15 @@ class TapeEqn:
       out: the output node.
       fn: the unary function's name ("relu", "exp", ...), for kind "unary".
       eqn, path: the jaxpr equation and walker path it came from (for error locations).
+      hint: a fact about `out` that interval rules intersect with, because interval arithmetic
+        on the equation alone cannot see it:
+        ``("monotone", prim, params, inputs)``: `out` is recorded as a rewrite of `prim` (max as
+        ``b + relu(a - b)``, reduce_max as a tree of those, ...), which the program computes
+        exactly and which is nondecreasing in every input, so `out` lies between `prim` of the
+        lower and of the upper input bounds: the exact hull, e.g. ``[max(lo_a, lo_b),
+        max(hi_a, hi_b)]``, where interval arithmetic on the rewrite counts `b` twice;
+        ``("nonpos", where)``: `out = x - y` where the program's `y` is a maximum over a set
+        containing `x` (``s - max(s)`` in a softmax): `out <= 0` at the positions `where`.
     """
 
     kind: str
@@ -78,6 +95,7 @@ class TapeEqn:
     fn: str = ""
     eqn: Any = None
     path: tuple = ()
+    hint: tuple = ()
 
     @property
     def node_inputs(self) -> list[Node]:
@@ -97,6 +115,9 @@ class Tape:
         self.nodes: list[Node] = []
         self.inputs: list[Node] = []
         self.outputs: list = []
+        # node id -> (primitive, params, inputs, eqn, path): the node is that max/min-like
+        # primitive of `inputs`, recorded as a ReLU rewrite (see `_intervals_for_cut_maxima`).
+        self.alts: dict[int, tuple] = {}
 
     def new_node(self, shape, dtype) -> Node:
         n = Node(len(self.nodes), shape, dtype, len(self.eqns))
@@ -320,7 +341,6 @@ def _relu_node(ctx, x):
 
 
 def _max(ctx, a, b):
-    tape = _tape(ctx)
     if not isinstance(a, Node):
         a, b = b, a
     if not isinstance(b, Node):
@@ -329,12 +349,12 @@ def _max(ctx, a, b):
             return _sub_walk(ctx, lambda x: x + jnp.zeros(ctx.out_avals[0].shape, x.dtype), a)
         if c is not None and np.all(c == 0) and tuple(a.shape) == tuple(ctx.out_avals[0].shape):
             return _relu_node(ctx, a)
-    del tape
     # max(a, b) = b + relu(a - b)
     shape = ctx.out_avals[0].shape
     d = _sub_walk(ctx, lambda x, y: jnp.broadcast_to(x - y, shape), a, b)
     r = _relu_node(ctx, d)
-    return _sub_walk(ctx, lambda y, z: jnp.broadcast_to(y, shape) + z, b, r)
+    out = _sub_walk(ctx, lambda y, z: jnp.broadcast_to(y, shape) + z, b, r)
+    return _with_alt(ctx, out, [a, b])
 
 
 def _min(ctx, a, b):
@@ -342,7 +362,127 @@ def _min(ctx, a, b):
     shape = ctx.out_avals[0].shape
     d = _sub_walk(ctx, lambda x, y: jnp.broadcast_to(x - y, shape), a, b)
     r = _relu_node(ctx, d)
-    return _sub_walk(ctx, lambda x, z: jnp.broadcast_to(x, shape) - z, a, r)
+    out = _sub_walk(ctx, lambda x, z: jnp.broadcast_to(x, shape) - z, a, r)
+    return _with_alt(ctx, out, [a, b])
+
+
+def _with_alt(ctx, out, inputs):
+    """Remembers that `out`, recorded as a rewrite, is `ctx`'s primitive (max, min, reduce_max,
+    reduce_min: exact in float and nondecreasing in every input) applied to `inputs`: as an
+    interval hint, and as the alternative equation `_intervals_for_cut_maxima` may use."""
+    if isinstance(out, Node) and out.eqn_index is not None and all(out is not v for v in inputs):
+        tape = _tape(ctx)
+        params = dict(ctx.eqn.params)
+        tape.alts[out.id] = (ctx.primitive, params, list(inputs), ctx.eqn, ctx.path)
+        tape.eqns[out.eqn_index].hint = ("monotone", ctx.primitive, params, list(inputs))
+    return out
+
+
+def _add(ctx, a, b, **params):
+    # x + 0 (a running sum's first block, a zero bias) is x exactly: no node, no refinement.
+    for x, c in ((a, b), (b, a)):
+        if isinstance(x, Node) and x.shape == tuple(ctx.out_avals[0].shape) and _is_zero(c):
+            return x
+    return _record_affine(ctx, a, b, **params)
+
+
+def _is_zero(v) -> bool:
+    c = _known(v)
+    return c is not None and c.size > 0 and not np.any(c)
+
+
+def _sub(ctx, a, b, **params):
+    if isinstance(a, Node) and a.shape == tuple(ctx.out_avals[0].shape) and _is_zero(b):
+        return a
+    out = _record_affine(ctx, a, b, **params)
+    if (
+        isinstance(a, Node)
+        and isinstance(b, Node)
+        and a.shape == out.shape
+        and a.size <= _DOM_MAX
+        and len(b.shape) == len(a.shape)
+    ):
+        # `b` may have size-1 axes that the subtraction broadcasts.
+        tape = _tape(ctx)
+        mp = np.broadcast_to(np.arange(b.size).reshape(b.shape), a.shape).reshape(-1)
+        proven = _dominated(tape, b, mp, a, 0)
+        if proven is not None and proven.any():
+            tape.eqns[out.eqn_index].hint = ("nonpos", proven.reshape(a.shape))
+    return out
+
+
+_DOM_MAX = 1 << 22  # elements; index maps are evaluated on concrete integer arrays
+_INDEX_MAPS = frozenset(
+    [
+        P.reshape_p,
+        P.broadcast_in_dim_p,
+        P.transpose_p,
+        P.squeeze_p,
+        P.copy_p,
+        compat.stop_gradient_p,
+    ]
+)
+
+
+def _dominated(tape: Tape, node: Node, mp: np.ndarray, x: Node, depth: int) -> np.ndarray | None:
+    """Where `node[mp[i]] >= x[i]` holds in the program (flat index arrays over `x`), proven
+    from the max/min rewrites (`Tape.alts`): `max(a, b) >= a`, `reduce_max(v) >= v` along the
+    reduced axes, and through index maps (reshapes, broadcasts, stop_gradient) and `where` with
+    a known predicate. None where nothing is proven."""
+    if depth > 16:
+        return None
+    if node.id == x.id:
+        return mp == np.arange(x.size)
+    alt = tape.alts.get(node.id)
+    if alt is not None:
+        prim, params, inputs, _, _ = alt
+        if prim is P.reduce_max_p:
+            v = inputs[0]
+            if not (isinstance(v, Node) and v.id == x.id):
+                return None
+            axes = tuple(params["axes"])
+            keep = [d for d in range(len(v.shape)) if d not in axes]
+            coords = np.indices(v.shape).reshape(len(v.shape), -1)
+            group = (
+                np.ravel_multi_index([coords[d] for d in keep], [v.shape[d] for d in keep])
+                if keep
+                else np.zeros(v.size, np.int64)
+            )
+            return mp == group
+        if prim is P.max_p:
+            proven = None
+            for a in inputs:
+                if isinstance(a, Node) and a.shape == node.shape:
+                    p = _dominated(tape, a, mp, x, depth + 1)
+                    if p is not None:
+                        proven = p if proven is None else proven | p
+            return proven
+        return None
+    if node.eqn_index is None:
+        return None
+    e = tape.eqns[node.eqn_index]
+    ins = e.node_inputs
+    if e.kind != "affine":
+        return None
+    if e.prim is P.select_n_p:
+        which = _known(e.inputs[0])
+        if which is None or not all(
+            isinstance(c, Node) and c.shape == node.shape for c in e.inputs[1:]
+        ):
+            return None
+        which = np.broadcast_to(which, node.shape).reshape(-1)[mp]
+        proven = np.zeros(x.size, bool)
+        for k, c in enumerate(e.inputs[1:]):
+            p = _dominated(tape, c, mp, x, depth + 1)
+            if p is not None:
+                proven |= p & (which == k)
+        return proven
+    if e.prim not in _INDEX_MAPS or len(ins) != 1 or len(e.inputs) != 1:
+        return None
+    src = ins[0]
+    idx = jnp.arange(src.size, dtype=jnp.int32).reshape(src.shape)
+    m2 = np.asarray(apply_affine(e, [idx])).reshape(-1)
+    return _dominated(tape, src, m2[mp], x, depth + 1)
 
 
 def _mul(ctx, a, b, **params):
@@ -405,11 +545,11 @@ def _reduce_max(ctx, x, *, axes, **params):
             v = jnp.concatenate([m, v[..., 2 * h :]], axis=-1) if n % 2 else m
         return v[..., 0]
 
-    return _sub_walk(ctx, f, x)
+    return _with_alt(ctx, _sub_walk(ctx, f, x), [x])
 
 
 def _reduce_min(ctx, x, *, axes, **params):
-    return _sub_walk(ctx, lambda v: -jnp.max(-v, axis=axes), x)
+    return _with_alt(ctx, _sub_walk(ctx, lambda v: -jnp.max(-v, axis=axes), x), [x])
 
 
 def _integer_pow(ctx, x, *, y):
@@ -458,13 +598,33 @@ def _compare(ctx, a, b, **params):
 
 def _select_n(ctx, pred, *cases, **params):
     if isinstance(pred, Node):
+        # Unreachable while comparisons of nodes are refused (`_compare`): a boolean node has no
+        # rule. Refuse rather than guess which case the program takes.
         raise UnsupportedPrimitiveError(
             f"select_n (jnp.where) with a predicate that depends on the bounded input\n  {ctx.where()}\n"
             "  Write the selection as max/min/abs (supported), or split the box."
         )
     if not any(isinstance(c, Node) for c in cases):
         return jnp.asarray(bind_prim(ctx.primitive, params, [pred, *cases]))
+    # A concrete predicate that picks the same case everywhere (the `seen` flag of an online
+    # softmax after its first block, an all-True mask tile): that case, nothing recorded, so the
+    # other case's equations stay dead and are pruned.
+    idx = _known(pred)
+    if idx is not None and idx.size and np.all(idx == idx.flat[0]):
+        chosen = cases[int(np.clip(int(idx.flat[0]), 0, len(cases) - 1))]
+        if tuple(np.shape(chosen)) == tuple(ctx.out_avals[0].shape):
+            return chosen
     return _record_affine(ctx, pred, *cases, **params)
+
+
+def _known(v) -> np.ndarray | None:
+    """`v` as a numpy array when its value is known while recording (not a node, not traced)."""
+    if isinstance(v, Node | jax.core.Tracer):
+        return None
+    try:
+        return np.asarray(v)
+    except Exception:  # noqa: BLE001 - anything that is not an array value
+        return None
 
 
 def _convert(ctx, x, *, new_dtype, **params):
@@ -524,6 +684,9 @@ RECORD_RULES: dict = {p: _record_affine for p in STRUCTURAL | SUMS}
 RECORD_RULES.update({p: _record_unary(fn) for p, fn in UNARY_FNS.items()})
 RECORD_RULES.update(
     {
+        P.add_p: _add,
+        compat.add_any_p: _add,
+        P.sub_p: _sub,
         P.mul_p: _mul,
         P.div_p: _div,
         P.dot_general_p: _dot_general,
@@ -555,17 +718,36 @@ def _unsupported_default(ctx, *invals, **params):
     raise unsupported(ctx.semantics, ctx.eqn, ctx.path)
 
 
+def _staged():
+    """A context in which JAX stages operations again inside `record_graph`'s eager context
+    (JAX's own `eager_constant_folding` switch, sniffed: it is not public API)."""
+    try:
+        from jax._src import config as jax_config
+    except ImportError:  # pragma: no cover - layout changed: the barrier is then evaluated eagerly
+        return contextlib.nullcontext()
+    state = getattr(jax_config, "eager_constant_folding", None)
+    return state(False) if callable(state) else contextlib.nullcontext()
+
+
 def _lift(value, aval):
     del aval
     # Large constants (weights) go behind an optimization barrier: otherwise XLA constant-folds
-    # the weight-only parts of the backward pass with its slow evaluator at compile time.
+    # the weight-only parts of the backward pass with its slow evaluator at compile time. The
+    # barrier must be staged into the surrounding jit, not evaluated by the eager recording.
     if isinstance(value, np.ndarray | jax.Array) and np.size(value) > 64:
-        return lax.optimization_barrier(jnp.asarray(value))
+        with _staged():
+            return lax.optimization_barrier(jnp.asarray(value))
     return value
 
 
-def record_graph(graph, bounded_mask, concrete_leaves, *, name: str = "crown") -> Tape:
-    """Records `graph`: flat inputs with `bounded_mask[i]` become nodes, the rest are concrete."""
+def record_graph(
+    graph, bounded_mask, concrete_leaves, *, name: str = "crown", stabilizers: str | None = None
+) -> Tape:
+    """Records `graph`: flat inputs with `bounded_mask[i]` become nodes, the rest are concrete.
+
+    stabilizers: which `stop_gradient`ed maxima CROWN treats as free values in their interval
+    ("relax", "chains", "interval"; default `STABILIZERS`), see `_stop_stabilizers`.
+    """
     tape = Tape()
     sem = Semantics(
         name,
@@ -582,5 +764,115 @@ def record_graph(graph, bounded_mask, concrete_leaves, *, name: str = "crown") -
     for aval, bounded in zip(graph.in_avals, bounded_mask, strict=True):
         args.append(tape.input(aval.shape, aval.dtype) if bounded else jnp.asarray(next(it)))
     jaxpr, consts = compat.open_jaxpr(graph.closed_jaxpr)
-    tape.outputs = eval_jaxpr(sem, jaxpr, consts, args)
+    # Recording usually runs inside `bound`'s jit. Values computed from constants alone (masks,
+    # positions, the `seen` flags of a scan carry, a cond index) must stay known numbers there,
+    # not become tracers: rules and the walker branch on them. Values computed from traced
+    # arguments are staged as usual.
+    with jax.ensure_compile_time_eval():
+        tape.outputs = eval_jaxpr(sem, jaxpr, consts, args)
+    _prune(tape)
+    _stop_stabilizers(tape, STABILIZERS if stabilizers is None else stabilizers)
+    while _intervals_for_cut_maxima(tape):
+        _prune(tape)
     return tape
+
+
+STABILIZERS = "chains"
+"""Default of `record_graph(stabilizers=...)`: which `stop_gradient`ed maxima become intervals."""
+
+
+def _stop_stabilizers(tape: Tape, mode: str) -> None:
+    """`stop_gradient` of a running or row maximum becomes a "concretize" equation.
+
+    Softmax, logsumexp and the online softmax subtract `m = stop_gradient(max(...))` only to
+    keep `exp` in range: the result does not depend on `m` (exactly for softmax, through
+    `m + log` for logsumexp). Back-substituting through `m` relaxes its max tree of ReLUs from
+    every later bound. That is tight, and cheap for one row max. But the online softmax carries
+    `m` through every key block, each block's max being the max of the previous one and the
+    block's scores: every bound after block t back-substitutes through all t trees, so the bound
+    program grows quadratically with the number of blocks (and alpha-CROWN differentiates all
+    of it). As a "concretize" equation `m` enters CROWN as a free value in its exact interval
+    instead, with all its uses summed into one coefficient first; `s - m <= 0` is kept as a hint
+    (`_sub`). That is looser: the correlation between `m` and the scores is lost.
+
+    mode: "relax" cuts nothing; "chains" (default) cuts the maxima of a chain, i.e. a
+    `stop_gradient`ed maximum computed from, or used to compute, another one (the running max of
+    an online softmax over two or more blocks), so a softmax's row max stays relaxed (as tight
+    as without this pass); "interval" cuts every one.
+    Recognised maxima: max/min/reduce_max/reduce_min results, through structural operations
+    whose node operands are all such values (reshapes, broadcasts, `where` between the previous
+    and the new running max).
+    """
+    if mode not in ("relax", "chains", "interval"):
+        raise ValueError(f"stabilizers must be 'relax', 'chains' or 'interval', got {mode!r}")
+    if mode == "relax":
+        return
+    # For each value made of maxima: the stop_gradient outputs it is computed from.
+    sources: dict[int, frozenset] = {}
+    stops = []  # (equation, sources of its input)
+    for e in tape.eqns:
+        ins = e.node_inputs
+        if e.out.id in tape.alts:
+            alt_ins = [n for n in tape.alts[e.out.id][2] if isinstance(n, Node)]
+            sources[e.out.id] = frozenset().union(
+                *(sources.get(n.id, frozenset()) for n in alt_ins)
+            )
+        elif (
+            e.kind == "affine"
+            and e.prim in STRUCTURAL
+            and ins
+            and all(n.id in sources for n in ins)
+        ):
+            src = frozenset().union(*(sources[n.id] for n in ins))
+            if e.prim is compat.stop_gradient_p:
+                stops.append((e, src))
+                src = frozenset([e.out.id])
+            sources[e.out.id] = src
+    feeding = frozenset().union(*(src for _, src in stops))
+    for e, src in stops:
+        if mode == "interval" or src or e.out.id in feeding:
+            e.kind = "concretize"
+
+
+def _intervals_for_cut_maxima(tape: Tape) -> bool:
+    """Replaces each max/min rewrite that no CROWN back-substitution enters (every use is cut
+    by a "concretize" equation) by its primitive as one "concretize" equation: its interval is
+    the same exact hull (`TapeEqn.hint`), and its ReLUs, now dead, cost nothing. Returns whether
+    anything changed."""
+    if not tape.alts:
+        return False
+    # Nodes whose equation a backward pass would transpose: it starts at the outputs and at the
+    # inputs of every relaxed equation, and stops at "concretize" equations.
+    entered = {o.id for o in tape.outputs if isinstance(o, Node)}
+    for e in tape.eqns:
+        if e.kind in ("unary", "mul"):
+            entered.update(n.id for n in e.node_inputs)
+    for e in reversed(tape.eqns):
+        if e.out.id in entered and e.kind != "concretize":
+            entered.update(n.id for n in e.node_inputs)
+    changed = False
+    for e in tape.eqns:
+        alt = tape.alts.get(e.out.id)
+        if alt is None or e.out.id in entered:
+            continue
+        prim, params, inputs, eqn, path = tape.alts.pop(e.out.id)
+        k = e.out.eqn_index
+        tape.eqns[k] = TapeEqn("concretize", prim, params, inputs, e.out, "", eqn, path)
+        changed = True
+    return changed
+
+
+def _prune(tape: Tape) -> None:
+    """Drops equations no output depends on (e.g. the branch a concrete `where` did not take,
+    the rescaling of an empty running sum) and renumbers `Node.eqn_index`."""
+    live = {o.id for o in tape.outputs if isinstance(o, Node)}
+    keep = []
+    for e in reversed(tape.eqns):
+        if e.out.id in live:
+            keep.append(e)
+            live.update(n.id for n in e.node_inputs)
+    keep.reverse()
+    for k, e in enumerate(keep):
+        e.out.eqn_index = k
+    tape.eqns = keep
+    tape.nodes = [n for n in tape.nodes if n.eqn_index is None or n.id in live]

@@ -24,6 +24,7 @@ import numpy as np
 from ..core import _jaxpr_compat as compat
 from ..core._errors import InputError
 from ..core._graph import Graph, trace
+from ..core._kernel import kernel_contracts
 from ..core._semantics import Semantics
 from ..core._walker import HIGHER_ORDER, eval_closed
 from . import _exact_values as ev
@@ -106,7 +107,9 @@ class Comparison:
     """Result of `compare`: output rows, optional equation rows, and failures.
 
     `str(comparison)` is a readable table; `first_divergence(name, ulp)` finds the first equation
-    whose error exceeds a threshold.
+    whose error exceeds a threshold. `kernel_contracts` lists the `tljax.kernel`s of the graph:
+    exact and emulated semantics walk their references, "reference" runs the platform's
+    implementation, so the numbers for those semantics rest on the kernels' contracts.
     """
 
     name: str
@@ -115,6 +118,7 @@ class Comparison:
     outputs: list
     equations: list | None = None
     failures: dict = dataclasses.field(default_factory=dict)
+    kernel_contracts: tuple = ()
 
     def first_divergence(self, semantics: str, ulp: float = 1.0) -> EquationRow | None:
         """The first equation (in evaluation order) whose max ulp error under `semantics` > `ulp`."""
@@ -443,7 +447,9 @@ def compare(
     equations = None
     if per_equation:
         equations = _per_equation(graph, leaves, ex_sem, sems, failures)
-    return Comparison(graph.name, ex_sem.name, tuple(names), rows, equations, failures)
+    return Comparison(
+        graph.name, ex_sem.name, tuple(names), rows, equations, failures, kernel_contracts(graph)
+    )
 
 
 def _per_equation(graph, leaves, ex_sem, sems, failures) -> list:
@@ -529,6 +535,14 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def _contracts_text(contracts) -> str:
+    return (
+        "kernels: exact / emulated semantics walk the references, 'reference' runs the "
+        "implementations:\n"
+        + "\n".join("  " + str(c).replace("\n", "\n  ") for c in contracts)
+    )
+
+
 def format_comparison(c: Comparison, max_equations: int = 60) -> str:
     head = (
         f"compare {c.name!r} against {c.exact!r} (errors computed exactly, shown rounded; "
@@ -574,6 +588,8 @@ def format_comparison(c: Comparison, max_equations: int = 60) -> str:
             parts.append(f"... {len(c.equations) - max_equations} more equations (see .equations)")
     for name, msg in c.failures.items():
         parts.append(f"semantics {name!r} failed: {msg.splitlines()[0]}")
+    if c.kernel_contracts:
+        parts.append(_contracts_text(c.kernel_contracts))
     return "\n".join(parts)
 
 

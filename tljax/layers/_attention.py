@@ -12,14 +12,17 @@ average of the values there (it masks with a large negative number); everywhere 
 agree with it to float tolerance.
 
 **No infinities.** Neither path uses `-inf` or NaN: masked scores are replaced by a neutral
-finite value with `select_n` before the max, and `exp` is only applied to selected differences
-that are `<= 0`. So on integer scores with `exp=lambda x: 2.0 ** x`, every operation is exact
-rational arithmetic and the flash and standard paths agree exactly.
+finite value (the row's first valid score) with `select_n` before the max, and `exp` is only
+applied to selected differences that are `<= 0`. So on integer scores with
+`exp=lambda x: 2.0 ** x`, every operation is exact rational arithmetic and the flash and
+standard paths agree exactly. The differences are taken from the very array the max was taken
+over, so `s - m <= 0` is visible to bound propagation (`tljax.bound`) too.
 """
 
 from __future__ import annotations
 
 import math
+import functools as ft
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +96,15 @@ def _causal(q_pos, k_pos):
     return q_pos[..., :, None] >= k_pos[..., None, :]
 
 
+def _first_valid(s, valid):
+    """The score of each row's first valid key (`s[..., 0]` for a row without one): a neutral
+    element for the masked max that needs no -inf. It is a selection, not a comparison of
+    scores, so the max over a masked row costs no more than over an unmasked one (the row
+    minimum would be a second reduction over the scores)."""
+    first = jnp.argmax(valid, axis=-1, keepdims=True)
+    return jnp.take_along_axis(s, first, axis=-1)
+
+
 # ------------------------------------------------------------------------------------------------
 # Standard path
 # ------------------------------------------------------------------------------------------------
@@ -158,9 +170,8 @@ def _softmax_values(s, valid, v, exp):
         denom = jnp.sum(p, axis=-1, keepdims=True)
         return jnp.einsum("bnts,bsnh->btnh", p, v) / jnp.swapaxes(denom, 1, 2)
     valid = jnp.broadcast_to(valid, s.shape)
-    # The row minimum is a neutral element for the masked max (no -inf needed).
-    fill = jnp.min(s, axis=-1, keepdims=True)
-    m = lax.stop_gradient(jnp.max(jnp.where(valid, s, fill), axis=-1, keepdims=True))
+    s = jnp.where(valid, s, _first_valid(s, valid))
+    m = lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True))
     p = jnp.where(valid, exp(jnp.where(valid, s - m, 0.0)), 0.0)
     denom = jnp.sum(p, axis=-1, keepdims=True)
     any_valid = jnp.any(valid, axis=-1, keepdims=True)
@@ -269,8 +280,8 @@ def flash_attention(
                 valid = real if valid is None else valid & real
             if masked:
                 valid = jnp.broadcast_to(valid, s.shape)
-                fill = jnp.min(s, axis=-1, keepdims=True)
-                blk_max = jnp.max(jnp.where(valid, s, fill), axis=-1)
+                s = jnp.where(valid, s, _first_valid(s, valid))
+                blk_max = jnp.max(s, axis=-1)
                 blk_any = jnp.any(valid, axis=-1)
                 m_new = jnp.where(seen, jnp.where(blk_any, jnp.maximum(m, blk_max), m), blk_max)
             else:
@@ -305,6 +316,14 @@ def flash_attention(
 class FlashAttention(eqx.Module):
     """`flash_attention` as a (parameter-free) layer with fixed tiling and options.
 
+    With `fused=True` (default) and no `bias`/`mask`, the layer is one `tljax.kernel` equation
+    (`tljax.core.attention_kernel`): compiled for a GPU it runs fused attention (cuDNN for
+    bfloat16/float16, XLA's for float32), elsewhere the tiled reference; every tljax semantics
+    (exact, float emulation, bounds) walks the tiled reference, and `tljax.kernel_contracts`
+    lists the contract that links the two. Half-precision inputs are then computed in float32
+    and rounded back, as fused kernels do. `fused=False` (or a bias or mask) calls
+    `flash_attention` directly.
+
     Example:
       >>> import jax.numpy as jnp
       >>> attn = FlashAttention(block_q=4, block_k=4, is_causal=True)
@@ -316,6 +335,7 @@ class FlashAttention(eqx.Module):
     block_k: int = eqx.field(static=True, default=128)
     is_causal: bool = eqx.field(static=True, default=False)
     scale: float | None = eqx.field(static=True, default=None)
+    fused: bool = eqx.field(static=True, default=True)
 
     @named_scope("tljax.layers.FlashAttention")
     def __call__(
@@ -330,6 +350,9 @@ class FlashAttention(eqx.Module):
     ) -> jax.Array:
         """Attend; shapes as `flash_attention` (the PRNG `key` is ignored)."""
         del key
+        if self.fused and bias is None and mask is None:
+            kern = _attention_kernel(self.is_causal, self.scale, self.block_q, self.block_k)
+            return kern(query, key_, value)
         return flash_attention(
             query,
             key_,
@@ -341,6 +364,16 @@ class FlashAttention(eqx.Module):
             is_causal=self.is_causal,
             scale=self.scale,
         )
+
+
+@ft.cache
+def _attention_kernel(is_causal, scale, block_q, block_k):
+    # One Kernel per configuration: evidence from `check_kernel` accumulates on it.
+    from tljax.core import attention_kernel
+
+    return attention_kernel(
+        is_causal=is_causal, scale=scale, block_q=block_q, block_k=block_k, name="FlashAttention"
+    )
 
 
 class MultiheadAttention(eqx.Module):
