@@ -21,8 +21,8 @@ over, so `s - m <= 0` is visible to bound propagation (`tljax.bound`) too.
 
 from __future__ import annotations
 
-import math
 import functools as ft
+import math
 from collections.abc import Callable
 from typing import Any
 
