@@ -10,10 +10,13 @@ the weights are *arguments* of the compiled code. The wrapper is made once per `
 from __future__ import annotations
 
 import functools as ft
+import inspect
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ..bounds import Box, bound
 from ._attack import _objective
@@ -27,6 +30,21 @@ COMPILER_OPTIONS: dict = {}
 _WRAPPERS: dict = {}
 _COMPILED: dict = {}
 _MAX = 64
+
+
+def _batch_jit(run, batch: int, n_batched: int):
+    """`jax.jit(run)`; with several local devices, the first `n_batched` arguments (leading axis
+    = the batch of domains) are split across them and the rest replicated. Domains are
+    independent, so each device bounds its share with no communication, and the results are the
+    unsharded program's. A batch that is not a multiple of the device count runs unsharded."""
+    devices = jax.local_devices()
+    if len(devices) < 2 or batch % len(devices):
+        return jax.jit(run, compiler_options=COMPILER_OPTIONS)
+    mesh = Mesh(np.asarray(devices), ("domains",))
+    split, same = NamedSharding(mesh, P("domains")), NamedSharding(mesh, P())
+    n_args = len(inspect.signature(run).parameters)
+    shardings = (split,) * n_batched + (same,) * (n_args - n_batched)
+    return jax.jit(run, compiler_options=COMPILER_OPTIONS, in_shardings=shardings)
 
 
 def _keep(cache: dict, key, fn, build):
@@ -130,7 +148,7 @@ def input_split_bounder(
                 sp = jax.vmap(spread_one, in_axes=(0, 0, None))(centre, hi - lo, args)
             return lower, v, j, r, sp
 
-        return jax.jit(run, compiler_options=COMPILER_OPTIONS)
+        return _batch_jit(run, batch, 2)
 
     key = ("input", id(fn), tuple(shape), method, batch, rows, n_args, spread)
     return _keep(_COMPILED, key, fn, build)
@@ -185,7 +203,7 @@ def relu_split_bounder(
         def run(lo, hi, splits, spec, args):
             return jax.vmap(one, in_axes=(0, 0, 0, None, None))(lo, hi, splits, spec, args)
 
-        return jax.jit(run, compiler_options=COMPILER_OPTIONS)
+        return _batch_jit(run, batch, 3)
 
     key = ("relu", id(fn), tuple(shape), method, batch, rows, n_args, taps is not None)
     return _keep(_COMPILED, key, fn, build)
@@ -324,7 +342,7 @@ def beta_bounder(
                 lo, hi, sp, rlo, rhi, alpha, beta, iters, spec, args
             )
 
-        return jax.jit(run, compiler_options=COMPILER_OPTIONS)
+        return _batch_jit(run, batch, 7)
 
     key = (
         "beta",
