@@ -232,15 +232,53 @@ def test_wrong_program_rejected(certs):
     assert not r.accepted and "does not match" in r.reason
 
 
-def test_certificate_with_relu_splits_is_refused():
-    import jax
-    import jax.numpy as jnp
+def test_alpha_crown_certificate_with_two_outputs():
+    # the k-th output's slopes are keyed "out{k}" (k > 0) by the producer and the checker alike
+    (w1, b1), (w2, b2) = init(3, [4, 8, 5])
 
-    from tljax.core import InputError
+    def two(x):  # one hidden layer, two heads of different sizes
+        h = jax.nn.relu(w1 @ x + b1)
+        return w2[:3] @ h + b2[:3], w2[3:] @ h + b2[3:]
 
-    with pytest.raises(InputError, match="relu_splits"):
-        tljax.bound(lambda x: jax.nn.relu(x) * 2.0, tljax.Box(jnp.array([1.0]), jnp.array([2.0])),
-                    relu_splits=[jnp.array([-1])], certificate=True)
+    box = tljax.Box.linf(X, EPS)
+    b = tljax.bound(two, box, method="alpha-crown", certificate=True, alpha_iters=3, jit=False)
+    c = b.certificate
+    keys = {k.split(":")[0] for k in c.passes[1]["alphas"]}
+    assert keys == {"out", "out1"}, keys
+    r = check(c, two)
+    assert r.accepted, r.reason
+    assert [a.shape for a in c.lower] == [(3,), (2,)]
+    # the second output's slopes are the ones used for it: out-of-range ones are rejected there
+    k1 = next(k for k in c.passes[1]["alphas"] if k.startswith("out1:"))
+    t = _tamper(c, lambda d: d["passes"][1]["alphas"][k1].fill(1.5))
+    r = check(t, two)
+    assert not r.accepted and "alpha slopes of start out1" in r.reason, r.reason
+
+
+def test_kernel_contracts_are_stated():
+    from tljax.core import _kernel as K
+
+    def relu_affine(x, w, b):
+        return jax.nn.relu(w @ x + b)
+
+    k = K.kernel(relu_affine, implementations={"cpu": relu_affine}, tolerance=1e-6, name="ra")
+    (w1, b1), (w2, b2) = init(4, [4, 6, 2])
+
+    def net(x):
+        return w2 @ k(x, w1, b1) + b2
+
+    box = tljax.Box.linf(X, EPS)
+    b = tljax.bound(net, box, method="crown", certificate=True)
+    (kc,) = b.kernel_contracts
+    assert kc["name"] == "ra" and kc["tolerance"] == {"default": [1e-6, 1e-6]}
+    assert kc["occurrences"] == 1 and kc["implementations"] == ["cpu"]
+    assert kc["evidence"] == [] and kc["unchecked"] == ["cpu"]  # never checked by check_kernel
+    assert b.certificate.kernel_contracts == b.kernel_contracts
+    r = check(b.certificate, net)
+    assert r.accepted and "rests on kernel contracts: ra x1" in r.reason, r.reason
+    assert tljax.bound(net, box, method="ibp").kernel_contracts == b.kernel_contracts
+    plain = tljax.bound(lambda x: mlp(x, PARAMS), box, method="ibp")
+    assert plain.kernel_contracts == []
 
 
 def test_claim_valid_only_for_real_network_rejected():

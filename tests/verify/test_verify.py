@@ -146,30 +146,10 @@ def test_non_product_pairing_only_pairs_listed_disjuncts(tmp_path):
     assert res.check().accepted
 
 
-def _random_mlp(n_in=8, hidden=32, seed=0):
-    rng = np.random.default_rng(seed)
-    w1 = rng.normal(size=(n_in, hidden)) / np.sqrt(n_in)
-    b1 = rng.normal(size=hidden) * 0.1
-    w2 = rng.normal(size=(hidden, 2)) / np.sqrt(hidden)
-    b2 = np.zeros(2)
-    return tuple(jnp.asarray(a, jnp.float32) for a in (w1, b1, w2, b2))
-
-
-def test_relu_splitting_proves_what_the_root_bound_cannot():
-    params = _random_mlp()
-    n = 8
-    lo, hi = -0.5 * np.ones(n), 0.5 * np.ones(n)
-    box = tljax.Box(jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32))
-    c = np.array([[1.0, -1.0]])
-    root = tljax.bound(lambda x: _mlp(x, params), box, spec=c, method="crown")
-    xs = np.random.default_rng(1).uniform(lo, hi, size=(50000, n)).astype(np.float32)
-    ys = np.asarray(jax.vmap(lambda x: _mlp(x, params))(jnp.asarray(xs)))
-    sampled = float(np.max(ys[:, 0] - ys[:, 1]))
-    # unsafe: y0 - y1 >= t, with t between the sampled maximum and CROWN's root upper bound
-    t = sampled + 0.9 * (float(root.upper[0]) - sampled)
-    assert float(root.upper[0]) > t
-    prop = _prop([(lo, hi)], [(-c, np.array([-t]))])
-    res = verify(_mlp, prop, params, split="relu", alpha=False, timeout=60)
+def test_relu_splitting_proves_what_the_root_bound_cannot(relu_split_instance):
+    fn, params, prop, root_upper, t = relu_split_instance
+    assert root_upper > t
+    res = verify(fn, prop, params, split="relu", alpha=False, timeout=60)
     assert res.verdict == "unsat", res.notes
     leaves = res.certificate.groups[0]
     assert len(leaves) > 1 and np.any(leaves.splits != 0)

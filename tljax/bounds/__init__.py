@@ -5,6 +5,7 @@ from ._api import relu_shapes as relu_shapes
 from ._box import Bounds as Bounds
 from ._box import Box as Box
 from ._certificate import Certificate as Certificate
+from ._certificate import SplitParams as SplitParams
 from ._certificate import check as check
 from ._float_model import ProgramModel as ProgramModel
 from ._relax import relax_relu as relax_relu

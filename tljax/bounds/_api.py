@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools as ft
 import os
 
@@ -15,7 +16,7 @@ from ..core import _jaxpr_compat as compat
 from ..core._errors import InputError, InvalidBoxError
 from ..core._graph import Graph, trace
 from . import _float_model as fm
-from ._box import Box, Bounds
+from ._box import Bounds, Box
 from ._crown import run_method
 from ._relax import Options
 from ._tape import record_graph
@@ -33,6 +34,7 @@ _FAST_COMPILE_OPTIONS: dict = {"xla_backend_optimization_level": 0}
 
 def _compiler_options() -> dict:
     return dict(_FAST_COMPILE_OPTIONS) if os.environ.get("TLJAX_FAST_COMPILE") == "1" else {}
+
 
 _CACHE_SIZE = 64
 
@@ -123,6 +125,7 @@ def bound(
     alpha_iters: int = 40,
     alpha_lr: float = 0.25,
     relu_splits=None,
+    split_params=None,
     jit: bool = True,
 ) -> Bounds:
     """Certified bounds of `fn(x, *args)` for every `x` in `box`.
@@ -143,16 +146,22 @@ def bound(
       spec: optional matrix `C` of shape (m, n_out): bound `C @ y` (y the flattened single
         output) directly, as robustness margins need.
       certificate: also return a `Certificate` (CROWN / alpha-CROWN / IBP) checkable in exact
-        arithmetic by `tljax.bounds.check`.
+        arithmetic by `tljax.bounds.check` (with `relu_splits`, about the split domain).
       alpha_iters, alpha_lr: alpha-CROWN's optimisation budget.
       relu_splits: for branch and bound: a list (one entry per ReLU in the order of
         `relu_shapes(fn, box)`) of int arrays, +1 = neuron forced active, -1 = inactive, 0 = free,
         or None. The bounds then hold on the part of the box where the constraints hold (when some
         lower bound exceeds its upper bound, that part is empty).
+      split_params: with `relu_splits`, a `tljax.bounds._certificate.SplitParams` (or a dict of
+        its fields): beta-CROWN at the given slopes and split multipliers (a `tljax.verify` leaf's
+        witness) with ReLU input bounds from alpha-CROWN over `root_box`; the bounds are those of
+        an eager, float-sound run (the certificate's claims). One array output only.
       jit: compile the computation (cached per function and shapes).
 
     Returns:
-      `Bounds` with `lower` / `upper` in the output's pytree structure (shape (m,) with `spec`).
+      `Bounds` with `lower` / `upper` in the output's pytree structure (shape (m,) with `spec`);
+      its `kernel_contracts` attribute lists the `tljax.kernel` contracts the bounds rest on
+      (plain data, empty without kernels): they hold for the kernels' references.
 
     Example:
       >>> b = tljax.bound(model, tljax.Box.linf(x, 0.01))
@@ -182,6 +191,10 @@ def bound(
             f"spec has {spec_arr.reshape(spec_arr.shape[0], -1).shape[1]} columns but the output has "
             f"{int(np.prod(graph.out_avals[0].shape))} elements"
         )
+    if split_params is not None and (relu_splits is None or method not in ("crown", "alpha-crown")):
+        raise InputError("split_params needs relu_splits and method 'crown' or 'alpha-crown'")
+    if split_params is not None and len(box_lo) != 1:
+        raise InputError("split_params needs a single-array box")
     if method == "affine" and relu_splits is not None:
         raise InputError("relu_splits needs method 'crown' or 'alpha-crown' (got 'affine')")
     if method == "affine" and certificate:
@@ -189,11 +202,24 @@ def bound(
             "certificate=True supports methods 'ibp', 'crown' and 'alpha-crown'; the checker has no "
             "zonotope rule yet: use method='crown' or 'alpha-crown'"
         )
-    kw = dict(method=method, opts=opts, spec=spec_arr, alpha_iters=alpha_iters, alpha_lr=alpha_lr)
+    kw = {
+        "method": method,
+        "opts": opts,
+        "spec": spec_arr,
+        "alpha_iters": alpha_iters,
+        "alpha_lr": alpha_lr,
+    }
     boxes = list(zip(box_lo, box_hi, strict=True))
+    if split_params is not None:
+        return _split_bound(
+            graph, n_box, boxes, arg_leaves, relu_splits, split_params, certificate, kw
+        )
     if jit:
         # compiler_options are only allowed on a top-level jit, not inside a user's jit/vmap.
-        nested = any(isinstance(v, jax.core.Tracer) for v in jtu.tree_leaves((boxes, arg_leaves, relu_splits)))
+        nested = any(
+            isinstance(v, jax.core.Tracer)
+            for v in jtu.tree_leaves((boxes, arg_leaves, relu_splits))
+        )
         copts = _compiler_options()
         if method == "affine":
             # XLA:CPU's fusion emitters inline the zonotope's long elementwise chains (pooling
@@ -239,25 +265,62 @@ def bound(
     else:
         lower, upper = graph.unflatten_outputs(lows), graph.unflatten_outputs(highs)
     cert = None
-    if certificate and relu_splits is not None:
-        # The certificate format has no split constraints: it would certify the unsplit problem.
-        raise InputError(
-            "certificate=True cannot be combined with relu_splits yet; certify each split domain "
-            "by its input box instead (tljax.verify does this)"
-        )
     if certificate:
         from ._certificate import make_certificate
 
+        cert = make_certificate(
+            graph, n_box, boxes, arg_leaves, bounds=(lows, highs), relu_splits=relu_splits, **kw
+        )
+    return _with_contracts(
+        Bounds(lower, upper, method=method, float_sound=opts.float_sound, certificate=cert), graph
+    )
+
+
+def _with_contracts(b: Bounds, graph) -> Bounds:
+    """`b` with `kernel_contracts` (the graph's kernel contracts as plain data)."""
+    from ._certificate import _contracts
+
+    contracts = b.certificate.kernel_contracts if b.certificate is not None else _contracts(graph)
+    return dataclasses.replace(b, kernel_contracts=contracts)
+
+
+def _split_bound(graph, n_box, boxes, arg_leaves, relu_splits, split_params, certificate, kw):
+    """`bound(..., relu_splits=, split_params=)`: the eager beta-CROWN run of `make_certificate`."""
+    from ._certificate import SplitParams, make_certificate
+
+    if isinstance(split_params, dict):
+        split_params = SplitParams(**split_params)
+    if split_params.root_box is not None:
+        rb = split_params.root_box
+        root = list(zip(jtu.tree_leaves(rb.lower), jtu.tree_leaves(rb.upper), strict=True))
+        split_params = dataclasses.replace(split_params, root_box=root)
+    if any(isinstance(v, jax.core.Tracer) for v in jtu.tree_leaves((boxes, arg_leaves))):
+        raise InputError("split_params runs eagerly: call bound outside jit / vmap")
+    try:
         cert = make_certificate(
             graph,
             n_box,
             boxes,
             arg_leaves,
-            method=method,
-            opts=opts,
-            spec=spec_arr,
-            bounds=(lows, highs),
-            alpha_iters=alpha_iters,
-            alpha_lr=alpha_lr,
+            relu_splits=relu_splits,
+            split_params=split_params,
+            **kw,
         )
-    return Bounds(lower, upper, method=method, float_sound=opts.float_sound, certificate=cert)
+    except ValueError as err:
+        raise InputError(f"split_params: {err}") from err
+    dt = np.dtype(graph.out_avals[0].dtype)
+    lo64, hi64 = np.asarray(cert.lower[0]), np.asarray(cert.upper[0])
+    lower, upper = lo64.astype(dt), hi64.astype(dt)  # rounded outward below
+    lower = jnp.asarray(np.where(lower > lo64, np.nextafter(lower, dt.type(-np.inf)), lower))
+    upper = jnp.asarray(np.where(upper < hi64, np.nextafter(upper, dt.type(np.inf)), upper))
+    if kw["spec"] is None:
+        lower, upper = graph.unflatten_outputs([lower]), graph.unflatten_outputs([upper])
+    b = Bounds(
+        lower,
+        upper,
+        method=kw["method"],
+        float_sound=True,
+        certificate=cert if certificate else None,
+        kernel_contracts=cert.kernel_contracts,
+    )
+    return b

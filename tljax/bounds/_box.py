@@ -124,6 +124,8 @@ class Bounds:
       method: how they were computed ("ibp", "crown", ...).
       float_sound: whether they also contain the float32 program's outputs.
       certificate: a `Certificate` when requested, else None.
+      kernel_contracts: the `tljax.kernel` contracts the bounds rest on (plain data; the bounds
+        are about the kernels' references, the compiled program runs their implementations).
     """
 
     lower: Any
@@ -131,6 +133,7 @@ class Bounds:
     method: str = ""
     float_sound: bool = True
     certificate: Any = None
+    kernel_contracts: Any = ()
 
     @property
     def width(self):

@@ -443,7 +443,9 @@ def _finish(p: _Pass, method, spec, alphas=None):
     return outs
 
 
-def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None):
+def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, record=None):
+    """alpha-CROWN: the best of CROWN and every iterate. `record` (a dict), if given, receives the
+    final slopes as `record["alphas"]` (keys `(start, eqn)`; unset without slopes to optimise)."""
     base = _Pass(tape, in_bounds, opts)
     base.propagate("crown", plan=plan, splits=splits)
     best = _finish(base, "crown", spec)
@@ -499,6 +501,8 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None):
         (jnp.maximum(b[0], r[0]), jnp.minimum(b[1], r[1]))
         for b, r in zip(flat_best, res, strict=True)
     ]
+    if record is not None:
+        record["alphas"] = dict(zip(keys, params, strict=True))
     return _mark_empty(flat_best, base.empty), base
 
 
@@ -507,13 +511,20 @@ def relu_eqns(tape: Tape) -> list[int]:
     return [i for i, e in enumerate(tape.eqns) if e.kind == "unary" and e.fn == "relu"]
 
 
-def root_relu_bounds(tape: Tape, in_bounds: dict, opts: Options, *, iters: int, lr: float):
+def root_relu_bounds(
+    tape: Tape, in_bounds: dict, opts: Options, *, iters: int, lr: float, with_alphas: bool = False
+):
     """Bounds of every ReLU input over the box, for branch and bound to reuse in every domain.
 
     CROWN, then alpha-CROWN on the intermediate bounds themselves: each node's own slopes are
     optimised to shrink the summed width of the neurons that CROWN left unstable (those are the
     ones whose relaxations the domains use). Every iterate's bounds hold, so the elementwise best
     is returned. Returns a list over `relu_eqns(tape)` of `(lo, hi)` over each ReLU's input.
+
+    with_alphas: also return, per `(node id, eqn)`, the slopes (2 size, *shape) of the iterate
+    that gave each row (lower bounds, then upper bounds of the node) its best bound: a certificate
+    re-derives each row from them (exactly the best bounds when the earlier nodes' bounds are the
+    same in every iterate, as in a network with one alpha-optimised layer).
     """
     plan = refine_plan(tape)
     relus = relu_eqns(tape)
@@ -529,7 +540,7 @@ def root_relu_bounds(tape: Tape, in_bounds: dict, opts: Options, *, iters: int, 
                 a_l = base.relax[i][0]
                 alphas[(n.id, i)] = jnp.broadcast_to(a_l, (2 * n.size, *a_l.shape))
     if iters <= 0 or not alphas:
-        return best
+        return (best, alphas) if with_alphas else best
     keys = list(alphas)
     masks = [(lo < 0) & (hi > 0) for lo, hi in best]
 
@@ -546,22 +557,45 @@ def root_relu_bounds(tape: Tape, in_bounds: dict, opts: Options, *, iters: int, 
 
     opt = optax.adam(lr)
 
+    pos = {x.id: k for k, x in enumerate(xs)}
+
+    def keep_rows(kept, cur, b, params):
+        # per start node and row (lower rows, then upper rows): the slopes of the best iterate
+        if not with_alphas:
+            return kept
+        out = []
+        for key, old, new in zip(keys, kept, params, strict=True):
+            k = pos.get(key[0])
+            if k is None:  # a start that is not a ReLU input: its last slopes
+                out.append(new)
+                continue
+            better = jnp.concatenate(
+                [(b[k][0] > cur[k][0]).reshape(-1), (b[k][1] < cur[k][1]).reshape(-1)]
+            )
+            out.append(jnp.where(better.reshape(-1, *([1] * (new.ndim - 1))), new, old))
+        return out
+
     def step(carry, _):
-        params, state, cur = carry
+        params, state, cur, kept = carry
         (_, b), grads = jax.value_and_grad(evaluate, has_aux=True)(params)
+        kept = keep_rows(kept, cur, b, params)
         cur = [
             (jnp.maximum(c[0], r[0]), jnp.minimum(c[1], r[1])) for c, r in zip(cur, b, strict=True)
         ]
         updates, state = opt.update(grads, state, params)
         params = [jnp.clip(v, 0.0, 1.0) for v in optax.apply_updates(params, updates)]
-        return (params, state, cur), None
+        return (params, state, cur, kept), None
 
     params = [alphas[k] for k in keys]
-    (params, _, best), _ = lax.scan(step, (params, opt.init(params), best), None, length=iters)
+    kept = list(params) if with_alphas else []
+    carry = (params, opt.init(params), best, kept)
+    (params, _, best, kept), _ = lax.scan(step, carry, None, length=iters)
     _, b = evaluate(params)
-    return [
+    kept = keep_rows(kept, best, b, params)
+    best = [
         (jnp.maximum(c[0], r[0]), jnp.minimum(c[1], r[1])) for c, r in zip(best, b, strict=True)
     ]
+    return (best, dict(zip(keys, kept, strict=True))) if with_alphas else best
 
 
 # beta-CROWN parameters are kept exactly representable in float16 (alpha in [0, 1], beta in
@@ -587,6 +621,7 @@ def split_bound(
     lr: float = 0.1,
     use_beta: bool = True,
     refine: bool = False,
+    state: dict | None = None,
 ):
     """beta-CROWN lower bounds of the rows of `lam · output` over one branch-and-bound domain.
 
@@ -612,6 +647,9 @@ def split_bound(
       splits leave no point of the box, `relu_bounds_used` are the intersected, split-clipped ReLU
       input bounds, `scores` per ReLU (R, *shape) BaBSR-style branching scores (see the code) and
       `corners` (R, *input shape) per row the input-box corner minimising its linear bound.
+      `state` (a dict), if given, receives the domain's `_Pass` (`"pass"`) and the slopes and
+      multipliers of the returned bounds as `_Pass.backward` takes them (`"alphas"`, `"betas"`:
+      keys `("out", eqn)`), for a certificate.
     """
     plan = refine_plan(tape)
     relus = relu_eqns(tape)
@@ -681,6 +719,12 @@ def split_bound(
     a, b = best[1]
     rec: dict = {}
     lb = lower((a, b), rec)
+    if state is not None:
+        state["pass"] = p
+        state["alphas"] = {
+            (key, i): jnp.where(st, ex, v) for i, v, (st, ex) in zip(relus, a, exact, strict=True)
+        }
+        state["betas"] = {(key, i): v for i, v in zip(relus, b, strict=True)}
     lb = jnp.where(p.empty, jnp.inf, lb)
     # BaBSR-style branching scores at the final parameters: per row and unstable neuron, what the
     # upper relaxation's intercept costs the row's bound (-min(L, 0) * intercept, L the row's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -112,7 +113,9 @@ def verify(
         intervals. Input splitting ignores it.
       certificates: also attach `tljax.bound(..., certificate=True)` certificates to the leaves
         of an unsat result (True: all leaves; an int: at most that many; needs
-        `tljax.bounds.check`, skipped with a note otherwise).
+        `tljax.bounds.check`, skipped with a note otherwise). A ReLU-split leaf's certificate is
+        about its split domain and, for beta-CROWN leaves, carries the split multipliers that
+        rule it out (`leaf_certificate`).
       progress: show a tqdm bar (domains left, best bound, elapsed time); None: only when stderr
         is a terminal.
       seed: PRNG seed of the falsifier.
@@ -241,10 +244,7 @@ def verify(
 def _attach_bound_certificates(
     cert: Certificate, fn, args, shape, limit, deadline, notes
 ) -> Certificate:
-    import dataclasses
-
     from .. import bounds as tb
-    from ._bounder import spec_fn
 
     if not hasattr(tb, "check"):
         notes.append(
@@ -255,7 +255,6 @@ def _attach_bound_certificates(
     if cert.n_leaves > cap:
         notes.append(f"bound certificates skipped: {cert.n_leaves} leaves exceed the limit {cap}")
         return cert
-    g_fn = spec_fn(fn)
     new_groups = []
     for gl in cert.groups:
         certs = []
@@ -263,22 +262,90 @@ def _attach_bound_certificates(
             if time.monotonic() > deadline:
                 notes.append("bound certificates skipped: out of time")
                 return cert
-            lo32, hi32 = f32_outward(gl.lower[i], gl.upper[i])
-            splits = None
-            if gl.splits.shape[1]:
-                notes.append(
-                    "bound certificates for ReLU-split leaves are not attached (split layout)"
-                )
+            try:
+                certs.append(leaf_certificate(gl, i, fn, args, shape, notes))
+            except (InputError, ValueError) as err:
+                notes.append(f"bound certificates skipped: leaf {i}: {err}")
                 return cert
-            b = tb.bound(
-                g_fn,
-                tb.Box(jnp.asarray(lo32).reshape(shape), jnp.asarray(hi32).reshape(shape)),
-                jnp.asarray(gl.group.spec),
-                *args,
-                method=gl.method[i],
-                relu_splits=splits,
-                certificate=True,
-            )
-            certs.append(b.certificate)
         new_groups.append(dataclasses.replace(gl, bound_certificates=tuple(certs)))
     return dataclasses.replace(cert, groups=tuple(new_groups))
+
+
+# Extra beta-CROWN steps for a leaf whose certificate, re-derived from its witness with the
+# certificate's own ReLU input bounds (see `leaf_certificate`), does not rule the leaf out.
+CERT_RETRY_ITERS = 30
+
+
+def leaf_certificate(gl: GroupLeaves, i: int, fn, args, shape, notes=None):
+    """The `tljax.bound(..., certificate=True)` certificate of leaf `i` of `gl`.
+
+    Input-split leaves: the leaf's box and method. ReLU-split leaves: the box, the leaf's splits
+    (`relu_splits`) and, for "beta-crown" leaves, the witness slopes and multipliers with ReLU
+    input bounds over the leaf's case box (`SplitParams`), as the search computed them. The
+    certificate's ReLU input bounds are re-derived by a pass that the exact checker can follow
+    (per-row best alpha-CROWN slopes), which can differ from the search's in the last bits (or
+    more, in networks with several alpha-optimised layers): when the witness then no longer rules
+    the leaf out, `CERT_RETRY_ITERS` beta-CROWN steps from the witness follow (with a note).
+    """
+    from .. import bounds as tb
+    from ..bounds._certificate import SplitParams
+    from ._bounder import ROOT_ITERS, ROOT_LR, _layout, spec_fn
+
+    g_fn = spec_fn(fn)
+    spec = jnp.asarray(gl.group.spec)
+    lo32, hi32 = f32_outward(gl.lower[i], gl.upper[i])
+    box = tb.Box(jnp.asarray(lo32).reshape(shape), jnp.asarray(hi32).reshape(shape))
+    method = gl.method[i]
+    if gl.splits.shape[1] == 0:
+        return tb.bound(g_fn, box, spec, *args, method=method, certificate=True).certificate
+    shapes = tb.relu_shapes(g_fn, box, spec, *args)
+    sizes, offsets = _layout(shapes)
+    if int(offsets[-1]) != gl.splits.shape[1]:
+        raise ValueError(f"leaf {i}: {gl.splits.shape[1]} split entries for {offsets[-1]} ReLUs")
+
+    def unflatten(flat, lead=()):
+        return [
+            np.asarray(flat[..., offsets[k] : offsets[k + 1]]).reshape(*lead, *shapes[k])
+            for k in range(len(sizes))
+        ]
+
+    splits = unflatten(gl.splits[i].astype(np.int8))
+    if method != "beta-crown":
+        return tb.bound(
+            g_fn, box, spec, *args, method=method, relu_splits=splits, certificate=True
+        ).certificate
+    if gl.witness is None:
+        raise ValueError(f"leaf {i}: a beta-crown leaf without witness parameters")
+    rows = spec.shape[0]
+    k = gl.group.cases.index(int(gl.case[i]))
+    rlo, rhi = f32_outward(*gl.group.boxes[k])
+    params = SplitParams(
+        alpha=unflatten(np.asarray(gl.witness[0][i], np.float32), (rows,)),
+        beta=unflatten(np.asarray(gl.witness[1][i], np.float32), (rows,)),
+        root_box=tb.Box(jnp.asarray(rlo).reshape(shape), jnp.asarray(rhi).reshape(shape)),
+        root_iters=ROOT_ITERS,
+        root_lr=ROOT_LR,
+    )
+    for iters in (0, CERT_RETRY_ITERS):
+        params = dataclasses.replace(params, iters=iters)
+        c = tb.bound(
+            g_fn,
+            box,
+            spec,
+            *args,
+            method="crown",
+            relu_splits=splits,
+            split_params=params,
+            certificate=True,
+        ).certificate
+        claimed = np.asarray(c.lower[0], np.float64).reshape(1, -1)
+        if gl.group.margins(claimed)[0] > 0:
+            if iters and notes is not None:
+                notes.append(
+                    f"leaf {i}: its witness did not rule it out with the certificate's ReLU input "
+                    f"bounds; {iters} more beta-CROWN steps did"
+                )
+            return c
+    if notes is not None:
+        notes.append(f"leaf {i}: its bound certificate does not rule it out (check will say so)")
+    return c

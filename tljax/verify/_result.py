@@ -26,7 +26,9 @@ class GroupLeaves:
       bounds: (N, R) float32 certified lower bounds of the spec rows over each leaf.
       method: per leaf, the bound method that produced `bounds`.
       bound_certificates: per leaf, the `tljax.bound(..., certificate=True)` certificate, or None
-        when they were not requested (or the bounds package does not provide them yet).
+        when they were not requested (or the bounds package does not provide them yet). A
+        ReLU-split leaf's certificate is about its split domain (its `relu_splits` must equal
+        the leaf's `splits`).
       witness: for "beta-crown" leaves, the parameters that produced `bounds`: `(alpha, beta)`
         float16 arrays (N, R, s) (NaN rows for other leaves), or None. With the case box's ReLU
         input bounds (recomputed), they reproduce the bounds exactly (`check(rebound=True)`).
@@ -363,7 +365,7 @@ def _beta_batches(
 
 def _check_bound_certificates(leaves: GroupLeaves, fn, args) -> str | None:
     """Each leaf's bound certificate must be accepted by `tljax.bounds.check`, be about a box that
-    contains the leaf, and claim bounds that rule the leaf out."""
+    contains the leaf and the leaf's ReLU splits, and claim bounds that rule the leaf out."""
     import jax.numpy as jnp
 
     from ._bounder import spec_fn
@@ -387,12 +389,37 @@ def _check_bound_certificates(leaves: GroupLeaves, fn, args) -> str | None:
         box_hi = np.asarray(cert.box[0][1], np.float64).reshape(-1)
         if box_lo.shape != lo32.shape or np.any(box_lo > lo32) or np.any(box_hi < hi32):
             return f"leaf {i}: its bound certificate is about a box that does not contain the leaf"
+        why = _same_splits(getattr(cert, "relu_splits", None), leaves.splits[i])
+        if why is not None:
+            return f"leaf {i}: {why}"
         claimed = np.asarray(cert.lower[0], np.float64).reshape(1, -1)
         if not leaves.group.margins(claimed)[0] > 0:
             return f"leaf {i}: its bound certificate's bounds do not rule out the unsafe set"
         res = bounds_check(cert, g, spec, *args)
         if not res.accepted:
             return f"leaf {i}: bound certificate rejected: {res.reason}"
+    return None
+
+
+def _same_splits(cert_splits, leaf_splits) -> str | None:
+    """None when a bound certificate's `relu_splits` are the leaf's (flat int8 vector), else why.
+
+    A certificate about a larger domain (fewer splits) would do, but its claims are those of the
+    leaf's own splits; requiring equality keeps the check simple and exact."""
+    want = np.asarray(leaf_splits, np.int64).reshape(-1)
+    if cert_splits is None:
+        got = np.zeros(0, np.int64)
+    else:
+        got = np.concatenate(
+            [np.asarray(v, np.int64).reshape(-1) for v in cert_splits if v is not None]
+            or [np.zeros(0, np.int64)]
+        )
+        if any(v is None for v in cert_splits) and np.any(want != 0):
+            return "its bound certificate leaves some ReLUs without their split arrays"
+    if not np.any(want != 0) and not np.any(got != 0):
+        return None
+    if got.shape != want.shape or not np.array_equal(got, want):
+        return "its bound certificate's ReLU splits differ from the leaf's"
     return None
 
 
