@@ -333,3 +333,17 @@ def test_affine_refuses_certificates_and_splits():
         tljax.bound(mlp, box, params, method="affine", certificate=True)
     with pytest.raises(tljax.core.InputError, match="relu_splits"):
         tljax.bound(mlp, box, params, method="affine", relu_splits=[None])
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown"])
+def test_product_of_a_value_with_itself_is_a_square(method):
+    """x * x is recorded as a square: never below 0 (a product of two independent factors in
+    [-1, 2] would give -2), and the samples stay inside."""
+    box = tljax.Box(jnp.array([-1.0, 0.5, -3.0]), jnp.array([2.0, 1.5, -2.0]))
+    b = tljax.bound(lambda x: x * x, box, method=method)
+    xs = np.random.default_rng(0).uniform(box.lower, box.upper, (4000, 3)).astype(np.float32)
+    xs = np.concatenate([xs, np.asarray([box.lower, box.upper, [0.0, 0.5, -2.0]], np.float32)])
+    ys = xs * xs
+    assert np.all(np.asarray(b.lower) <= ys.min(0)) and np.all(ys.max(0) <= np.asarray(b.upper))
+    np.testing.assert_allclose(b.lower, [0.0, 0.25, 4.0], atol=1e-5)
+    np.testing.assert_allclose(b.upper, [4.0, 2.25, 9.0], rtol=1e-5)

@@ -485,6 +485,9 @@ def _dominated(tape: Tape, node: Node, mp: np.ndarray, x: Node, depth: int) -> n
 
 
 def _mul(ctx, a, b, **params):
+    if isinstance(a, Node) and a is b:
+        # x * x: a square (>= 0, convex), not a product of two independent factors.
+        return _square(ctx, a)
     if isinstance(a, Node) and isinstance(b, Node):
         return _tape(ctx).record("mul", ctx.primitive, params, [a, b], ctx.out_avals[0], ctx=ctx)
     return _record_affine(ctx, a, b, **params)
