@@ -347,3 +347,20 @@ def test_product_of_a_value_with_itself_is_a_square(method):
     assert np.all(np.asarray(b.lower) <= ys.min(0)) and np.all(ys.max(0) <= np.asarray(b.upper))
     np.testing.assert_allclose(b.lower, [0.0, 0.25, 4.0], atol=1e-5)
     np.testing.assert_allclose(b.upper, [4.0, 2.25, 9.0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["ibp", "crown"])
+def test_bounds_of_a_tanh_gradient_contain_float32_and_float64_values(method):
+    """d/dx tanh(x) = 1 - tanh(x)^2: JAX >= 0.11 writes it with the `one_minus_square` primitive
+    (lowered as (1 + t)(1 - t)), JAX 0.10 with sub and mul; both must be bounded soundly."""
+    grad = jax.grad(lambda x: jnp.sum(jnp.tanh(2.0 * x)))
+    box = tljax.Box(jnp.array([-1.0, 0.2, -0.1, 0.9]), jnp.array([-0.5, 0.4, 0.3, 1.0]))
+    b = tljax.bound(grad, box, method=method)
+    xs = np.random.default_rng(1).uniform(box.lower, box.upper, (5000, 4))
+    xs = np.concatenate([xs, np.asarray([box.lower, box.upper])]).astype(np.float32)
+    ys32 = np.asarray(jax.jit(jax.vmap(grad))(jnp.asarray(xs)))
+    ys64 = 2.0 / np.cosh(2.0 * xs.astype(np.float64)) ** 2
+    for ys in (ys32, ys64):
+        assert np.all(np.asarray(b.lower) <= ys.min(0)) and np.all(ys.max(0) <= np.asarray(b.upper))
+    if method == "crown":  # IBP loses the correlation of (1 - t) and t in JAX 0.10's form
+        assert np.all(np.asarray(b.upper - b.lower) < 2.0)  # not vacuous (the range is [0, 2])

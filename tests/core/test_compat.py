@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import tljax
 from tljax.core import _jaxpr_compat as compat
 
 
@@ -97,3 +98,36 @@ def test_source_line_and_name_stack():
     e = _eqn(model, jnp.ones(2), name="tanh")
     assert "test_compat.py" in compat.source_line(e)
     assert compat.name_stack(e) == "layer1"
+
+
+def test_tanh_derivative_primitive():
+    # JAX 0.11+ differentiates tanh with one `one_minus_square` (1 - y**2, no params); 0.10 has no
+    # such primitive and writes (1 - y) + (1 - y)·y with `sub`/`mul`. Semantics need a rule for it.
+    jaxpr, _ = compat.open_jaxpr(jax.make_jaxpr(jax.grad(lambda a: jnp.tanh(a)))(0.5))
+    names = {e.primitive.name for e in jaxpr.eqns}
+    if compat.JAX_VERSION >= (0, 11, 0):
+        assert compat.one_minus_square_p is jax.lax.one_minus_square_p
+        e = next(e for e in jaxpr.eqns if e.primitive is compat.one_minus_square_p)
+        assert e.params == {} and e.primitive.name == "one_minus_square"
+        out = e.primitive.bind(jnp.float32(0.5))
+        assert float(out) == 0.75
+        for sem in ("exact", "float[bf16]", "symbolic"):  # the reference semantics binds it
+            assert compat.one_minus_square_p in tljax.get_semantics(sem).rules, sem
+        assert float(tljax.evaluate(e.primitive.bind, np.float32(0.5), semantics="exact")) == 0.75
+    else:
+        assert compat.one_minus_square_p is None
+        assert "one_minus_square" not in names
+
+
+def test_compiler_options_are_probed():
+    # jaxlib 0.11 removed XLA:CPU's `xla_cpu_use_fusion_emitters` (0.10 accepts it); callers that
+    # pass version-specific XLA flags filter them through `supported_compiler_options`.
+    assert compat.compiler_option_supported("xla_backend_optimization_level", 0)
+    assert not compat.compiler_option_supported("xla_no_such_option_tljax", True)
+    opts = compat.supported_compiler_options(
+        {"xla_backend_optimization_level": 0, "xla_no_such_option_tljax": True}
+    )
+    assert opts == {"xla_backend_optimization_level": 0}
+    fusion = compat.compiler_option_supported("xla_cpu_use_fusion_emitters", False)
+    if jax.default_backend() == "cpu":
+        assert fusion == (compat.JAX_VERSION < (0, 11, 0))

@@ -225,6 +225,7 @@ def bound(
             # XLA:CPU's fusion emitters inline the zonotope's long elementwise chains (pooling
             # layers) into kernels that recompute shared producers: minutes instead of ms.
             copts["xla_cpu_use_fusion_emitters"] = False
+        copts = compat.supported_compiler_options(copts)  # jaxlib 0.11 has no such XLA:CPU flag
         key = (
             nested,
             tuple(sorted(copts.items())),

@@ -716,6 +716,16 @@ if compat.square_p is not None:
     RECORD_RULES[compat.square_p] = _square
 
 
+def _one_minus_square(ctx, x, **params):
+    # JAX 0.11+: `1 - x**2` as one primitive (in tanh/asin/acos/atanh derivatives). XLA lowers it
+    # as (1 + x) * (1 - x), three roundings: record exactly those so the float model charges them.
+    return _sub_walk(ctx, lambda v: (1.0 + v) * (1.0 - v), x)
+
+
+if compat.one_minus_square_p is not None:
+    RECORD_RULES[compat.one_minus_square_p] = _one_minus_square
+
+
 def _unsupported_default(ctx, *invals, **params):
     raise unsupported(ctx.semantics, ctx.eqn, ctx.path)
 

@@ -1,13 +1,15 @@
 """Every version-sensitive fact about JAX's jaxpr API, in one place.
 
 tljax supports jax 0.10.x (Python 3.11) and 0.11.x (Python 3.12+). JAX 0.11 merged `ClosedJaxpr`
-into `Jaxpr` and replaced scan's `num_consts/num_carry` with `ft_in/ft_out`. Nothing outside this
+into `Jaxpr`, replaced scan's `num_consts/num_carry` with `ft_in/ft_out` and added the
+`one_minus_square` primitive (in derivatives of tanh/asin/acos/atanh). Nothing outside this
 module may touch those details; `tests/core/test_compat.py` has one test per fact so that an upgrade
 fails there first.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -38,6 +40,9 @@ while_p = _prims.while_p
 add_any_p = _prims.add_jaxvals_p
 stop_gradient_p = _prims.stop_gradient_p
 square_p = getattr(_prims, "square_p", None)
+# JAX 0.11+ only: `1 - x**2` as one primitive (no params; XLA gets `(1 + x) * (1 - x)`). It appears
+# in the derivatives of tanh, asin, acos and atanh, which 0.10 wrote with `sub`/`mul`.
+one_minus_square_p = getattr(_prims, "one_minus_square_p", None)
 
 
 def open_jaxpr(j: Any) -> tuple[Any, list]:
@@ -122,6 +127,25 @@ def name_stack(eqn: Any) -> str:
 def make_jaxpr(fn, *args):
     """`jax.make_jaxpr(fn, return_shape=True)(*args)` -> (closed jaxpr, out shape pytree)."""
     return jax.make_jaxpr(fn, return_shape=True)(*args)
+
+
+@functools.cache
+def compiler_option_supported(name: str, value: Any) -> bool:
+    """Whether XLA on the default backend accepts `jax.jit(..., compiler_options={name: value})`.
+
+    XLA flags come and go with jaxlib: `xla_cpu_use_fusion_emitters` exists in 0.10 and is refused
+    in 0.11 ("No such compile option"). Probed once per (name, value) by compiling a tiny program.
+    """
+    try:
+        jax.jit(lambda x: x + 1, compiler_options={name: value}).lower(np.float32(0)).compile()
+    except Exception:  # noqa: BLE001 - XlaRuntimeError/JaxRuntimeError/ValueError by version
+        return False
+    return True
+
+
+def supported_compiler_options(options: dict) -> dict:
+    """`options` without the entries this jaxlib's XLA refuses (see `compiler_option_supported`)."""
+    return {k: v for k, v in options.items() if compiler_option_supported(k, v)}
 
 
 def register_exclusion(path: str) -> None:

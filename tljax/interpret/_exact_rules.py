@@ -486,7 +486,7 @@ def _int_pow_exact(ctx, x, k: np.ndarray):
             _fail(ctx, f"integer power with exponent {kmax} is too large to evaluate exactly")
         if all(int(v) >= 0 for v in kk.flat):
             mm = np.asarray(np.frompyfunc(lambda a, b: int(a) ** int(b), 2, 1)(m, kk), dtype=object)
-            ek = obj(kk) * x.e
+            ek = np.asarray(obj(kk) * x.e, dtype=object)  # 0-d: the product is a Python int
             if ek.size == 0:
                 return Dy(mm.reshape(m.shape), 0)
             e0 = min(int(v) for v in ek.flat)
@@ -522,6 +522,12 @@ def _integer_pow(ctx, x, *, y, **params):
 
 def _square(ctx, x, **params):
     return _integer_pow(ctx, x, y=2, **params)
+
+
+def _one_minus_square(ctx, x, **params):
+    """1 - x**2 exactly (JAX 0.11+ emits it in the derivatives of tanh, asin, acos, atanh)."""
+    one = Dy(np.asarray(1, dtype=np.int64), 0)
+    return _add_like(-1)(ctx, one, _square(ctx, x, **params))
 
 
 def _pow(ctx, x, y, **params):
@@ -870,6 +876,7 @@ def build_rules() -> dict:
         "clamp": _clamp,
         "integer_pow": _integer_pow,
         "square": _square,
+        "one_minus_square": _one_minus_square,
         "pow": _pow,
         "exp2": _exp2,
         "sqrt": _sqrt_like(False),

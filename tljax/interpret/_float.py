@@ -397,12 +397,12 @@ def _prims(*names):
 
 
 ARITH_PRIMITIVES = _prims(
-    "add", "sub", "mul", "div", "rem", "pow", "atan2", "integer_pow", "square", "sqrt", "rsqrt",
-    "cbrt", "exp", "exp2", "log", "log1p", "expm1", "tanh", "logistic", "sin", "cos", "tan", "asin",
-    "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "erf", "erfc", "erf_inv", "lgamma",
-    "digamma", "igamma", "igammac", "polygamma", "bessel_i0e", "bessel_i1e", "reduce_precision",
-    "reduce_prod", "cumprod", "cumlogsumexp", "reduce_window_sum", "reduce_window", "scatter_add",
-    "scatter_mul", "select_and_scatter_add", "add_jaxvals",
+    "add", "sub", "mul", "div", "rem", "pow", "atan2", "integer_pow", "square", "one_minus_square",
+    "sqrt", "rsqrt", "cbrt", "exp", "exp2", "log", "log1p", "expm1", "tanh", "logistic", "sin",
+    "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "erf", "erfc",
+    "erf_inv", "lgamma", "digamma", "igamma", "igammac", "polygamma", "bessel_i0e", "bessel_i1e",
+    "reduce_precision", "reduce_prod", "cumprod", "cumlogsumexp", "reduce_window_sum",
+    "reduce_window", "scatter_add", "scatter_mul", "select_and_scatter_add", "add_jaxvals",
 )  # fmt: skip
 EXACT_PRIMITIVES = _prims(
     "neg", "abs", "sign", "floor", "ceil", "round", "max", "min", "clamp", "reduce_max",

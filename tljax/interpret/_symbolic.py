@@ -1019,11 +1019,12 @@ _UNARY = {
     "erfc": sympy.erfc,
     "erf_inv": sympy.erfinv,
     "square": lambda a: a**2,
+    "one_minus_square": lambda a: 1 - a**2,  # JAX 0.11+ (tanh/asin/acos/atanh derivatives)
     "lgamma": sympy.loggamma,
     "digamma": sympy.digamma,
 }
 # Unary ops that carry no params at all (the others carry `accuracy`).
-_NO_PARAMS = {"neg", "abs", "sign", "floor", "ceil", "square"}
+_NO_PARAMS = {"neg", "abs", "sign", "floor", "ceil", "square", "one_minus_square"}
 
 
 def _prim(name: str):

@@ -531,6 +531,11 @@ def default_cases() -> list[AuditCase]:
         C("erfc", lax.erfc, (S,)),
         C("erf_inv", lax.erf_inv, (S,), _UNIT),
         C("square", lax.square, (S,)),
+        *(
+            [C("one_minus_square", _bind(compat.one_minus_square_p), (S,))]
+            if compat.one_minus_square_p is not None  # JAX 0.11+ (tanh's derivative)
+            else []
+        ),
         C("integer_pow", lambda x: lax.integer_pow(x, 3), (S,), label="x**3"),
         C("integer_pow", lambda x: lax.integer_pow(x, -2), (S,), _POSITIVE, label="x**-2"),
         C("add", lax.add, (S, S)),
