@@ -107,3 +107,15 @@ def test_mnist_relu_split_leaf_certificates(benchmarks_dir):
     fn, prop, args, shape = _mnist(benchmarks_dir, "vnnlib_2022/prop_14_0.05.vnnlib")
     res = _check_mnist(fn, prop, args, shape)
     assert np.any(res.certificate.groups[0].splits != 0)
+
+
+def test_certificates_out_of_time_are_skipped_with_a_note(relu_split_instance):
+    fn, params, prop, _, _ = relu_split_instance
+    res = verify(
+        fn, prop, params, split="relu", alpha=False, timeout=120, certificates=True,
+        certificate_timeout=0.0,
+    )  # fmt: skip
+    assert res.verdict == "unsat"
+    assert all(g.bound_certificates is None for g in res.certificate.groups)
+    assert any("out of time" in n for n in res.notes), res.notes
+    assert res.check().accepted  # coverage and margins still re-check

@@ -67,6 +67,7 @@ def verify(
     alpha: bool | str = "auto",
     beta: bool | str = "auto",
     certificates: bool | int = False,
+    certificate_timeout: float | None = None,
     progress: bool | None = None,
     seed: int = 0,
 ) -> Result:
@@ -116,6 +117,8 @@ def verify(
         `tljax.bounds.check`, skipped with a note otherwise). A ReLU-split leaf's certificate is
         about its split domain and, for beta-CROWN leaves, carries the split multipliers that
         rule it out (`leaf_certificate`).
+      certificate_timeout: seconds for attaching the bound certificates once the verdict is
+        unsat (None: what is left of `timeout`); out of time, they are skipped with a note.
       progress: show a tqdm bar (domains left, best bound, elapsed time); None: only when stderr
         is a terminal.
       seed: PRNG seed of the falsifier.
@@ -236,6 +239,8 @@ def verify(
         )
     cert = Certificate(groups=tuple(cert_groups), input_shape=shape)
     if certificates:
+        if certificate_timeout is not None:
+            deadline = time.monotonic() + certificate_timeout
         cert = _attach_bound_certificates(cert, fn, args, shape, certificates, deadline, notes)
     stats["leaves"] = cert.n_leaves
     return done("unsat", certificate=cert)
