@@ -13,9 +13,10 @@ import numpy as np
 import optax
 from jax import lax
 
+from ..core import _jaxpr_compat as compat
 from . import _float_model as fm
 from ._relax import Options, ibp_eqn, node_abs_max, relax_mul, relax_unary
-from ._tape import Node, Tape, apply_affine, terms
+from ._tape import CONST_SCALED, STRUCTURAL, Node, Tape, _is_float, apply_affine, terms
 
 _BOXLIKE = frozenset(
     [
@@ -36,12 +37,17 @@ _COORDWISE = _BOXLIKE | frozenset(
 
 def refine_plan(tape: Tape) -> set[int]:
     """Ids of nodes whose bounds CROWN tightens: inputs of relaxed equations that are not an exact
-    interval image already (an input, or one affine map of box-like nodes)."""
+    interval image already (an input, one affine map of box-like nodes, or a chain of maps that
+    keep the node's elements independent: elementwise functions, sums over disjoint groups, as
+    in ``rsqrt(mean(x * x))`` of an input ``x``; CROWN cannot tighten an exact interval)."""
     boxlike = {n.id for n in tape.inputs}
     exact = set(boxlike)
+    # indep: the node ranges over exactly the product of its elements' intervals
+    indep = set(boxlike)
     plan: set[int] = set()
     for e in tape.eqns:
         ins = e.node_inputs
+        one_indep = len(ins) == 1 and ins[0].id in indep
         if e.kind == "affine":
             if e.prim in _BOXLIKE and all(n.id in boxlike for n in ins):
                 boxlike.add(e.out.id)
@@ -50,24 +56,111 @@ def refine_plan(tape: Tape) -> set[int]:
                 len(ins) == 1 and ins[0].id in exact and e.prim in _COORDWISE
             ):
                 exact.add(e.out.id)
+            if one_indep and _keeps_indep(e):
+                indep.add(e.out.id)
+                exact.add(e.out.id)
+        elif e.kind == "unary" and len(ins) == 1 and ins[0].id in exact:
+            # an elementwise function's interval rule is its exact range on an exact interval
+            exact.add(e.out.id)
+            if ins[0].id in indep:
+                indep.add(e.out.id)
         if e.kind in ("unary", "mul"):
             plan.update(n.id for n in ins if n.id not in exact)
     return plan
+
+
+def _keeps_indep(e) -> bool:
+    """Whether an affine equation of one node maps independent elements to independent elements
+    with exact intervals: every output element is a function of its own group of inputs."""
+    x = e.node_inputs[0]
+    if e.prim in _BOXLIKE or e.prim is compat.stop_gradient_p or e.prim is lax.reduce_sum_p:
+        return True
+    if e.prim in (lax.add_p, lax.sub_p, lax.mul_p, lax.div_p, lax.neg_p, lax.broadcast_in_dim_p):
+        # elementwise with constants (or a broadcast adding size-1 axes): no element is repeated
+        return e.out.size == x.size and (e.prim is not lax.div_p or e.inputs[0] is x)
+    return False
 
 
 def _sum_rows(x):
     return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
 
 
+# Above this many coefficients `_rowdot` is a matrix-vector product (faster to run), below a
+# product and a reduction (one kernel fused with the producer of the coefficients: far fewer
+# kernels to compile for the many small steps of a transformer block).
+_ROWDOT_MATVEC = 1 << 16
+
+
 def _rowdot(a, v):
-    # sum over the trailing axes of a * v, as a matrix-vector product (no broadcast copy of v).
-    v = jnp.broadcast_to(v, a.shape[1:])
-    return a.reshape(a.shape[0], -1) @ v.reshape(-1)
+    # sum over the trailing axes of a * v
+    if a.size >= _ROWDOT_MATVEC:
+        v = jnp.broadcast_to(v, a.shape[1:])  # (no broadcast copy of v)
+        return a.reshape(a.shape[0], -1) @ v.reshape(-1)
+    return jnp.sum(a * v, axis=tuple(range(1, a.ndim)))
 
 
 def _mul0(a, b):
     # a * b with 0 * inf = 0 (unbounded relaxation intercepts multiplied by zero coefficients).
-    return jnp.where(a == 0, 0.0, a * b)
+    # lax.select, not jnp.where: no nested jit call per use in the lowered program.
+    ab = a * b
+    return lax.select(a == 0, jnp.zeros_like(ab), ab)
+
+
+def _shared(x, one):
+    """`x` (a pytree of float arrays, or None) computed once and stored.
+
+    XLA fuses cheap elementwise chains (those behind node bounds, relaxations and allowances)
+    into every consumer, i.e. into every step of every backward pass that reads them, and
+    compiles each copy (on the transformer block of bench/gpu.py: 114 fused operations per
+    kernel, 113k in all, from 15k in the program). It does not duplicate an expensive operation
+    such as a division, so `x / one`, with `one` an exact 1 that XLA cannot fold (it comes from
+    the data), is computed once and read from memory by every consumer.
+
+    The division by 1 is exact for every float (infinities and NaN included) except that XLA:CPU
+    flushes a subnormal to zero (DAZ). Only results of arithmetic go through here, which XLA:CPU
+    has flushed already (FTZ), or values read only by arithmetic (slopes that are bounds,
+    constant parts, magnitudes), which reads a subnormal as zero anyway: nothing changes. Values
+    that are only moved (a structural map of an input box) must not (see `_float_model`)."""
+    if x is None or one is None:
+        return x
+    return jax.tree_util.tree_map(lambda v: v / one.astype(v.dtype), x)
+
+
+def _moved_bounds(tape: Tape) -> set[int]:
+    """Ids of the nodes whose interval ends may be values of the input box (or of constants)
+    moved unchanged, subnormals included: inputs, and what structural maps, ReLU and abs
+    (a maximum), max pooling and the hints' maxima make of them. Every other interval end is a
+    result of arithmetic, which XLA:CPU flushes to a normal number or zero (FTZ)."""
+    moved = {n.id for n in tape.inputs}
+    for e in tape.eqns:
+        ins = e.node_inputs
+        passes = (
+            (e.kind == "affine" and e.prim in STRUCTURAL)
+            or (e.kind == "unary" and e.fn in ("relu", "abs"))
+            or e.kind == "concretize"
+        )
+        if e.hint or (passes and (any(n.id in moved for n in ins) or len(ins) < len(e.inputs))):
+            moved.add(e.out.id)
+    return moved
+
+
+def _zero_at_zero(e) -> bool:
+    """Whether the affine equation's constant part f(0) is zero whatever its constants are: a
+    product by constants, or no float operand besides the nodes (a structural map, a sum of
+    nodes, ...). Then the backward pass has no intercept term to add for it."""
+    if e.prim in CONST_SCALED or e.prim is compat.stop_gradient_p:
+        return True
+    return not any(not isinstance(v, Node) and _is_float(v) for v in e.inputs)
+
+
+def _transpose(e, L):
+    """The transposed linear part of affine equation `e` applied to every row of `L`: one
+    cotangent (S, *n.shape) per node operand `n`. Traced as a linear map, so no forward
+    computation of the equation is emitted (as `jax.vjp` would)."""
+    avals = [jax.ShapeDtypeStruct(n.shape, n.dtype) for n in e.node_inputs]
+    lin = lambda *xs: apply_affine(e, list(xs), mode="linear")
+    tr = jax.linear_transpose(lin, *avals)
+    return list(jax.vmap(tr)(L))
 
 
 class _Pass:
@@ -77,10 +170,50 @@ class _Pass:
         self.tape = tape
         self.opts = opts
         self.bounds = dict(in_bounds)
+        # an exact 1.0 that XLA cannot constant-fold (see `_shared`)
+        self._moved = _moved_bounds(tape)
+        self._one = None
+        for lo, _ in in_bounds.values():
+            if jnp.size(lo):
+                v = jnp.ravel(lo)[0]
+                self._one = 1.0 + 0.0 * jnp.isnan(v).astype(jnp.float32)
+                break
         self.relax: dict[int, tuple] = {}
         self._m: dict[int, jax.Array] = {}
+        self._f0: dict[int, jax.Array | None] = {}
+        self._absmax: dict[int, tuple] = {}
         self.empty = jnp.asarray(False)  # the split constraints leave no point of the box
         self.split_sign: dict[int, jax.Array] = {}  # relu equation -> +1/-1/0 over its input
+
+    def set_bounds(self, n: Node, b):
+        """Stores node `n`'s bounds, computed once (`_shared`) where they are results of
+        arithmetic (see `_moved_bounds`)."""
+        if n.id not in self._moved:
+            b = _shared(b, self._one)
+        self.bounds[n.id] = b
+
+    def f0(self, i: int):
+        """The constant part f(0) of affine equation `i` (None where it is zero whatever the
+        constants), shared by every backward pass."""
+        if i in self._f0:
+            return self._f0[i]
+        e = self.tape.eqns[i]
+        if _zero_at_zero(e):
+            f0 = None
+        else:
+            f0 = apply_affine(e, [jnp.zeros(n.shape, n.dtype) for n in e.node_inputs], mode="zero")
+        self._f0[i] = f0 = _shared(f0, self._one)
+        return f0
+
+    def abs_max(self, n: Node):
+        """max(|lo|, |hi|) over node `n`'s current bounds, computed once per bounds."""
+        b = self.bounds[n.id]
+        hit = self._absmax.get(n.id)
+        if hit is not None and hit[0] is b:
+            return hit[1]
+        v = _shared(node_abs_max(b), self._one)
+        self._absmax[n.id] = (b, v)
+        return v
 
     # Per affine equation: |L|-weighted allowance for (a) rounding of the transposed product and of
     # the constant term in this computation and (b) the program's own rounding at this node.
@@ -89,26 +222,27 @@ class _Pass:
             return self._m[i]
         e = self.tape.eqns[i]
         n_fwd, n_bwd = terms(e)
-        xmax = [node_abs_max(self.bounds[n.id]) for n in e.node_inputs]
+        xmax = [self.abs_max(n) for n in e.node_inputs]
         labs = apply_affine(e, xmax, mode="abs")
-        f0 = jnp.abs(
-            apply_affine(e, [jnp.zeros(n.shape, n.dtype) for n in e.node_inputs], mode="zero")
-        )
+        f0 = self.f0(i)
+        f0 = None if f0 is None else jnp.abs(f0)  # None: exactly zero
         u = fm.unit(labs.dtype)
         m = jnp.zeros_like(labs)
         if n_bwd:
             m = m + fm.gamma(n_bwd + 1, u) * labs
-        m = m + fm.gamma(2, u) * f0
+        if f0 is not None:
+            m = m + fm.gamma(2, u) * f0
         if n_fwd:
             p = self.opts.program
-            m = m + p.rel(n_fwd) * (labs + f0) * (1.0 + fm.gamma(n_fwd + 1, u)) + p.abs_eta(n_fwd)
+            mag = labs if f0 is None else labs + f0
+            m = m + p.rel(n_fwd) * mag * (1.0 + fm.gamma(n_fwd + 1, u)) + p.abs_eta(n_fwd)
         m = fm.inflate(m, 8.0) + (n_bwd + 2) * fm.tiny(labs.dtype)
-        self._m[i] = m
+        self._m[i] = m = _shared(m, self._one)
         return m
 
     def backward(
         self,
-        start: Node,
+        start: Node | list,
         lam,
         alphas: dict | None = None,
         start_key=None,
@@ -118,9 +252,11 @@ class _Pass:
     ):
         """Lower bounds of the rows of `lam · start` over the input box: shape (S,).
 
-        sym: `lam` is [M; -M]. Linear maps commute with the negation, so the leading chain of
-        affine equations is transposed for M only (half the work) and mirrored at the first
-        relaxed equation.
+        start, lam: a node and its coefficients (S, *start.shape), or lists of both: then the
+        rows bound `sum_k lam[k] · start[k]` (one pass for several nodes, see `nodes_bounds`).
+        sym: `lam` is [M; -M]. Linear maps commute with the negation, so affine equations are
+        transposed for M only (half the work) until the first relaxed equation, where every
+        pending coefficient is mirrored.
         betas: beta-CROWN multipliers, `{(start_key, i): (S, *x.shape)}` for ReLU equation `i`
           with input `x` split by `propagate(splits=)` (sign `s`). On the domain, `s * x >= 0`,
           so for any `beta >= 0` the bound of `lam · start - sum(beta * s * x)` (a valid bound of
@@ -133,62 +269,47 @@ class _Pass:
         """
         tape, opts = self.tape, self.opts
         fs = opts.float_sound
-        S = lam.shape[0]
-        dt = lam.dtype
+        starts, lams = (
+            (list(start), list(lam)) if isinstance(start, (list, tuple)) else ([start], [lam])
+        )
+        S = lams[0].shape[0]
+        dt = lams[0].dtype
         u = fm.unit(dt)
+        H = S // 2 if sym else S  # rows carried while on the half
         if sym:
             assert S % 2 == 0
-            lam = lam[: S // 2]
-        acc = {start.id: lam}
-        bias = jnp.zeros((S,), dt)
-        slack = jnp.zeros((S,), dt)
-        absbias = jnp.zeros((S,), dt)
+        acc = {n.id: lm[:H] for n, lm in zip(starts, lams, strict=True)}
+        bias = jnp.zeros((H,), dt)
+        slack = jnp.zeros((H,), dt)
+        absbias = jnp.zeros((H,), dt)
         steps = 0
 
-        def mirror(x):
-            return jnp.concatenate([x, -x]) if sym else x
+        def unhalve():
+            # leave the half: every pending coefficient and sum gets its mirrored rows
+            nonlocal bias, absbias, slack, sym
+            for k, v in acc.items():
+                acc[k] = jnp.concatenate([v, -v])
+            bias = jnp.concatenate([bias, -bias])
+            absbias = jnp.concatenate([absbias, absbias])
+            slack = jnp.concatenate([slack, slack])
+            sym = False
 
-        def absmirror(x):
-            return jnp.concatenate([x, x]) if sym else x
-
-        end = start.eqn_index if start.eqn_index is not None else -1
-        for i in range(end, -1, -1):
+        ends = [n.eqn_index if n.eqn_index is not None else -1 for n in starts]
+        for i in range(max(ends), -1, -1):
             e = tape.eqns[i]
-            L = acc.pop(e.out.id, None)
-            if L is None:
+            if e.out.id not in acc:
                 continue
+            if sym and e.kind != "affine":
+                unhalve()
+            L = acc.pop(e.out.id)
             steps += 1
             ins = e.node_inputs
-            if sym and e.kind == "affine" and not acc:
-                # Still on the single leading chain: stay on the half.
-                zeros = [jnp.zeros(n.shape, n.dtype) for n in ins]
-                f0 = apply_affine(e, zeros, mode="zero")
-                t = _sum_rows(L * f0)
-                bias, absbias = bias + mirror(t), absbias + absmirror(jnp.abs(t))
-                lin = lambda *xs, e=e, f0=f0: apply_affine(e, list(xs)) - f0
-                _, vjp = jax.vjp(lin, *zeros)
-                gs = jax.vmap(vjp)(L)
-                if fs:
-                    slack = slack + absmirror(_rowdot(jnp.abs(L), self.affine_allowance(i)))
-                if len(ins) == 1:
-                    acc[ins[0].id] = gs[0]
-                    continue
-                gs = [mirror(g) for g in gs]
-                sym = False
-                for n, g in zip(ins, gs, strict=True):
-                    acc[n.id] = acc[n.id] + g if n.id in acc else g
-                continue
-            if sym:
-                L = mirror(L)
-                sym = False
             if e.kind == "affine":
-                zeros = [jnp.zeros(n.shape, n.dtype) for n in ins]
-                f0 = apply_affine(e, zeros, mode="zero")
-                t = _sum_rows(L * f0)
-                bias, absbias = bias + t, absbias + jnp.abs(t)
-                lin = lambda *xs, e=e, f0=f0: apply_affine(e, list(xs)) - f0
-                _, vjp = jax.vjp(lin, *zeros)
-                gs = jax.vmap(vjp)(L)
+                f0 = self.f0(i)
+                if f0 is not None:
+                    t = _sum_rows(L * f0)
+                    bias, absbias = bias + t, absbias + jnp.abs(t)
+                gs = _transpose(e, L)
                 for n, g in zip(ins, gs, strict=True):
                     acc[n.id] = acc[n.id] + g if n.id in acc else g
                 if fs:
@@ -204,17 +325,22 @@ class _Pass:
                 if betas is not None and (start_key, i) in betas and i in self.split_sign:
                     sgn = self.split_sign[i].astype(g.dtype)
                     g = g - jnp.maximum(betas[(start_key, i)], 0.0) * sgn
-                t = _sum_rows(_mul0(Lp, b_l) + _mul0(Ln, b_u))
+                if e.fn in ("relu", "abs"):  # lower intercept b_l == 0
+                    tb = _mul0(Ln, b_u)
+                    tabs = jnp.abs(tb)
+                else:
+                    tl, tu = _mul0(Lp, b_l), _mul0(Ln, b_u)
+                    tb, tabs = tl + tu, jnp.abs(tl) + jnp.abs(tu)
+                t = _sum_rows(tb)
                 bias, absbias = bias + t, absbias + jnp.abs(t)
                 x = ins[0]
                 acc[x.id] = acc[x.id] + g if x.id in acc else g
                 if fs:
-                    xm = node_abs_max(self.bounds[x.id])
+                    xm = self.abs_max(x)
                     slack = (
                         slack
                         + 2 * u * _rowdot(jnp.abs(g), xm)
-                        + fm.gamma(x.size + 1, u)
-                        * _sum_rows(jnp.abs(_mul0(Lp, b_l)) + jnp.abs(_mul0(Ln, b_u)))
+                        + fm.gamma(x.size + 1, u) * _sum_rows(tabs)
                     )
             elif e.kind == "mul":
                 (axl, ayl, cl), (axu, ayu, cu) = self.relax[i]
@@ -235,8 +361,8 @@ class _Pass:
                         + 4
                         * u
                         * (
-                            _rowdot(jnp.abs(gx), node_abs_max(self.bounds[x.id]))
-                            + _rowdot(jnp.abs(gy), node_abs_max(self.bounds[y.id]))
+                            _rowdot(jnp.abs(gx), self.abs_max(x))
+                            + _rowdot(jnp.abs(gy), self.abs_max(y))
                         )
                         + fm.gamma(e.out.size + 1, u) * jnp.abs(t)
                     )
@@ -247,15 +373,14 @@ class _Pass:
                 bias, absbias = bias + t, absbias + jnp.abs(t)
                 if fs:
                     slack = slack + fm.gamma(e.out.size + 1, u) * _rowdot(
-                        jnp.abs(L), node_abs_max((lo, hi))
+                        jnp.abs(L), self.abs_max(e.out)
                     )
         for n in tape.inputs:
-            L = acc.pop(n.id, None)
-            if L is None:
+            if n.id not in acc:
                 continue
             if sym:
-                L = mirror(L)
-                sym = False
+                unhalve()
+            L = acc.pop(n.id)
             steps += 1
             if record is not None:
                 record[("input", n.id)] = L
@@ -264,14 +389,14 @@ class _Pass:
             t = _sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi))
             bias, absbias = bias + t, absbias + jnp.abs(t)
             if fs:
-                slack = slack + fm.gamma(n.size + 1, u) * _rowdot(
-                    jnp.abs(L), node_abs_max((lo, hi))
-                )
+                slack = slack + fm.gamma(n.size + 1, u) * _rowdot(jnp.abs(L), self.abs_max(n))
+        if sym:
+            unhalve()
         if not fs:
             return jnp.where(jnp.isnan(bias), -jnp.inf, bias)
         slack = slack + fm.gamma(steps + 1, u) * absbias
         out = fm.down(bias - fm.inflate(slack, 4.0 * steps + 16.0))
-        return jnp.where(jnp.isnan(out), -jnp.inf, out)
+        return _shared(jnp.where(jnp.isnan(out), -jnp.inf, out), self._one)
 
     def node_bounds(self, n: Node, alphas=None):
         """CROWN bounds of every element of node `n` (lower and upper in one backward pass)."""
@@ -283,18 +408,39 @@ class _Pass:
         hi = (-low[size:]).reshape(n.shape)
         return lo, hi
 
+    def nodes_bounds(self, nodes: list, alphas=None):
+        """`node_bounds` of several nodes (the operands of one relaxed equation) in one backward
+        pass: the rows of all nodes stacked, each node's coefficients zero on the others' rows,
+        so the equations their passes share are transposed once."""
+        if len(nodes) <= 1 or alphas is not None:
+            return [self.node_bounds(n, alphas) for n in nodes]
+        H = sum(n.size for n in nodes)
+        lams, off = [], 0
+        for n in nodes:
+            eye = jnp.eye(H, n.size, k=-off, dtype=n.dtype).reshape(H, *n.shape)
+            lams.append(jnp.concatenate([eye, -eye]))
+            off += n.size
+        low = self.backward(nodes, lams, sym=True)
+        out, off = [], 0
+        for n in nodes:
+            lo = low[off : off + n.size].reshape(n.shape)
+            hi = (-low[H + off : H + off + n.size]).reshape(n.shape)
+            out.append((lo, hi))
+            off += n.size
+        return out
+
     def relax_eqn(self, i: int):
         e = self.tape.eqns[i]
         if e.kind == "unary":
             lo, hi = self.bounds[e.inputs[0].id]
-            self.relax[i] = relax_unary(e.fn, lo, hi, self.opts)
+            self.relax[i] = _shared(relax_unary(e.fn, lo, hi, self.opts), self._one)
         elif e.kind == "mul":
             x, y = e.node_inputs
             bx, by = self.bounds[x.id], self.bounds[y.id]
             shape = e.out.shape
             bx = tuple(jnp.broadcast_to(v, shape) for v in bx)
             by = tuple(jnp.broadcast_to(v, shape) for v in by)
-            self.relax[i] = relax_mul(bx, by, self.opts)
+            self.relax[i] = _shared(relax_mul(bx, by, self.opts), self._one)
 
     def propagate(
         self,
@@ -319,21 +465,26 @@ class _Pass:
         refined = set()
         relu_k = 0
         for i, e in enumerate(self.tape.eqns):
-            if method != "ibp" and e.kind in ("unary", "mul"):
+            if method != "ibp" and e.kind in ("unary", "mul") and plan is not None:
+                todo = []
                 for n in e.node_inputs:
-                    if plan is not None and n.id in plan and n.id not in refined:
-                        if fixed is not None and n.id in fixed:
-                            lo, hi = fixed[n.id]
-                            lo = jnp.asarray(lo, n.dtype).reshape(n.shape)
-                            hi = jnp.asarray(hi, n.dtype).reshape(n.shape)
-                            if refine_fixed:
-                                clo, chi = self.node_bounds(n, alphas)
-                                lo, hi = jnp.maximum(lo, clo), jnp.minimum(hi, chi)
-                        else:
-                            lo, hi = self.node_bounds(n, alphas)
-                        olo, ohi = self.bounds[n.id]
-                        self.bounds[n.id] = (jnp.maximum(lo, olo), jnp.minimum(hi, ohi))
-                        refined.add(n.id)
+                    if n.id in plan and n.id not in refined and all(n.id != m.id for m in todo):
+                        todo.append(n)
+                fresh = [n for n in todo if fixed is None or n.id not in fixed]
+                crown = dict(zip([n.id for n in fresh], self.nodes_bounds(fresh, alphas)))
+                for n in todo:
+                    if fixed is not None and n.id in fixed:
+                        lo, hi = fixed[n.id]
+                        lo = jnp.asarray(lo, n.dtype).reshape(n.shape)
+                        hi = jnp.asarray(hi, n.dtype).reshape(n.shape)
+                        if refine_fixed:
+                            clo, chi = self.node_bounds(n, alphas)
+                            lo, hi = jnp.maximum(lo, clo), jnp.minimum(hi, chi)
+                    else:
+                        lo, hi = crown[n.id]
+                    olo, ohi = self.bounds[n.id]
+                    self.set_bounds(n, (jnp.maximum(lo, olo), jnp.minimum(hi, ohi)))
+                    refined.add(n.id)
             if e.kind == "unary" and e.fn == "relu":
                 if splits is not None and relu_k < len(splits) and splits[relu_k] is not None:
                     x = e.inputs[0]
@@ -349,7 +500,7 @@ class _Pass:
                 relu_k += 1
             if method != "ibp" and e.kind in ("unary", "mul"):
                 self.relax_eqn(i)
-            self.bounds[e.out.id] = ibp_eqn(e, self.bounds, self.opts)
+            self.set_bounds(e.out, ibp_eqn(e, self.bounds, self.opts))
 
 
 def _unbroadcast(g, shape):
