@@ -41,8 +41,9 @@ import tljax  # noqa: E402
 
 MLP_DIMS = (784, 256, 256, 256, 10)
 FULL = {"batches": (1, 16, 256, 4096), "T": 8, "E": 32, "block_crown_max_batch": 4096}
-# On CPU, CROWN through attention compiles for minutes and its vmapped form is slow (tiny run:
-# 0.7 s per call at batch 1, 28 s at batch 16), so the tiny run times it at batch 1 only.
+# On CPU, the vmapped CROWN through attention compiles slowly (tiny run: ~48 s, then 93 ms per
+# call at batch 1; a top-level `tljax.bound` of the block compiles in ~11 s and runs in 7 ms), so
+# the tiny run times it at batch 1 only.
 TINY = {"batches": (1, 16), "T": 4, "E": 16, "block_crown_max_batch": 1}
 
 
