@@ -978,7 +978,9 @@ def _split_signs(tape, relu_splits) -> dict:
     """Per split ReLU equation index, its split signs over its input (int vector)."""
     if relu_splits is None:
         return {}
-    relus = [i for i, e in enumerate(tape.eqns) if e.kind == "unary" and e.fn == "relu"]
+    from ._crown import relu_eqns
+
+    relus = relu_eqns(tape)
     if len(relu_splits) > len(relus):
         raise _Reject(
             f"the certificate splits {len(relu_splits)} ReLUs, the program has {len(relus)}"

@@ -895,8 +895,11 @@ def kernel_contracts(graph_or_jaxpr) -> tuple[KernelContract, ...]:
 
 
 def format_contracts(graph_or_jaxpr) -> str:
-    """`kernel_contracts` as text, for reports and certificates ("" when there is no kernel)."""
-    contracts = kernel_contracts(graph_or_jaxpr)
+    """`kernel_contracts` as text, for reports and certificates ("" when there is no kernel).
+    Also takes the contracts themselves (a tuple of `KernelContract`)."""
+    obj = graph_or_jaxpr
+    is_list = isinstance(obj, tuple) and all(isinstance(c, KernelContract) for c in obj)
+    contracts = obj if is_list else kernel_contracts(obj)
     if not contracts:
         return ""
     return "results rest on these kernel contracts (implementation vs reference):\n" + "\n".join(

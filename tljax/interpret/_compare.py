@@ -24,7 +24,7 @@ import numpy as np
 from ..core import _jaxpr_compat as compat
 from ..core._errors import InputError
 from ..core._graph import Graph, trace
-from ..core._kernel import kernel_contracts
+from ..core._kernel import format_contracts, kernel_contracts
 from ..core._semantics import Semantics
 from ..core._walker import HIGHER_ORDER, eval_closed
 from . import _exact_values as ev
@@ -535,14 +535,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def _contracts_text(contracts) -> str:
-    return (
-        "kernels: exact / emulated semantics walk the references, 'reference' runs the "
-        "implementations:\n"
-        + "\n".join("  " + str(c).replace("\n", "\n  ") for c in contracts)
-    )
-
-
 def format_comparison(c: Comparison, max_equations: int = 60) -> str:
     head = (
         f"compare {c.name!r} against {c.exact!r} (errors computed exactly, shown rounded; "
@@ -589,7 +581,7 @@ def format_comparison(c: Comparison, max_equations: int = 60) -> str:
     for name, msg in c.failures.items():
         parts.append(f"semantics {name!r} failed: {msg.splitlines()[0]}")
     if c.kernel_contracts:
-        parts.append(_contracts_text(c.kernel_contracts))
+        parts.append(format_contracts(c.kernel_contracts))
     return "\n".join(parts)
 
 

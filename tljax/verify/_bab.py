@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._attack import attack, attack_arrays, attack_domains, batch_objective, confirm
-from ._bounder import input_split_bounder, relu_split_bounder
+from ._bounder import input_split_bounder, pad_batch, relu_split_bounder
 from ._spec import Group, f32_inward, f32_outward
 
 # Batch of the small compiled beta-CROWN program (see `Search.relu_split_beta`), and the most
@@ -312,11 +312,7 @@ class Search:
 
         def bound_batch(lo, hi):
             m = lo.shape[0]
-            lo32, hi32 = f32_outward(lo, hi)
-            pad = B - m
-            if pad:
-                lo32 = np.concatenate([lo32, np.repeat(lo32[:1], pad, 0)])
-                hi32 = np.concatenate([hi32, np.repeat(hi32[:1], pad, 0)])
+            lo32, hi32 = pad_batch(B, *f32_outward(lo, hi))
             nonlocal bounder
             call = (jnp.asarray(lo32), jnp.asarray(hi32), *arrays, self.args)
             try:
@@ -481,6 +477,27 @@ class Search:
         return "unsat"
 
     # --- ReLU splitting --------------------------------------------------------------------
+    def _children(self, lo, hi, splits, br):
+        """The two children of each domain, stacked (all first children, then all second ones):
+        ReLU `br >= 0` split active / inactive, or input coordinate `-br - 1` halved."""
+        rows_k = np.arange(lo.shape[0])
+        a_lo, a_hi, a_sp = lo.copy(), hi.copy(), splits.copy()
+        b_lo, b_hi, b_sp = lo.copy(), hi.copy(), splits.copy()
+        neuron = br >= 0
+        nk = np.where(neuron, br, 0)
+        a_sp[rows_k[neuron], nk[neuron]] = 1
+        b_sp[rows_k[neuron], nk[neuron]] = -1
+        inp = ~neuron
+        if np.any(inp):
+            j = -br[inp] - 1
+            r = rows_k[inp]
+            mid = 0.5 * (lo[r, j] + hi[r, j])
+            a_hi[r, j] = mid
+            b_lo[r, j] = mid
+            self.stats["input_splits"] = self.stats.get("input_splits", 0) + int(inp.sum())
+        stack = np.concatenate
+        return stack([a_lo, b_lo]), stack([a_hi, b_hi]), stack([a_sp, b_sp])
+
     def relu_split(self, group: Group, leaves: LeafSet) -> str:
         from ..bounds import Box, relu_shapes
         from ._taps import Taps
@@ -549,12 +566,7 @@ class Search:
 
         def bound_batch(lo, hi, splits):
             m = splits.shape[0]
-            lo32, hi32 = f32_outward(lo, hi)
-            pad = B - m
-            if pad:
-                splits = np.concatenate([splits, np.repeat(splits[:1], pad, 0)])
-                lo32 = np.concatenate([lo32, np.repeat(lo32[:1], pad, 0)])
-                hi32 = np.concatenate([hi32, np.repeat(hi32[:1], pad, 0)])
+            lo32, hi32, splits = pad_batch(B, *f32_outward(lo, hi), splits)
             lower, plo, phi = bounder(
                 jnp.asarray(lo32), jnp.asarray(hi32), jnp.asarray(splits, jnp.int8), spec, self.args
             )
@@ -650,26 +662,12 @@ class Search:
                 if np.any(depth >= opts.max_depth):
                     self.notes.append(f"a domain reached the maximum split depth {opts.max_depth}")
                     return "unknown"
-                rows_k = np.arange(k)
-                a_lo, a_hi, a_sp = lo.copy(), hi.copy(), splits.copy()
-                b_lo, b_hi, b_sp = lo.copy(), hi.copy(), splits.copy()
-                neuron = br >= 0
-                nk = np.where(neuron, br, 0)
-                a_sp[rows_k[neuron], nk[neuron]] = 1
-                b_sp[rows_k[neuron], nk[neuron]] = -1
-                inp = ~neuron
-                if np.any(inp):
-                    j = -br[inp] - 1
-                    r = rows_k[inp]
-                    mid = 0.5 * (lo[r, j] + hi[r, j])
-                    a_hi[r, j] = mid
-                    b_lo[r, j] = mid
-                    self.stats["input_splits"] = self.stats.get("input_splits", 0) + int(inp.sum())
+                c_lo, c_hi, c_sp = self._children(lo, hi, splits, br)
                 out = process(
-                    np.concatenate([a_lo, b_lo]),
-                    np.concatenate([a_hi, b_hi]),
+                    c_lo,
+                    c_hi,
                     np.concatenate([case, case]),
-                    np.concatenate([a_sp, b_sp]),
+                    c_sp,
                     np.concatenate([depth, depth]) + 1,
                 )
                 self.stats["max_depth"] = max(self.stats.get("max_depth", 0), int(depth.max()) + 1)
@@ -725,10 +723,7 @@ class Search:
             m = splits.shape[0]
             size, bounder = bounder_for(m)
             lo32, hi32 = f32_outward(lo, hi)
-            args = [lo32, hi32, splits, rb_lo[case], rb_hi[case], alpha, beta]
-            pad = size - m
-            if pad:
-                args = [np.concatenate([a, np.repeat(a[:1], pad, 0)]) for a in args]
+            args = pad_batch(size, lo32, hi32, splits, rb_lo[case], rb_hi[case], alpha, beta)
             lo32, hi32, sp, rlo, rhi, al, be = args
             lower, a, b, ulo, uhi, sc, corners = bounder(
                 jnp.asarray(lo32),
@@ -772,8 +767,7 @@ class Search:
             x = corners[np.arange(len(row)), row].astype(np.float32)
             # the bound's box is rounded outward: the corner into the case box's float32 points
             x = np.clip(x, inner[case, 0], inner[case, 1])
-            pad = size - x.shape[0]
-            xp = np.concatenate([x, np.repeat(x[:1], pad, 0)]) if pad else x
+            (xp,) = pad_batch(size, x)
             v = np.asarray(objective(jnp.asarray(xp), *arrays, self.args))[: x.shape[0]]
             v = np.where(np.isnan(v), np.inf, v)
             self.stats["attack_best"] = min(self.stats.get("attack_best", np.inf), float(v.min()))
@@ -915,26 +909,12 @@ class Search:
                 if np.any(depth >= opts.max_depth):
                     self.notes.append(f"a domain reached the maximum split depth {opts.max_depth}")
                     return "unknown"
-                rows_k = np.arange(k)
-                a_lo, a_hi, a_sp = lo.copy(), hi.copy(), splits.copy()
-                b_lo, b_hi, b_sp = lo.copy(), hi.copy(), splits.copy()
-                neuron = br >= 0
-                nk = np.where(neuron, br, 0)
-                a_sp[rows_k[neuron], nk[neuron]] = 1
-                b_sp[rows_k[neuron], nk[neuron]] = -1
-                inp = ~neuron
-                if np.any(inp):
-                    j = -br[inp] - 1
-                    r = rows_k[inp]
-                    mid = 0.5 * (lo[r, j] + hi[r, j])
-                    a_hi[r, j] = mid
-                    b_lo[r, j] = mid
-                    self.stats["input_splits"] = self.stats.get("input_splits", 0) + int(inp.sum())
+                c_lo, c_hi, c_sp = self._children(lo, hi, splits, br)
                 out = process(
-                    np.concatenate([a_lo, b_lo]),
-                    np.concatenate([a_hi, b_hi]),
+                    c_lo,
+                    c_hi,
                     np.concatenate([case, case]),
-                    np.concatenate([a_sp, b_sp]),
+                    c_sp,
                     np.concatenate([depth, depth]) + 1,
                     np.concatenate([al, al]),
                     np.concatenate([be, be]),

@@ -32,6 +32,15 @@ _COMPILED: dict = {}
 _MAX = 64
 
 
+def pad_batch(size: int, *arrays) -> list:
+    """`arrays` (leading axis = domains) padded to `size` rows by repeating the first row: the
+    compiled programs have a fixed batch; callers drop the padded rows of the results."""
+    pad = size - arrays[0].shape[0]
+    if not pad:
+        return list(arrays)
+    return [np.concatenate([a, np.repeat(a[:1], pad, 0)]) for a in arrays]
+
+
 def _batch_jit(run, batch: int, n_batched: int):
     """`jax.jit(run)`; with several local devices, the first `n_batched` arguments (leading axis
     = the batch of domains) are split across them and the rest replicated. Domains are

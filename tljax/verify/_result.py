@@ -174,7 +174,7 @@ def _rebound(leaves: GroupLeaves, fn, args, shape, batch_size) -> str | None:
     import jax.numpy as jnp
 
     from ._attack import attack_arrays
-    from ._bounder import input_split_bounder, relu_split_bounder
+    from ._bounder import input_split_bounder, pad_batch, relu_split_bounder
     from ._spec import f32_outward
 
     g = leaves.group
@@ -208,11 +208,9 @@ def _rebound(leaves: GroupLeaves, fn, args, shape, batch_size) -> str | None:
                 )
                 for s in range(0, todo.size, batch_size):
                     part = todo[s : s + batch_size]
-                    lo32, hi32 = f32_outward(leaves.lower[part], leaves.upper[part])
-                    pad = batch_size - part.size
-                    if pad:
-                        lo32 = np.concatenate([lo32, np.repeat(lo32[:1], pad, 0)])
-                        hi32 = np.concatenate([hi32, np.repeat(hi32[:1], pad, 0)])
+                    lo32, hi32 = pad_batch(
+                        batch_size, *f32_outward(leaves.lower[part], leaves.upper[part])
+                    )
                     out = bd(jnp.asarray(lo32), jnp.asarray(hi32), *arrays, tuple(args))[0]
                     lower_all[part] = np.maximum(lower_all[part], np.asarray(out)[: part.size])
                 todo = idx[~(g.margins(lower_all[idx].astype(np.float64)) > 0)]
@@ -242,13 +240,11 @@ def _rebound(leaves: GroupLeaves, fn, args, shape, batch_size) -> str | None:
             )
         for s in range(0, idx.size, batch_size):
             part = idx[s : s + batch_size]
-            lo32, hi32 = f32_outward(leaves.lower[part], leaves.upper[part])
-            pad = batch_size - part.size
-            sp = leaves.splits[part]
-            if pad:
-                lo32 = np.concatenate([lo32, np.repeat(lo32[:1], pad, 0)])
-                hi32 = np.concatenate([hi32, np.repeat(hi32[:1], pad, 0)])
-                sp = np.concatenate([sp, np.repeat(sp[:1], pad, 0)])
+            lo32, hi32, sp = pad_batch(
+                batch_size,
+                *f32_outward(leaves.lower[part], leaves.upper[part]),
+                leaves.splits[part],
+            )
             out = bd(
                 jnp.asarray(lo32),
                 jnp.asarray(hi32),
@@ -329,7 +325,7 @@ def _beta_batches(
     """`out[idx] = max(out[idx], bounds at the witnesses)` with the `size`-batch program."""
     import jax.numpy as jnp
 
-    from ._bounder import beta_bounder
+    from ._bounder import beta_bounder, pad_batch
     from ._spec import f32_outward
 
     bd = beta_bounder(fn, shape, shapes, batch=size, rows=rows, n_args=len(args))
@@ -345,9 +341,7 @@ def _beta_batches(
             np.asarray(alpha[part], np.float32),
             np.asarray(beta[part], np.float32),
         ]
-        pad = size - part.size
-        if pad:
-            arrays = [np.concatenate([a, np.repeat(a[:1], pad, 0)]) for a in arrays]
+        arrays = pad_batch(size, *arrays)
         got = bd(
             jnp.asarray(arrays[0]),
             jnp.asarray(arrays[1]),
