@@ -1,6 +1,6 @@
 """Bound computation speed on the two peer MLPs, beside auto_LiRPA 0.7.1's recorded times.
 
-Usage: python bench/bounds.py [--repeats N]
+Usage: python bench/bounds.py [--repeats N] [--nets mnist,acas,mnist-tanh,acas-sigm]
 Prints steady-state (compiled) time per call and compile time separately, float-sound vs unsound,
 and the mean output width. "ms/call" bounds a pre-traced `tljax.trace` Graph (the analogue of
 auto_LiRPA's BoundedModule, built once and then bounded many times); "fn ms" passes the Python
@@ -9,6 +9,7 @@ function, which re-traces it on every call. auto_LiRPA's times were recorded on 
 """
 
 import argparse
+import functools as ft
 import pathlib
 import statistics
 import time
@@ -30,18 +31,30 @@ LIRPA_MS = {
 }
 
 
-def net(x, params):
+def net(x, params, act=jax.nn.relu):
     h = x
     for i, (w, b) in enumerate(params):
         h = w @ h + b
         if i < len(params) - 1:
-            h = jax.nn.relu(h)
+            h = act(h)
     return h
+
+
+OLD_METHODS = ("ibp", "affine", "crown", "alpha-crown")  # before crown-ibp (before/after tables)
+# the peers' ReLU nets, and the same weights with smooth activations (no peer numbers): the
+# smooth relaxations' cost
+NETS = {
+    "mnist": ("mnist", jax.nn.relu),
+    "acas": ("acas", jax.nn.relu),
+    "mnist-tanh": ("mnist", jax.nn.tanh),
+    "acas-sigm": ("acas", jax.nn.sigmoid),
+}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--nets", default=",".join(NETS), help="comma-separated: " + ", ".join(NETS))
     args = ap.parse_args()
     if not PEERS.is_dir():
         raise SystemExit(f"peer data not found at {PEERS}")
@@ -49,13 +62,17 @@ def main():
     header = f"{'net':6s} {'method':12s} {'sound':5s} {'compile s':>9s} {'ms/call':>8s} {'fn ms':>7s} {'peer ms':>10s} {'ratio':>7s} {'width':>9s}"
     print(header)
     print("-" * len(header))
-    for name in ("mnist", "acas"):
-        d = np.load(PEERS / f"{name}_mlp.npz")
+    for name in args.nets.split(","):
+        data, act = NETS[name]
+        d = np.load(PEERS / f"{data}_mlp.npz")
         k = len([key for key in d.files if key.startswith("W")])
         params = [(d[f"W{i}"], d[f"b{i}"]) for i in range(k)]
         box = tljax.Box(d["x"][0] - d["eps"], d["x"][0] + d["eps"])
-        graph = tljax.trace(net, box.lower, params)
-        for method in ("ibp", "affine", "crown", "alpha-crown"):
+        fn = ft.partial(net, act=act)
+        graph = tljax.trace(fn, box.lower, params)
+        for method in ("ibp", "affine", "crown", "crown-ibp", "alpha-crown"):
+            if method not in getattr(tljax.bounds, "METHODS", OLD_METHODS):
+                continue
             for sound in (False, True):
                 t0 = time.perf_counter()
                 b = tljax.bound(graph, box, params, method=method, float_sound=sound)
@@ -70,7 +87,7 @@ def main():
                     ts.append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
                     jax.block_until_ready(
-                        tljax.bound(net, box, params, method=method, float_sound=sound).lower
+                        tljax.bound(fn, box, params, method=method, float_sound=sound).lower
                     )
                     tf.append(time.perf_counter() - t0)
                 ms = statistics.median(ts) * 1e3

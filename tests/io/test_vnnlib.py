@@ -17,7 +17,7 @@ BOUND = re.compile(rf"\((<=|>=) X_(\d+) ({NUM})\)")
 Y_ATOM = re.compile(rf"\((<=|>=) (Y_\d+|{NUM}) (Y_\d+|{NUM})\)")
 
 # (n_inputs, n_outputs) per benchmark suite; the test suite's files differ per instance
-SIZES = {"acasxu": (5, 5), "mnist_fc": (784, 10)}
+SIZES = {"acasxu": (5, 5), "mnist_fc": (784, 10), "verivital": (784, 10)}
 TEST_SIZES = {"test_nano": (1, 1), "test_tiny": (1, 1), "test_small": (1, 1), "test_prop": (5, 5)}
 
 

@@ -1,5 +1,6 @@
 """tljax.bounds: sound interval and CROWN / alpha-CROWN bounds over jaxprs, and certificates."""
 
+from ._api import METHODS as METHODS
 from ._api import bound as bound
 from ._api import relu_shapes as relu_shapes
 from ._box import Bounds as Bounds
@@ -8,8 +9,17 @@ from ._certificate import Certificate as Certificate
 from ._certificate import SplitParams as SplitParams
 from ._certificate import check as check
 from ._float_model import ProgramModel as ProgramModel
+from ._relax import Options as Options
 from ._relax import relax_relu as relax_relu
 from ._relax import relax_smooth as relax_smooth
 from ._relax import relax_unary as relax_unary
+from ._rules import RULES as RULES
+from ._rules import BoundRule as BoundRule
+from ._rules import Kind as Kind
+from ._rules import UnaryRule as UnaryRule
+from ._rules import register as register
+from ._rules import registered as registered
 from ._sharding import batch_mesh as batch_mesh
 from ._sharding import bound_sharded as bound_sharded
+from ._smooth import SMOOTH as SMOOTH
+from ._smooth import Smooth as Smooth

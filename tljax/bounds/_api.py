@@ -11,19 +11,21 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+from jax import lax
 
 from ..core import _jaxpr_compat as compat
 from ..core._errors import InputError, InvalidBoxError
 from ..core._graph import Graph, trace
 from . import _float_model as fm
-from ._box import Bounds, Box
+from ._box import Bounds, Box, _validate, box_check, box_valid
 from ._crown import run_method
 from ._relax import Options
 from ._tape import record_graph
 
 compat.register_exclusion(__file__)
 
-METHODS = ("ibp", "affine", "crown", "alpha-crown")
+
+METHODS = ("ibp", "affine", "crown", "crown-ibp", "alpha-crown")
 
 _CACHE: collections.OrderedDict = collections.OrderedDict()
 # XLA's full backend optimisation halves the run time of a compiled bound program but doubles its
@@ -66,6 +68,32 @@ def _program_model(float_format) -> fm.ProgramModel:
 
 
 def _compute(
+    graph: Graph, n_box: int, box_leaves, arg_leaves, splits=None, *, check_box=False, **kw
+):
+    """`_compute_bounds`, then the invalid-box policy below (`kw`: its keyword options)."""
+    outs = _compute_bounds(graph, n_box, box_leaves, arg_leaves, splits, **kw)
+    # An invalid box (lower > upper or NaN somewhere; under jit/vmap it could not be checked
+    # when the Box was built) gets NaN bounds: never a finite pair that looks valid. Per batch
+    # element under vmap, since this runs inside the mapped program.
+    if check_box:
+        box_check(box_leaves, "tljax.bound")
+    ok = box_valid(box_leaves)
+    return [(_invalid_to(ok, lo, +1), _invalid_to(ok, hi, -1)) for lo, hi in outs]
+
+
+def _invalid_to(ok, v, side):
+    # NaN where the box is invalid; integer and bool outputs (no NaN) get the empty interval
+    # [max, min] of their type instead.
+    v = jnp.asarray(v)
+    if jnp.issubdtype(v.dtype, jnp.inexact):
+        return jnp.where(ok, v, jnp.nan).astype(v.dtype)
+    if v.dtype == jnp.bool_:
+        return jnp.where(ok, v, side > 0)
+    info = jnp.iinfo(v.dtype)
+    return jnp.where(ok, v, info.max if side > 0 else info.min).astype(v.dtype)
+
+
+def _compute_bounds(
     graph: Graph,
     n_box: int,
     box_leaves,
@@ -82,8 +110,7 @@ def _compute(
     tape = record_graph(graph, mask, arg_leaves, name=method)
     in_bounds = {}
     for node, (lo, hi) in zip(tape.inputs, box_leaves, strict=True):
-        lo = jnp.asarray(lo, node.dtype)
-        hi = jnp.asarray(hi, node.dtype)
+        lo, hi = _outside_subnormals(jnp.asarray(lo, node.dtype), jnp.asarray(hi, node.dtype))
         in_bounds[node.id] = (jnp.broadcast_to(lo, node.shape), jnp.broadcast_to(hi, node.shape))
     if method == "affine":
         from ._zonotope import run_affine
@@ -100,6 +127,35 @@ def _compute(
         splits=splits,
     )
     return outs
+
+
+def _outside_subnormals(lo, hi):
+    """Box ends moved outward off the subnormal range, to 0 or the smallest normal.
+
+    XLA:CPU reads subnormal operands as zero (DAZ), in the program and in the bound computation
+    alike, so a relaxation computed from a subnormal end could describe [l, 0] instead of [l, u].
+    The moved box contains the given one; the test is on the bits, which DAZ cannot touch."""
+    if not jnp.issubdtype(lo.dtype, jnp.floating):
+        return lo, hi
+    info = jnp.finfo(lo.dtype)
+    itype = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[lo.dtype.itemsize]
+    if itype is jnp.int64 and not jax.config.jax_enable_x64:
+        return lo, hi
+    mag = (1 << (8 * lo.dtype.itemsize - 1)) - 1
+    tiny_bits = int(np.asarray(info.tiny, lo.dtype).view(np.dtype(itype)))
+
+    def sub(x):
+        b = lax.bitcast_convert_type(x, itype) & mag
+        return (b > 0) & (b < tiny_bits)
+
+    def neg(x):
+        return lax.bitcast_convert_type(x, itype) < 0
+
+    tiny = jnp.asarray(info.tiny, lo.dtype)
+    zero = jnp.zeros_like(lo)
+    lo = jnp.where(sub(lo), jnp.where(neg(lo), -tiny, zero), lo)
+    hi = jnp.where(sub(hi), jnp.where(neg(hi), zero, tiny), hi)
+    return lo, hi
 
 
 def relu_shapes(fn, box: Box, *args) -> list[tuple]:
@@ -127,6 +183,7 @@ def bound(
     relu_splits=None,
     split_params=None,
     jit: bool = True,
+    check_box: bool = False,
 ) -> Bounds:
     """Certified bounds of `fn(x, *args)` for every `x` in `box`.
 
@@ -136,7 +193,10 @@ def bound(
       *args: further (concrete) arguments, e.g. parameters.
       method: ``"ibp"``, ``"affine"`` (zonotopes: affine arithmetic forward, one noise symbol per
         input coordinate and per relaxed neuron), ``"crown"`` (backward linear relaxation with
-        CROWN intermediate bounds) or ``"alpha-crown"`` (ReLU lower slopes optimised with Adam).
+        CROWN intermediate bounds), ``"crown-ibp"`` (Zhang et al. 2020: IBP intermediate bounds,
+        then one CROWN backward pass from the output or spec, intersected with IBP: never
+        looser than IBP, about as cheap, usually looser than CROWN; what certified training
+        differentiates through) or ``"alpha-crown"`` (ReLU lower slopes optimised with Adam).
       float_sound: also contain what the float32 program computes at every point of the box, with
         any summation order, FMA contraction and flush-to-zero, and round this computation
         outward. With False, bounds are for the real-valued network computed in plain float
@@ -145,8 +205,8 @@ def bound(
         (float32 accumulation).
       spec: optional matrix `C` of shape (m, n_out): bound `C @ y` (y the flattened single
         output) directly, as robustness margins need.
-      certificate: also return a `Certificate` (CROWN / alpha-CROWN / IBP) checkable in exact
-        arithmetic by `tljax.bounds.check` (with `relu_splits`, about the split domain).
+      certificate: also return a `Certificate` (IBP / CROWN / CROWN-IBP / alpha-CROWN) checkable
+        in exact arithmetic by `tljax.bounds.check` (with `relu_splits`, about the split domain).
       alpha_iters, alpha_lr: alpha-CROWN's optimisation budget.
       relu_splits: for branch and bound: a list (one entry per ReLU in the order of
         `relu_shapes(fn, box)`) of int arrays, +1 = neuron forced active, -1 = inactive, 0 = free,
@@ -157,6 +217,16 @@ def bound(
         witness) with ReLU input bounds from alpha-CROWN over `root_box`; the bounds are those of
         an eager, float-sound run (the certificate's claims). One array output only.
       jit: compile the computation (cached per function and shapes).
+      check_box: under `jax.jit` / `jax.vmap` (a traced box), also run a
+        `jax.experimental.checkify.check` that the box is valid, whose error names the offending
+        entries; the call must then be inside `checkify.checkify(...)` (else JAX refuses to
+        compile the unfunctionalized check). Without it an invalid traced box only makes the
+        bounds NaN (see below).
+
+    Invalid boxes: a concrete box with lower > upper or NaN anywhere raises `InvalidBoxError`
+    (listing the entries), here or when the `Box` is built. A traced box cannot be checked
+    before the program runs: the program checks it and returns NaN for both bounds, all outputs,
+    of every (batch element's) invalid box, for every method; never a finite pair.
 
     Returns:
       `Bounds` with `lower` / `upper` in the output's pytree structure (shape (m,) with `spec`);
@@ -171,6 +241,8 @@ def bound(
         raise InputError(f"unknown method {method!r}; choose one of {METHODS}")
     if not isinstance(box, Box):
         raise InvalidBoxError(f"box must be a tljax.Box, got {type(box).__name__}")
+    if not getattr(box, "_validated", False):  # rebuilt as a pytree: check its concrete leaves
+        _validate(box.lower, box.upper, what="tljax.bound: the input box")
     opts = Options(float_sound=bool(float_sound), program=_program_model(float_format))
     example = (box.lower, *args)
     graph = fn if isinstance(fn, Graph) else trace(fn, *example)
@@ -197,6 +269,7 @@ def bound(
         raise InputError("split_params needs a single-array box")
     if method == "affine" and relu_splits is not None:
         raise InputError("relu_splits needs method 'crown' or 'alpha-crown' (got 'affine')")
+    traced_box = any(isinstance(v, jax.core.Tracer) for v in box_lo + box_hi)
     if method == "affine" and certificate:
         raise InputError(
             "certificate=True supports methods 'ibp', 'crown' and 'alpha-crown'; the checker has no "
@@ -209,6 +282,8 @@ def bound(
         "alpha_iters": alpha_iters,
         "alpha_lr": alpha_lr,
     }
+    # concrete boxes were checked above; checkify.check cannot be staged outside checkify
+    check = bool(check_box) and traced_box
     boxes = list(zip(box_lo, box_hi, strict=True))
     if split_params is not None:
         return _split_bound(
@@ -237,11 +312,13 @@ def bound(
             None if spec_arr is None else (spec_arr.shape, spec_arr.tobytes()),
             alpha_iters,
             alpha_lr,
+            check,
         )
         entry = _CACHE.get(key)
         if entry is None or entry[0] is not fn:
             compiled = jax.jit(
-                ft.partial(_compute, graph, n_box, **kw), compiler_options=None if nested else copts
+                ft.partial(_compute, graph, n_box, check_box=check, **kw),
+                compiler_options=None if nested else copts,
             )
             entry = (fn, compiled)
             _CACHE[key] = entry
@@ -254,11 +331,11 @@ def bound(
             if "compiler_options" not in str(err):
                 raise
             # called inside a user's trace with concrete values: compile as a nested jit
-            plain = jax.jit(ft.partial(_compute, graph, n_box, **kw))
+            plain = jax.jit(ft.partial(_compute, graph, n_box, check_box=check, **kw))
             _CACHE[key] = (fn, plain)
             outs = plain(boxes, arg_leaves, relu_splits)
     else:
-        outs = _compute(graph, n_box, boxes, arg_leaves, relu_splits, **kw)
+        outs = _compute(graph, n_box, boxes, arg_leaves, relu_splits, check_box=check, **kw)
     lows = [o[0] for o in outs]
     highs = [o[1] for o in outs]
     if spec_arr is not None:

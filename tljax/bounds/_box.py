@@ -53,14 +53,54 @@ def _validate(lower, upper, what="Box"):
         )
 
 
+def box_valid(box_leaves) -> jax.Array:
+    """Scalar bool, traceable: every entry of every `(lower, upper)` leaf pair has
+    lower <= upper and no NaN (a NaN fails the comparison)."""
+    ok = jnp.asarray(True)
+    for lo, hi in box_leaves:
+        ok = ok & jnp.all(jnp.asarray(lo) <= jnp.asarray(hi))
+    return ok
+
+
+def box_check(box_leaves, where: str) -> None:
+    """`jax.experimental.checkify.check` that the box is valid, naming per offending leaf the
+    number of bad entries and the first one (flat index, lower, upper). Needs a caller inside
+    `checkify.checkify`."""
+    from jax.experimental import checkify
+
+    parts, vals = [], []
+    for k, (lo, hi) in enumerate(box_leaves):
+        flat = ~(jnp.asarray(lo) <= jnp.asarray(hi)).reshape(-1)
+        if flat.size == 0:
+            continue
+        i = jnp.argmax(flat)
+        parts.append(
+            f"leaf {k}: {{}} bad entries, first at flat index {{}} (lower={{}}, upper={{}})"
+        )
+        vals += [jnp.sum(flat), i, jnp.ravel(lo)[i], jnp.ravel(hi)[i]]
+    checkify.check(
+        box_valid(box_leaves),
+        f"{where}: invalid input box (every entry needs lower <= upper and no NaN): "
+        + "; ".join(parts),
+        *vals,
+    )
+
+
 @jtu.register_pytree_node_class
 @dataclasses.dataclass(frozen=True)
 class Box:
     """An axis-aligned box `{x : lower <= x <= upper}` over an array or a pytree of arrays.
 
     Validated on construction when the values are concrete: shapes must match, lower <= upper
-    everywhere and no NaN; the error lists every offending index. Boxes are pytrees, so a batch of
-    boxes (leading axis) can be mapped over with `jax.vmap`.
+    everywhere and no NaN; `InvalidBoxError` lists every offending index. Boxes are pytrees, so a
+    batch of boxes (leading axis) can be mapped over with `jax.vmap`.
+
+    Inside `jax.jit` / `jax.vmap` the values are traced and cannot be checked when the box is
+    built. `tljax.bound` then checks them inside its program: the bounds computed from an
+    invalid box are NaN, both ends, for each affected batch element (never a finite pair that
+    looks valid); `bound(..., check_box=True)` under `jax.experimental.checkify.checkify`
+    instead reports the offending entries as a checkify error. `tljax.bound` re-checks a
+    concrete box too (one rebuilt without validation, e.g. by `jax.tree.map`, still raises).
 
     Example:
       >>> box = tljax.Box(jnp.zeros(3), jnp.ones(3))
@@ -72,6 +112,8 @@ class Box:
 
     def __post_init__(self):
         _validate(self.lower, self.upper)
+        # boxes rebuilt as pytrees (tree_unflatten) skip this; `bound` validates those
+        object.__setattr__(self, "_validated", True)
 
     @classmethod
     def linf(cls, center, eps, clip: tuple | None = None) -> Box:

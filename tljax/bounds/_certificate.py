@@ -55,11 +55,33 @@ reference jaxprs; the certificate's `kernel_contracts` names the contracts (impl
 within tolerance of the reference) on which transferring the claim to the compiled program rests,
 and `check` repeats them in its reason ("rests on kernel contracts: ...").
 
-Scope of the checker (honest): ReLU networks whose tape has only affine equations (dot_general,
-conv, add/sub/neg, mul/div by constants, reductions by sum, structural ops) and ReLU (max(x, 0),
-also max(a, b) / min / abs-free rewrites that yield ReLUs). Smooth nonlinearities (tanh, exp,
-logistic, ...), products of two bounded values and "concretize" equations are rejected with
-"unsupported relaxation kind". The box must be a single array.
+Scope of the checker: every equation kind of the tape (`_tape.py`), re-derived in tape order:
+
+- affine equations (dot_general, conv, add/sub/neg, mul/div by constants, sums, structural ops);
+- relu and abs: exact in float; their lines (and alpha slopes) are checked at the interval ends
+  and at the kink 0, which decides exactly for a convex piecewise-linear f;
+- smooth unary functions (tanh, logistic, exp, softplus, x*x, sqrt, ...): nothing float is
+  trusted. The output interval is the rigorous range of the real f on the checked input
+  interval (`_smooth.enclose`) widened by the float program's error; a claimed line is accepted
+  only if `_smooth.check_line` proves it against the real f moved by the largest such error on
+  the interval. The error model: the program's f(x) is within k ulps of the real f(x), i.e.
+  |error| <= 2 k u_out |f(x)| + 2 eta (k = `_float_model.ULPS[s.ulps]`, flush-to-zero of a
+  tiny result included); a subnormal input is read as +-0 (DAZ), so where the interval meets
+  (-eta, eta) the points (x, f(+-0) +- error) (`Smooth.f0`) are covered as well; functions
+  whose float results are >= 0 (`Smooth.nonneg`: correctly rounded x*x and sqrt, and XLA's exp,
+  logistic and softplus, whose k-ulp results cannot change sign) are clipped at 0;
+- mul (a product of two nodes): the claimed planes are checked at the four corners of the
+  operands' certified box (a plane minus x*y is bilinear, so that decides exactly), with the
+  float product's rounding u_out |x y| + 2 eta; the interval is the exact corner hull widened
+  by the same rounding;
+- concretize (an interval-only equation): the exact image of the interval ends for primitives
+  the checker evaluates exactly (max/min, reduce_max/min, max pooling: selections, applied to
+  the ranks of the values; stop_gradient; floor, ceil, round, sign); any other is rejected with
+  the primitive's name;
+- hints (`TapeEqn.hint`): "monotone" (the exact hull of a max/min rewrite, evaluated as above;
+  one the checker cannot evaluate is ignored, which only loosens) and "nonpos" (`x - y <= `
+  the subtraction's own rounding allowance where the program's y >= x).
+The box must be a single array; non-finite numbers in a certificate are rejected.
 
 What is checked, for a float-sound certificate, is the claim for the *float program* as the error
 model of `_float_model` describes it: every affine equation's result is the exact operation on its
@@ -80,6 +102,7 @@ subnormal would be flushed to zero by XLA:CPU here.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from fractions import Fraction
 from typing import Any
@@ -90,9 +113,11 @@ import numpy as np
 from flint import fmpq, fmpq_mat
 from jax import lax
 
+from ..core import _jaxpr_compat as compat
 from ..core._graph import Graph, trace
+from . import _float_model as fm
 from ._relax import Options
-from ._tape import Node, TapeEqn, apply_affine, record_graph, terms
+from ._tape import Node, TapeEqn, apply_affine, bind_prim, record_graph, terms
 
 FORMAT = "tljax-certificate-1"
 _FLOAT = "float program re-derived exactly with the rounding allowances of {}"
@@ -183,7 +208,7 @@ def _signature(tape) -> list:
     sig = []
     for e in tape.eqns:
         name = e.fn or (e.prim.name if e.prim is not None else "")
-        sig.append([e.kind, name, list(e.out.shape)])
+        sig.append([_kind(e), name, list(e.out.shape)])
     return sig
 
 
@@ -197,22 +222,27 @@ def _key_str(key) -> str:
 def _pass_record(tape, p, alphas=None, betas=None) -> dict:
     nodes, relax = {}, {}
     for i, e in enumerate(tape.eqns):
-        if e.kind in ("unary", "mul", "concretize"):
+        if e.kind in ("unary", "mul", "concretize", "select"):
             for n in e.node_inputs:
                 lo, hi = p.bounds[n.id]
                 nodes[str(n.id)] = (_f64(lo), _f64(hi))
-        if i in p.relax:
+        if i in p.relax and e.kind != "select":  # select masks are re-derived by the checker
             r = p.relax[i]
             if e.kind == "unary":
                 relax[str(i)] = tuple(_f64(jnp.broadcast_to(v, e.out.shape)) for v in r)
-            else:  # mul: McCormick planes (recorded; the checker rejects them)
+            else:  # mul: McCormick planes (x, y and constant coefficients, lower then upper)
                 relax[str(i)] = tuple(_f64(v) for pl in r for v in pl)
     for o in tape.outputs:
         if isinstance(o, Node):
             lo, hi = p.bounds[o.id]
             nodes[str(o.id)] = (_f64(lo), _f64(hi))
-    # as `_Pass.backward` uses them: slopes clipped to [0, 1], multipliers to >= 0
-    al = {f"{_key_str(k)}:{i}": _f64(jnp.clip(v, 0.0, 1.0)) for (k, i), v in (alphas or {}).items()}
+    # as `_Pass.backward` uses them: slopes clipped to [0, 1], multipliers to >= 0. A NaN slope
+    # (a NaN gradient in the optimisation) gave its rows a bound of -inf there; any slope in
+    # [0, 1] gives those rows a valid bound, so 0 is recorded in its place.
+    al = {
+        f"{_key_str(k)}:{i}": _f64(jnp.nan_to_num(jnp.clip(v, 0.0, 1.0), nan=0.0))
+        for (k, i), v in (alphas or {}).items()
+    }
     be = {f"{_key_str(k)}:{i}": _f64(jnp.maximum(v, 0.0)) for (k, i), v in (betas or {}).items()}
     return {"nodes": nodes, "relax": relax, "alphas": al, "betas": be}
 
@@ -527,12 +557,60 @@ def _neg(a):
     return np.where(a < 0, a, 0)
 
 
+_ZERO = fmpq(0)
+
+
 def _relu(a):
-    return np.where(a > 0, a, 0)
+    return np.where(a > 0, a, _ZERO)
+
+
+def _abs(a):
+    return np.where(a < 0, -a, a)
+
+
+def _min(a, b):
+    return np.where(a < b, a, b)
+
+
+def _max(a, b):
+    return np.where(a > b, a, b)
+
+
+# Piecewise-linear convex functions with one kink, at 0: exact in float, checked exactly.
+_PIECEWISE = {"relu": _relu, "abs": _abs}
+
+
+def _bcast_index(n: Node, shape) -> np.ndarray:
+    """Flat index into `n` of every element of its broadcast to `shape`."""
+    idx = np.arange(n.size).reshape(n.shape)
+    return np.broadcast_to(idx, shape).reshape(-1)
+
+
+def _unbroadcast(g: np.ndarray, n: Node, shape) -> np.ndarray:
+    """Coefficients (S, prod(shape)) on the broadcast of `n` summed back onto `n`'s elements."""
+    idx = _bcast_index(n, shape)
+    if idx.shape[0] == n.size and np.array_equal(idx, np.arange(n.size)):
+        return g
+    out = np.empty((g.shape[0], n.size), dtype=object)
+    out[...] = fmpq(0)
+    np.add.at(out, (slice(None), idx), g)
+    return out
+
+
+def _frac(v) -> Fraction:
+    return Fraction(int(v.p), int(v.q)) if isinstance(v, fmpq) else Fraction(v)
+
+
+def _fq(v) -> fmpq:
+    """An exact rational (Fraction, int or fmpq) as fmpq."""
+    if isinstance(v, fmpq):
+        return v
+    v = Fraction(v)
+    return fmpq(v.numerator, v.denominator)
 
 
 def _fmt(v) -> str:
-    return f"{float(Fraction(int(v.p), int(v.q))):.17g}"
+    return f"{float(_frac(v)):.17g}"
 
 
 class _Affine:
@@ -596,6 +674,115 @@ class _Affine:
         return lo, hi
 
 
+def _kind(e: TapeEqn) -> str:
+    return str(getattr(e.kind, "value", e.kind))
+
+
+def _name(e: TapeEqn) -> str:
+    return e.fn or (e.prim.name if e.prim is not None else _kind(e))
+
+
+def _smooth_of(e: TapeEqn):
+    """The `_smooth.Smooth` description of a unary equation's function, None if there is none."""
+    return e.rule.smooth
+
+
+def _unit(dtype) -> Fraction:
+    try:
+        return Fraction(fm.unit(dtype))
+    except KeyError:  # a dtype the bound computation does not run in
+        return Fraction(0)
+
+
+# Primitives whose exact interval the checker evaluates: each output element is one of the
+# operands' elements (or padding) chosen by comparisons, so the primitive commutes with any
+# increasing map of the values; applied to the values' ranks (integers) it is exact.
+_SELECTING = frozenset(
+    p
+    for p in (
+        lax.max_p,
+        lax.min_p,
+        lax.reduce_max_p,
+        lax.reduce_min_p,
+        lax.reduce_window_max_p,
+        getattr(lax, "reduce_window_min_p", None),
+    )
+    if p is not None
+)
+
+
+def _round_half(v: fmpq, method) -> fmpq:
+    f = fmpq(v.floor())
+    d = v - f
+    if d != fmpq(1, 2):
+        return f + 1 if d > fmpq(1, 2) else f
+    away = int(method) == 0  # lax.RoundingMethod.AWAY_FROM_ZERO
+    up = v > 0 if away else int(f.p) % 2 == 1
+    return f + 1 if up else f
+
+
+# Elementwise, exact in float and nondecreasing: evaluated exactly at the interval ends.
+_ELEMENTWISE = {
+    lax.floor_p: lambda v, p: fmpq(v.floor()),
+    lax.ceil_p: lambda v, p: fmpq(v.ceil()),
+    lax.sign_p: lambda v, p: fmpq(int(v > 0) - int(v < 0)),
+    lax.round_p: lambda v, p: _round_half(v, p.get("rounding_method", 0)),
+}
+_EXACT_NAMES = ", ".join(
+    sorted({p.name for p in _SELECTING | set(_ELEMENTWISE)} | {"stop_gradient"})
+)
+
+
+def _monotone_image(prim, params, inputs, bnd: dict, out: Node):
+    """Exact interval (lo, hi) of `prim(*inputs)`, nondecreasing in every operand, from the
+    intervals `bnd` of its node operands; None if the checker cannot evaluate `prim` exactly."""
+    nodes = [v for v in inputs if isinstance(v, Node)]
+    if prim is compat.stop_gradient_p and len(inputs) == 1 and nodes:
+        return bnd[nodes[0].id]
+    if prim in _ELEMENTWISE and len(inputs) == 1 and nodes and nodes[0].shape == out.shape:
+        g = _ELEMENTWISE[prim]
+        lo, hi = bnd[nodes[0].id]
+        return (
+            np.array([g(v, params) for v in lo], dtype=object),
+            np.array([g(v, params) for v in hi], dtype=object),
+        )
+    if prim not in _SELECTING:
+        return None
+    consts = [np.asarray(v, np.float64) for v in inputs if not isinstance(v, Node)]
+    if any(np.isnan(c).any() for c in consts):
+        return None
+    values = set()
+    for n in nodes:
+        values.update(bnd[n.id][0].tolist())
+        values.update(bnd[n.id][1].tolist())
+    for c in consts:
+        values.update(_q(c[np.isfinite(c)]).tolist())
+    table = sorted(values)
+    rank = {v: k + 1 for k, v in enumerate(table)}  # -inf: 0, +inf: len + 1
+    top = len(table) + 1
+    if top >= 2**31 - 1:
+        return None
+
+    def ranks(end):
+        ops = []
+        for v in inputs:
+            if isinstance(v, Node):
+                r = [rank[t] for t in bnd[v.id][end]]
+                ops.append(jnp.asarray(np.array(r, np.int32).reshape(v.shape)))
+            else:
+                c = np.asarray(v, np.float64)
+                fin = np.isfinite(c)
+                r = np.where(c < 0, 0, top).astype(np.int32)
+                r[fin] = [rank[t] for t in _q(c[fin]).tolist()]
+                ops.append(jnp.asarray(r))
+        res = np.asarray(jnp.broadcast_to(bind_prim(prim, params, ops), out.shape)).reshape(-1)
+        if np.any((res <= 0) | (res >= top)):
+            raise _Reject(f"{prim.name}: the interval of its result is unbounded")
+        return np.array([table[int(k) - 1] for k in res], dtype=object)
+
+    return ranks(0), ranks(1)
+
+
 class _Empty(Exception):
     """The split constraints leave no point of the box (proved exactly): every claim holds."""
 
@@ -629,6 +816,7 @@ class _Checker:
         self.bnd: dict[int, tuple] = {}
         self.aff: dict[int, _Affine] = {}
         self.m: dict[int, np.ndarray] = {}  # float-program allowance per affine equation
+        self.sel: dict[int, tuple] = {}  # (surely false, surely true) per select equation
         pm = cert.program_model
         self.model = (
             (Fraction(pm["u_out"]), Fraction(pm["u_acc"]), Fraction(pm["eta"]))
@@ -663,11 +851,11 @@ class _Checker:
                 for n, J in zip(e.node_inputs, a.J, strict=True):
                     g = L if J is None else _unmat(_mat(L) * J.transpose())
                     acc[n.id] = acc[n.id] + g if n.id in acc else g
-            else:  # relu (others were rejected in the forward sweep)
+            elif e.kind == "unary":
                 if i not in self.relax:
-                    raise _Reject(f"{self.where()}: relu equation {i} has no relaxation")
+                    raise _Reject(f"{self.where()}: {e.fn} equation {i} has no relaxation")
                 a_l, b_l, a_u, b_u = self.relax[i]
-                if (key, i) in self.alphas:
+                if (key, i) in self.alphas:  # relu / abs only (`_check_alphas`)
                     al = self.alphas[(key, i)]
                     if al.shape[1] != a_l.shape[0] or rows.max() >= al.shape[0]:
                         raise _Reject(
@@ -689,6 +877,36 @@ class _Checker:
                 bias = bias + (Lp * b_l[None, :] + Ln * b_u[None, :]).sum(axis=1)
                 x = e.inputs[0]
                 acc[x.id] = acc[x.id] + g if x.id in acc else g
+            elif e.kind == "mul":
+                if i not in self.relax:
+                    raise _Reject(f"{self.where()}: mul equation {i} has no relaxation")
+                axl, ayl, cl, axu, ayu, cu = self.relax[i]
+                Lp, Ln = _pos(L), _neg(L)
+                bias = bias + (Lp * cl[None, :] + Ln * cu[None, :]).sum(axis=1)
+                for n, al, au in zip(e.node_inputs, (axl, ayl), (axu, ayu), strict=True):
+                    g = _unbroadcast(Lp * al[None, :] + Ln * au[None, :], n, e.out.shape)
+                    acc[n.id] = acc[n.id] + g if n.id in acc else g
+            elif e.kind == "select":
+                # exact where the derived intervals decide the predicate, the interval elsewhere
+                m0, m1 = self.sel[i]
+                for c, m in zip(e.inputs[2:], (m0, m1), strict=True):
+                    g = np.where(m[None, :], L, _ZERO)
+                    if isinstance(c, Node):
+                        g = _unbroadcast(g, c, e.out.shape)
+                        acc[c.id] = acc[c.id] + g if c.id in acc else g
+                    else:
+                        cv = _q(np.broadcast_to(np.asarray(c, np.float64), e.out.shape)).reshape(-1)
+                        bias = bias + (g * cv[None, :]).sum(axis=1)
+                lo, hi = self.bnd[e.out.id]
+                Lu = np.where((~m0 & ~m1)[None, :], L, _ZERO)
+                bias = bias + (
+                    _matmul(_pos(Lu), _mat(lo[:, None])) + _matmul(_neg(Lu), _mat(hi[:, None]))
+                )[:, 0]
+            else:  # concretize: a free value in its derived interval
+                lo, hi = self.bnd[e.out.id]
+                bias = bias + (
+                    _matmul(_pos(L), _mat(lo[:, None])) + _matmul(_neg(L), _mat(hi[:, None]))
+                )[:, 0]
         for n in self.tape.inputs:
             L = acc.pop(n.id, None)
             if L is None:
@@ -711,7 +929,7 @@ class _Checker:
             dlo, dhi = self.bnd[node.id]
         bad_lo = np.nonzero(clo > dlo)[0]
         bad_hi = np.nonzero(chi < dhi)[0]
-        if (len(bad_lo) or len(bad_hi)) and key is not None and self.relax:
+        if (len(bad_lo) or len(bad_hi)) and key is not None and (self.relax or self.sel):
             rows = np.concatenate([C[bad_lo], -C[bad_hi]])
             low = self.backward(node, rows, key, np.concatenate([bad_lo, size + bad_hi]))
             dlo, dhi = dlo.copy(), dhi.copy()
@@ -776,48 +994,6 @@ class _Checker:
         hi = np.where(dhi < chi, dhi, chi)
         self.bnd[n.id] = (lo, hi)
 
-    def relu_valid(self, i: int, x: Node):
-        if i not in self.relax:
-            return
-        if x.id not in self.claims:
-            raise _Reject(
-                f"{self.where()}: relu equation {i}: relaxation without a claimed input interval"
-            )
-        lo, hi = self.claims[x.id]
-        if i in self.signs:  # on the domain the input of a split neuron is on its side of 0
-            sign, zero = self.signs[i], fmpq(0)
-            lo = np.where((sign > 0) & (lo < zero), zero, lo)
-            hi = np.where((sign < 0) & (hi > zero), zero, hi)
-            bad = np.nonzero(lo > hi)[0]
-            if len(bad):
-                raise _Empty(f"relu equation {i} index {int(bad[0])}: split outside its interval")
-        a_l, b_l, a_u, b_u = self.relax[i]
-        if a_l.shape[0] != x.size:
-            raise _Reject(f"{self.where()}: relu equation {i}: relaxation has the wrong size")
-        for p, name in ((lo, "lower end"), (hi, "upper end")):
-            ok = a_u * p + b_u >= _relu(p)
-            for r in np.nonzero(~ok.astype(bool))[0][:1]:
-                raise _Reject(
-                    f"{self.where()}: relu equation {i} index {int(r)}: upper line "
-                    f"{_fmt(a_u[r])}*x + {_fmt(b_u[r])} is below relu at the {name} x={_fmt(p[r])}"
-                )
-        kink = np.where(lo > 0, lo, np.where(hi < 0, hi, fmpq(0)))
-        lines = [("", a_l[None, :])] + [
-            (f" (alpha slopes of start {s}, row {{}})", v)
-            for (s, j), v in self.alphas.items()
-            if j == i
-        ]
-        for label, al in lines:
-            for p, name in ((lo, "lower end"), (hi, "upper end"), (kink, "kink")):
-                ok = (al * p[None, :] + b_l[None, :] <= _relu(p)[None, :]).astype(bool)
-                bad = np.argwhere(~ok)
-                if len(bad):
-                    s, r = int(bad[0][0]), int(bad[0][1])
-                    raise _Reject(
-                        f"{self.where()}: relu equation {i} index {r}{label.format(s)}: lower line "
-                        f"{_fmt(al[s, r])}*x + {_fmt(b_l[r])} is above relu at the {name} x={_fmt(p[r])}"
-                    )
-
     def allowance(self, e: TapeEqn, a: _Affine, ins: list):
         """The float program's rounding allowance at this equation (exact), or None if exact."""
         n = terms(e)[0]
@@ -831,27 +1007,264 @@ class _Checker:
         e_abs = fmpq((max(n, 1) + 1) * eta.numerator, eta.denominator)
         return a.magnitude(xmax) * q + e_abs
 
+    def round1(self, mag: np.ndarray) -> np.ndarray:
+        """Allowance of one rounded operation with a result of magnitude <= `mag` (as an affine
+        equation of one term: u_out * mag + 2 eta), zero for the real-valued semantics."""
+        if self.model is None:
+            return np.array([_ZERO] * mag.shape[0], dtype=object)
+        u_out, _, eta = self.model
+        return mag * _fq(u_out) + _fq(2 * eta)
+
+    def relax_of(self, i: int, e: TapeEqn, count: int, size: int) -> tuple:
+        r = self.relax[i]
+        if len(r) != count or any(v.shape[0] != size for v in r):
+            raise _Reject(f"{self.where()}: {_name(e)} equation {i}: relaxation has the wrong size")
+        return r
+
+    def piecewise_valid(self, i: int, e: TapeEqn, x: Node):
+        """relu / abs lines (and alpha slopes) on x's interval: f minus a line is piecewise linear
+        with its kink at 0 and f is convex, so the ends (upper line) and the ends and the kink
+        (lower lines) decide exactly."""
+        if i not in self.relax:
+            return
+        fn, f = e.fn, _PIECEWISE[e.fn]
+        lo, hi = self.bnd[x.id]
+        a_l, b_l, a_u, b_u = self.relax_of(i, e, 4, x.size)
+        for p, name in ((lo, "lower end"), (hi, "upper end")):
+            ok = a_u * p + b_u >= f(p)
+            for r in np.nonzero(~ok.astype(bool))[0][:1]:
+                raise _Reject(
+                    f"{self.where()}: {fn} equation {i} index {int(r)}: upper line "
+                    f"{_fmt(a_u[r])}*x + {_fmt(b_u[r])} is below {fn} at the {name} x={_fmt(p[r])}"
+                )
+        kink = np.where(lo > 0, lo, np.where(hi < 0, hi, _ZERO))
+        lines = [("", a_l[None, :])] + [
+            (f" (alpha slopes of start {s}, row {{}})", v)
+            for (s, j), v in self.alphas.items()
+            if j == i
+        ]
+        for label, al in lines:
+            for p, name in ((lo, "lower end"), (hi, "upper end"), (kink, "kink")):
+                ok = (al * p[None, :] + b_l[None, :] <= f(p)[None, :]).astype(bool)
+                bad = np.argwhere(~ok)
+                if len(bad):
+                    s, r = int(bad[0][0]), int(bad[0][1])
+                    raise _Reject(
+                        f"{self.where()}: {fn} equation {i} index {r}{label.format(s)}: lower line "
+                        f"{_fmt(al[s, r])}*x + {_fmt(b_l[r])} is above {fn} at the {name} "
+                        f"x={_fmt(p[r])}"
+                    )
+
+    def unary(self, i: int, e: TapeEqn, x: Node) -> tuple:
+        """Checks the relaxation of a unary equation; returns the interval of its output."""
+        lo, hi = self.bnd[x.id]
+        if e.fn in _PIECEWISE:  # exact in float
+            self.piecewise_valid(i, e, x)
+            if e.fn == "relu":
+                return _relu(lo), _relu(hi)
+            return _relu(_max(lo, -hi)), _max(-lo, hi)
+        s = _smooth_of(e)
+        if s is None:
+            raise _Reject(
+                f"{self.where()}: unary equation {i} ({e.fn}, {e.where()}): the checker has no "
+                f"exact description (_smooth.Smooth) of {e.fn!r}"
+            )
+        from . import _smooth
+
+        # The float program's f at x is f(x) + d with |d| <= q |f(x)| + eta2: k ulps of the
+        # result (k = `ULPS[s.ulps]`), a result below the normal range possibly flushed. It reads
+        # a subnormal input as +-0 (DAZ), returning f(+-0) (within `s.f0`) instead.
+        q, eta2, eta = Fraction(0), Fraction(0), None
+        if self.model is not None:
+            u_out, _, eta = self.model
+            k = Fraction(fm.ULPS[s.ulps])
+            q, eta2 = 2 * k * max(u_out, _unit(x.dtype)), 2 * eta
+        lines = self.relax_of(i, e, 4, x.size) if i in self.relax else None
+        olo, ohi = [], []
+        for r in range(x.size):
+            l, u = _frac(lo[r]), _frac(hi[r])
+            try:
+                fl, fu = (Fraction(v) for v in _smooth.enclose(s, l, u))
+            except (ValueError, ArithmeticError, NotImplementedError) as err:
+                raise _Reject(
+                    f"{self.where()}: {e.fn} equation {i} index {r}: no enclosure of {e.fn} on "
+                    f"[{float(l):.17g}, {float(u):.17g}] ({err})"
+                ) from None
+            ylo, yhi = fl - q * abs(fl) - eta2, fu + q * abs(fu) + eta2
+            # points (x, y) the float program may produce for x in the subnormal part of [l, u]
+            daz = []
+            if eta is not None and l < eta and u > -eta:
+                if not all(math.isfinite(v) for v in s.f0):
+                    raise _Reject(
+                        f"{self.where()}: {e.fn} equation {i} index {r}: the float program's "
+                        f"{e.fn} of a flushed subnormal input is unbounded"
+                    )
+                f0 = [Fraction(v) for v in s.f0]
+                e0 = q * max(abs(v) for v in f0) + eta2
+                ylo, yhi = min(ylo, f0[0] - e0), max(yhi, f0[1] + e0)
+                daz = [(max(l, -eta), f0[0] - e0, f0[1] + e0), (min(u, eta), f0[0] - e0, f0[1] + e0)]
+            if lines is not None:
+                # a line valid against f moved by the largest error on [l, u] is valid against
+                # the float program's f there
+                err = q * max(abs(fl), abs(fu)) + eta2
+                a_l, b_l, a_u, b_u = (_frac(v[r]) for v in lines)
+                for side, a, b, shifted in (
+                    ("lower", a_l, b_l, b_l + err),
+                    ("upper", a_u, b_u, b_u - err),
+                ):
+                    ok = _smooth.check_line(s, a, shifted, l, u, side)
+                    for px, y0lo, y0hi in daz:
+                        ok = ok and (a * px + b <= y0lo if side == "lower" else a * px + b >= y0hi)
+                    if not ok:
+                        rel = "below" if side == "lower" else "above"
+                        raise _Reject(
+                            f"{self.where()}: {e.fn} equation {i} index {r}: {side} line "
+                            f"{float(a):.17g}*x + {float(b):.17g} is not proven {rel} the float "
+                            f"program's {e.fn} on [{float(l):.17g}, {float(u):.17g}] (float "
+                            f"error allowance {float(err):.3g})"
+                        )
+            if s.nonneg:
+                ylo = max(ylo, Fraction(0))
+            olo.append(_fq(ylo))
+            ohi.append(_fq(yhi))
+        return np.array(olo, dtype=object), np.array(ohi, dtype=object)
+
+    def mul(self, i: int, e: TapeEqn) -> tuple:
+        """Checks the planes of a product of two nodes; returns the interval of its output.
+
+        A plane a x + b y + c minus x y is bilinear, so its extremes over the operands' box are
+        at the four corners: checking the corners (with the float product's rounding allowance)
+        decides validity exactly."""
+        x, y = e.node_inputs
+        shape = e.out.shape
+        lx, ux = (v[_bcast_index(x, shape)] for v in self.bnd[x.id])
+        ly, uy = (v[_bcast_index(y, shape)] for v in self.bnd[y.id])
+        corners = [(lx, ly), (lx, uy), (ux, ly), (ux, uy)]
+        prods = [p * q for p, q in corners]
+        lo, hi = prods[0], prods[0]
+        for p in prods[1:]:
+            lo, hi = _min(lo, p), _max(hi, p)
+        err = self.round1(_max(_abs(lo), _abs(hi)))
+        if i in self.relax:
+            axl, ayl, cl, axu, ayu, cu = self.relax_of(i, e, 6, e.out.size)
+            for (px, py), p in zip(corners, prods, strict=True):
+                for side, ok in (
+                    ("lower", axl * px + ayl * py + cl + err <= p),
+                    ("upper", axu * px + ayu * py + cu - err >= p),
+                ):
+                    for r in np.nonzero(~ok.astype(bool))[0][:1]:
+                        a, b, c = (axl, ayl, cl) if side == "lower" else (axu, ayu, cu)
+                        raise _Reject(
+                            f"{self.where()}: mul equation {i} index {int(r)}: {side} plane "
+                            f"{_fmt(a[r])}*x + {_fmt(b[r])}*y + {_fmt(c[r])} fails at the corner "
+                            f"x={_fmt(px[r])}, y={_fmt(py[r])} of the operands' box"
+                        )
+        return lo - err, hi + err
+
+    def _ends(self, v, shape) -> tuple:
+        """Exact interval ends of an operand (node or constant), broadcast to `shape`, flat."""
+        if isinstance(v, Node):
+            lo, hi = self.bnd[v.id]
+            idx = _bcast_index(v, shape)
+            return lo[idx], hi[idx]
+        c = _q(np.broadcast_to(np.asarray(v, np.float64), shape)).reshape(-1)
+        return c, c
+
+    def select(self, i: int, e: TapeEqn) -> tuple:
+        """where(cmp(a, b), c1, c0): masks from the derived intervals of a and b (comparisons are
+        exact in float), then the chosen case's interval, or the hull where undecided."""
+        shape = e.out.shape
+        la, ha = self._ends(e.inputs[0], shape)
+        lb, hb = self._ends(e.inputs[1], shape)
+        cmp = e.params["cmp"].name
+        if cmp == "is_finite":  # every derived interval is finite (non-finite ones are rejected)
+            t, f = np.ones(la.shape, bool), np.zeros(la.shape, bool)
+        else:
+            t, f = {
+                "gt": (la > hb, ha <= lb),
+                "ge": (la >= hb, ha < lb),
+                "lt": (ha < lb, la >= hb),
+                "le": (ha <= lb, la > hb),
+                "eq": ((la == ha) & (lb == hb) & (la == lb), (ha < lb) | (la > hb)),
+                "ne": ((ha < lb) | (la > hb), (la == ha) & (lb == hb) & (la == lb)),
+            }[cmp]
+            t, f = np.asarray(t, bool), np.asarray(f, bool)
+        if e.params["negate"]:
+            t, f = f, t
+        self.sel[i] = (f, t)
+        l0, h0 = self._ends(e.inputs[2], shape)
+        l1, h1 = self._ends(e.inputs[3], shape)
+        lo = np.where(t, l1, np.where(f, l0, _min(l0, l1)))
+        hi = np.where(t, h1, np.where(f, h0, _max(h0, h1)))
+        return lo, hi
+
+    def concretize(self, i: int, e: TapeEqn) -> tuple:
+        img = _monotone_image(e.prim, e.params, e.inputs, self.bnd, e.out)
+        if img is None:
+            name = e.prim.name if e.prim is not None else "?"
+            raise _Reject(
+                f"{self.where()}: concretize equation {i} ({name}, {e.where()}): the checker "
+                f"cannot evaluate {name} exactly (it can: {_EXACT_NAMES})"
+            )
+        return img
+
+    def apply_hint(self, i: int, e: TapeEqn, lo, hi) -> tuple:
+        """Intersects with the interval fact `e.hint` (see `TapeEqn`); a hint the checker cannot
+        evaluate is ignored (hints only tighten)."""
+        h = e.hint
+        if h[0] == "monotone":
+            img = _monotone_image(h[1], h[2], h[3], self.bnd, e.out)
+            return (lo, hi) if img is None else (_max(lo, img[0]), _min(hi, img[1]))
+        if h[0] == "nonpos" and e.kind == "affine":
+            # `x - y` with the program's y >= x: at most the subtraction's own rounding (the
+            # program may contract it with the product that made x), as `_relax` argues
+            m = self.m[i]
+            cap = m if m is not None else np.array([_ZERO] * e.out.size, dtype=object)
+            where = np.broadcast_to(np.asarray(h[1], bool), e.out.shape).reshape(-1)
+            return lo, np.where(where & (hi > cap), cap, hi)
+        return lo, hi
+
+    def check_alpha_keys(self):
+        eqns = self.tape.eqns
+        for s, j in list(self.alphas) + list(self.betas):
+            ok = 0 <= j < len(eqns) and eqns[j].kind == "unary" and eqns[j].fn in _PIECEWISE
+            if not ok:
+                raise _Reject(
+                    f"{self.where()}: slopes or multipliers {s}:{j} on an equation that is not a "
+                    "relu or abs"
+                )
+
     def sweep(self):
+        self.check_alpha_keys()
         for i, e in enumerate(self.tape.eqns):
-            if e.kind == "affine":
+            kind = _kind(e)
+            if kind == "affine":
                 if i not in self.aff:
                     self.aff[i] = _Affine(e)
                 ins = [self.bnd[n.id] for n in e.node_inputs]
                 self.m[i] = self.allowance(e, self.aff[i], ins)
                 m = self.m[i] if self.m[i] is not None else fmpq(0)
-                self.bnd[e.out.id] = self.aff[i].interval(ins, m)
-            elif e.kind == "unary" and e.fn == "relu":
+                lo, hi = self.aff[i].interval(ins, m)
+            elif kind == "unary":
                 x = e.inputs[0]
-                self.node_claim(x, f"node {x.id} (input of relu equation {i})", self.signs.get(i))
-                self.relu_valid(i, x)
-                lo, hi = self.bnd[x.id]
-                self.bnd[e.out.id] = (_relu(lo), _relu(hi))
+                self.node_claim(x, f"node {x.id} (input of {e.fn} equation {i})", self.signs.get(i))
+                lo, hi = self.unary(i, e, x)
+            elif kind in ("mul", "concretize"):
+                for n in e.node_inputs:
+                    self.node_claim(n, f"node {n.id} (input of {kind} equation {i})")
+                lo, hi = self.mul(i, e) if kind == "mul" else self.concretize(i, e)
+            elif kind == "select":
+                for n in e.node_inputs:
+                    self.node_claim(n, f"node {n.id} (input of select equation {i})")
+                lo, hi = self.select(i, e)
             else:
-                name = e.fn or (e.prim.name if e.prim is not None else e.kind)
                 raise _Reject(
-                    f"unsupported relaxation kind {e.kind}:{name} (equation {i}, {e.where()}); the "
-                    "checker supports affine equations and ReLU"
+                    f"unsupported equation kind {kind}:{_name(e)} (equation {i}, {e.where()}); the "
+                    "checker supports affine, unary, mul and concretize equations"
                 )
+            if e.hint:
+                lo, hi = self.apply_hint(i, e, lo, hi)
+            self.bnd[e.out.id] = (lo, hi)
 
     def finals(self, spec) -> list:
         """Derived (lower, upper) per output (object vectors), using this pass's relaxations."""
@@ -877,7 +1290,7 @@ class _Checker:
                 dhi = (_matmul(_pos(C), _mat(hi[:, None])) + _matmul(_neg(C), _mat(lo[:, None])))[
                     :, 0
                 ]
-            if self.relax:
+            if self.relax or self.sel:
                 lam = np.concatenate([C, -C])
                 low = self.backward(o, lam, "out" if k == 0 else f"out{k}")
                 m = C.shape[0]

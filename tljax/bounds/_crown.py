@@ -15,7 +15,8 @@ from jax import lax
 
 from ..core import _jaxpr_compat as compat
 from . import _float_model as fm
-from ._relax import Options, ibp_eqn, node_abs_max, relax_mul, relax_unary
+from ._relax import Options, ibp_eqn, node_abs_max, relax_mul, select_masks
+from ._rules import Kind, relu_p
 from ._tape import CONST_SCALED, STRUCTURAL, Node, Tape, _is_float, apply_affine, terms
 
 _BOXLIKE = frozenset(
@@ -35,6 +36,14 @@ _COORDWISE = _BOXLIKE | frozenset(
 )
 
 
+_RELAXED = (Kind.UNARY, Kind.MUL, Kind.SELECT)
+
+
+def relu_eqns_of(tape: Tape) -> list[int]:
+    """Indices of the ReLU equations (alpha-CROWN's slopes, ReLU splits)."""
+    return [i for i, e in enumerate(tape.eqns) if e.kind == Kind.UNARY and e.prim is relu_p]
+
+
 def refine_plan(tape: Tape) -> set[int]:
     """Ids of nodes whose bounds CROWN tightens: inputs of relaxed equations that are not an exact
     interval image already (an input, one affine map of box-like nodes, or a chain of maps that
@@ -48,7 +57,7 @@ def refine_plan(tape: Tape) -> set[int]:
     for e in tape.eqns:
         ins = e.node_inputs
         one_indep = len(ins) == 1 and ins[0].id in indep
-        if e.kind == "affine":
+        if e.kind == Kind.AFFINE:
             if e.prim in _BOXLIKE and all(n.id in boxlike for n in ins):
                 boxlike.add(e.out.id)
                 exact.add(e.out.id)
@@ -59,12 +68,12 @@ def refine_plan(tape: Tape) -> set[int]:
             if one_indep and _keeps_indep(e):
                 indep.add(e.out.id)
                 exact.add(e.out.id)
-        elif e.kind == "unary" and len(ins) == 1 and ins[0].id in exact:
+        elif e.kind == Kind.UNARY and len(ins) == 1 and ins[0].id in exact:
             # an elementwise function's interval rule is its exact range on an exact interval
             exact.add(e.out.id)
             if ins[0].id in indep:
                 indep.add(e.out.id)
-        if e.kind in ("unary", "mul"):
+        if e.kind in (Kind.UNARY, Kind.MUL, Kind.SELECT):
             plan.update(n.id for n in ins if n.id not in exact)
     return plan
 
@@ -82,6 +91,8 @@ def _keeps_indep(e) -> bool:
 
 
 def _sum_rows(x):
+    if x.size == 0:  # an empty node (a zero-length slice of a scan or a padding)
+        return jnp.zeros(x.shape[:1], x.dtype)
     return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
 
 
@@ -135,9 +146,9 @@ def _moved_bounds(tape: Tape) -> set[int]:
     for e in tape.eqns:
         ins = e.node_inputs
         passes = (
-            (e.kind == "affine" and e.prim in STRUCTURAL)
-            or (e.kind == "unary" and e.fn in ("relu", "abs"))
-            or e.kind == "concretize"
+            (e.kind == Kind.AFFINE and e.prim in STRUCTURAL)
+            or (e.kind == Kind.UNARY and e.rule.exact)
+            or e.kind in (Kind.CONCRETIZE, Kind.SELECT)
         )
         if e.hint or (passes and (any(n.id in moved for n in ins) or len(ins) < len(e.inputs))):
             moved.add(e.out.id)
@@ -299,12 +310,12 @@ class _Pass:
             e = tape.eqns[i]
             if e.out.id not in acc:
                 continue
-            if sym and e.kind != "affine":
+            if sym and e.kind != Kind.AFFINE:
                 unhalve()
             L = acc.pop(e.out.id)
             steps += 1
             ins = e.node_inputs
-            if e.kind == "affine":
+            if e.kind == Kind.AFFINE:
                 f0 = self.f0(i)
                 if f0 is not None:
                     t = _sum_rows(L * f0)
@@ -314,18 +325,18 @@ class _Pass:
                     acc[n.id] = acc[n.id] + g if n.id in acc else g
                 if fs:
                     slack = slack + _rowdot(jnp.abs(L), self.affine_allowance(i))
-            elif e.kind == "unary":
+            elif e.kind == Kind.UNARY:
                 if record is not None:
                     record[i] = L
                 a_l, b_l, a_u, b_u = self.relax[i]
                 if alphas is not None and (start_key, i) in alphas:
-                    a_l = jnp.clip(alphas[(start_key, i)], 0.0, 1.0) if e.fn == "relu" else a_l
+                    a_l = jnp.clip(alphas[(start_key, i)], 0.0, 1.0) if e.rule.alpha else a_l
                 Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
                 g = Lp * a_l + Ln * a_u
                 if betas is not None and (start_key, i) in betas and i in self.split_sign:
                     sgn = self.split_sign[i].astype(g.dtype)
                     g = g - jnp.maximum(betas[(start_key, i)], 0.0) * sgn
-                if e.fn in ("relu", "abs"):  # lower intercept b_l == 0
+                if e.rule.exact:  # relu, abs: lower intercept b_l == 0
                     tb = _mul0(Ln, b_u)
                     tabs = jnp.abs(tb)
                 else:
@@ -342,7 +353,7 @@ class _Pass:
                         + 2 * u * _rowdot(jnp.abs(g), xm)
                         + fm.gamma(x.size + 1, u) * _sum_rows(tabs)
                     )
-            elif e.kind == "mul":
+            elif e.kind == Kind.MUL:
                 (axl, ayl, cl), (axu, ayu, cu) = self.relax[i]
                 Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
                 gx = Lp * axl + Ln * axu
@@ -366,9 +377,22 @@ class _Pass:
                         )
                         + fm.gamma(e.out.size + 1, u) * jnp.abs(t)
                     )
-            else:  # concretize: the node's own interval
+            else:
+                # concretize: the node's own interval. select: exact where the box decides the
+                # predicate (the chosen case gets the coefficients), the interval elsewhere.
+                Lc = L
+                if e.kind == Kind.SELECT:
+                    m0, m1 = self.relax[i]
+                    for c, m in zip(e.inputs[2:], (m0, m1), strict=True):
+                        g = L * m
+                        if isinstance(c, Node):
+                            acc[c.id] = acc[c.id] + g if c.id in acc else g
+                        else:
+                            t = _sum_rows(_mul0(g, c))
+                            bias, absbias = bias + t, absbias + jnp.abs(t)
+                    Lc = L * (1.0 - m0 - m1)
                 lo, hi = self.bounds[e.out.id]
-                Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
+                Lp, Ln = jnp.maximum(Lc, 0.0), jnp.minimum(Lc, 0.0)
                 t = _sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi))
                 bias, absbias = bias + t, absbias + jnp.abs(t)
                 if fs:
@@ -431,10 +455,12 @@ class _Pass:
 
     def relax_eqn(self, i: int):
         e = self.tape.eqns[i]
-        if e.kind == "unary":
+        if e.kind == Kind.UNARY:
             lo, hi = self.bounds[e.inputs[0].id]
-            self.relax[i] = _shared(relax_unary(e.fn, lo, hi, self.opts), self._one)
-        elif e.kind == "mul":
+            self.relax[i] = _shared(e.rule.relax(lo, hi, self.opts), self._one)
+        elif e.kind == Kind.SELECT:
+            self.relax[i] = _shared(select_masks(e, self.bounds), self._one)
+        elif e.kind == Kind.MUL:
             x, y = e.node_inputs
             bx, by = self.bounds[x.id], self.bounds[y.id]
             shape = e.out.shape
@@ -465,7 +491,7 @@ class _Pass:
         refined = set()
         relu_k = 0
         for i, e in enumerate(self.tape.eqns):
-            if method != "ibp" and e.kind in ("unary", "mul") and plan is not None:
+            if method != "ibp" and e.kind in _RELAXED and plan is not None:
                 todo = []
                 for n in e.node_inputs:
                     if n.id in plan and n.id not in refined and all(n.id != m.id for m in todo):
@@ -485,7 +511,7 @@ class _Pass:
                     olo, ohi = self.bounds[n.id]
                     self.set_bounds(n, (jnp.maximum(lo, olo), jnp.minimum(hi, ohi)))
                     refined.add(n.id)
-            if e.kind == "unary" and e.fn == "relu":
+            if e.kind == Kind.UNARY and e.prim is relu_p:
                 if splits is not None and relu_k < len(splits) and splits[relu_k] is not None:
                     x = e.inputs[0]
                     s = jnp.asarray(splits[relu_k]).reshape(x.shape)
@@ -498,7 +524,7 @@ class _Pass:
                     self.empty = self.empty | jnp.any(lo > hi)
                     self.split_sign[i] = jnp.sign(s).astype(jnp.int32)
                 relu_k += 1
-            if method != "ibp" and e.kind in ("unary", "mul"):
+            if method != "ibp" and e.kind in _RELAXED:
                 self.relax_eqn(i)
             self.set_bounds(e.out, ibp_eqn(e, self.bounds, self.opts))
 
@@ -537,13 +563,18 @@ def run_method(
 ):
     """Bounds of every tape output (or of `spec @ output` for a single output).
 
+    `method` is "ibp", "crown", "alpha-crown" or "crown-ibp" (Zhang et al. 2020: interval bounds
+    for every intermediate node, then one CROWN backward pass from each output that relaxes every
+    nonlinearity over those intervals; the result is intersected with the output's interval).
+
     Returns (list of (lower, upper) per output, the `_Pass` with all intermediate state).
     """
-    plan = refine_plan(tape) if method != "ibp" else set()
+    plan = refine_plan(tape) if method not in ("ibp", "crown-ibp") else set()
     if method == "alpha-crown":
         return _alpha_crown(tape, in_bounds, opts, spec, plan, alpha_iters, alpha_lr, splits)
     p = _Pass(tape, in_bounds, opts)
-    p.propagate(method, plan=plan, splits=splits)
+    # crown-ibp: "crown" relaxes every nonlinearity; the empty plan refines no intermediate node
+    p.propagate("crown" if method == "crown-ibp" else method, plan=plan, splits=splits)
     return _mark_empty(_finish(p, method, spec), p.empty), p
 
 
@@ -566,22 +597,9 @@ def _finish(p: _Pass, method, spec, alphas=None):
                 v = jnp.asarray(spec, v.dtype).reshape(-1, v.size) @ v.reshape(-1)
             outs.append((v, v))
             continue
-        if method == "ibp" or method == "affine":
-            lo, hi = p.bounds[o.id]
-            if spec is not None:
-                c = jnp.asarray(spec, lo.dtype).reshape(-1, o.size)
-                cp, cn = jnp.maximum(c, 0), jnp.minimum(c, 0)
-                l1 = cp @ lo.reshape(-1) + cn @ hi.reshape(-1)
-                h1 = cp @ hi.reshape(-1) + cn @ lo.reshape(-1)
-                if p.opts.float_sound:
-                    u = fm.unit(lo.dtype)
-                    s = fm.inflate(
-                        fm.gamma(o.size + 1, u) * (jnp.abs(c) @ node_abs_max((lo, hi)).reshape(-1)),
-                        8.0,
-                    )
-                    l1, h1 = fm.down(l1 - s), fm.up(h1 + s)
-                lo, hi = l1, h1
-            outs.append((lo, hi))
+        if method == "ibp" or method == "affine" or not jnp.issubdtype(o.dtype, jnp.floating):
+            # integer outputs (argmax) are bounded by their interval
+            outs.append(_interval_out(p, o, spec))
             continue
         lam, m = _output_lam(o, spec)
         low = p.backward(o, lam, alphas, start_key=_out_key(k), sym=True)
@@ -590,8 +608,31 @@ def _finish(p: _Pass, method, spec, alphas=None):
             lo, hi = lo.reshape(o.shape), hi.reshape(o.shape)
             ilo, ihi = p.bounds[o.id]
             lo, hi = jnp.maximum(lo, ilo), jnp.minimum(hi, ihi)
+        elif method == "crown-ibp":
+            # never looser than IBP, with a spec too
+            ilo, ihi = _interval_out(p, o, spec)
+            lo, hi = jnp.maximum(lo, ilo), jnp.minimum(hi, ihi)
         outs.append((lo, hi))
     return outs
+
+
+def _interval_out(p: _Pass, o: Node, spec):
+    """Output node `o`'s interval bounds, or those of `spec @ o` (outward if float-sound)."""
+    lo, hi = p.bounds[o.id]
+    if spec is None:
+        return lo, hi
+    c = jnp.asarray(spec, lo.dtype).reshape(-1, o.size)
+    cp, cn = jnp.maximum(c, 0), jnp.minimum(c, 0)
+    l1 = cp @ lo.reshape(-1) + cn @ hi.reshape(-1)
+    h1 = cp @ hi.reshape(-1) + cn @ lo.reshape(-1)
+    if p.opts.float_sound:
+        u = fm.unit(lo.dtype)
+        s = fm.inflate(
+            fm.gamma(o.size + 1, u) * (jnp.abs(c) @ node_abs_max((lo, hi)).reshape(-1)),
+            8.0,
+        )
+        l1, h1 = fm.down(l1 - s), fm.up(h1 + s)
+    return l1, h1
 
 
 def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, record=None):
@@ -600,9 +641,9 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
     base = _Pass(tape, in_bounds, opts)
     base.propagate("crown", plan=plan, splits=splits)
     best = _finish(base, "crown", spec)
-    if not any(e.kind == "unary" and e.fn == "relu" for e in tape.eqns) or iters <= 0:
+    if not any(e.kind == Kind.UNARY and e.prim is relu_p for e in tape.eqns) or iters <= 0:
         return _mark_empty(best, base.empty), base
-    relu_eqns = [i for i, e in enumerate(tape.eqns) if e.kind == "unary" and e.fn == "relu"]
+    relu_eqns = relu_eqns_of(tape)
     if not relu_eqns or iters <= 0:
         return best, base
     starts = [(n, n.id, 2 * n.size) for n in tape.nodes if n.id in plan]
@@ -637,6 +678,9 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
     def step(carry, _):
         params, state, cur = carry
         (loss, res), grads = jax.value_and_grad(evaluate, has_aux=True)(params)
+        # an infinite bound somewhere (0 * inf in its gradient) must not turn slopes into NaN:
+        # any slope in [0, 1] is sound, a NaN one would give its rows -inf bounds
+        grads = [jnp.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0) for g in grads]
         new_best = [
             (jnp.maximum(b[0], r[0]), jnp.minimum(b[1], r[1]))
             for b, r in zip(cur, res, strict=True)
@@ -659,7 +703,7 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
 
 def relu_eqns(tape: Tape) -> list[int]:
     """Indices of the ReLU equations of `tape`, in the order `relu_splits` numbers them."""
-    return [i for i, e in enumerate(tape.eqns) if e.kind == "unary" and e.fn == "relu"]
+    return relu_eqns_of(tape)
 
 
 def root_relu_bounds(

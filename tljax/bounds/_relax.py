@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
-import numpy as np
+from jax import lax
 
 from . import _float_model as fm
+from . import _smooth
+from ._rules import RULES, Kind, concretize_interval, relax_relu
 from ._tape import STRUCTURAL, Node, TapeEqn, apply_affine, bind_prim, terms
 
 
@@ -30,57 +31,6 @@ class Options:
 
     float_sound: bool = True
     program: fm.ProgramModel = fm.FLOAT32
-
-
-# ----------------------------------------------------------------------------------------------
-# Scalar functions: value, derivative, and the points where the derivative equals a slope.
-
-
-def _sig(x):
-    return jax.nn.sigmoid(x)
-
-
-def _crit_tanh(a):
-    r = jnp.sqrt(jnp.clip(1.0 - a, 0.0, 1.0))
-    x = jnp.arctanh(jnp.clip(r, 0.0, 1.0 - 1e-7))
-    return [-x, x]
-
-
-def _crit_logistic(a):
-    d = jnp.sqrt(jnp.clip(1.0 - 4.0 * a, 0.0, 1.0))
-    s = jnp.clip((1.0 + d) / 2.0, 0.5, 1.0 - 1e-7)
-    x = jnp.log(s) - jnp.log1p(-s)
-    return [-x, x]
-
-
-def _safe_pos(a):
-    return jnp.where(a > 0, a, 1.0)
-
-
-UNARY = {
-    # name: (f, f', critical points where f'(x) = a, ulps of XLA's implementation)
-    "exp": (jnp.exp, jnp.exp, lambda a: [jnp.where(a > 0, jnp.log(_safe_pos(a)), -jnp.inf)], "exp"),
-    "log": (jnp.log, lambda x: 1.0 / x, lambda a: [1.0 / _safe_pos(a)], "log"),
-    "log1p": (jnp.log1p, lambda x: 1.0 / (1.0 + x), lambda a: [1.0 / _safe_pos(a) - 1.0], "log1p"),
-    "sqrt": (jnp.sqrt, lambda x: 0.5 / jnp.sqrt(x), lambda a: [0.25 / _safe_pos(a) ** 2], "sqrt"),
-    "rsqrt": (
-        jax.lax.rsqrt,
-        lambda x: -0.5 * x ** (-1.5),
-        lambda a: [jnp.where(a < 0, (-2.0 * jnp.where(a < 0, a, -1.0)) ** (-2.0 / 3.0), 0.0)],
-        "rsqrt",
-    ),
-    "recip": (
-        lambda x: 1.0 / x,
-        lambda x: -1.0 / (x * x),
-        lambda a: [jnp.sqrt(-1.0 / jnp.where(a < 0, a, -1.0)), -jnp.sqrt(-1.0 / jnp.where(a < 0, a, -1.0))],
-        "recip",
-    ),
-    "square": (jnp.square, lambda x: 2.0 * x, lambda a: [a / 2.0], "integer_pow"),
-    "softplus": (jax.nn.softplus, _sig, lambda a: [jnp.log(_safe_pos(a)) - jnp.log1p(-jnp.clip(a, 0.0, 1.0 - 1e-7))], "softplus"),
-    "tanh": (jnp.tanh, lambda x: 1.0 - jnp.tanh(x) ** 2, _crit_tanh, "tanh"),
-    "logistic": (_sig, lambda x: _sig(x) * (1.0 - _sig(x)), _crit_logistic, "logistic"),
-}
-MONOTONE = {"exp": 1, "log": 1, "log1p": 1, "sqrt": 1, "softplus": 1, "tanh": 1, "logistic": 1, "rsqrt": -1}
 
 
 def _err(y, ulps, opts: Options):
@@ -131,33 +81,6 @@ def ibp_affine(e: TapeEqn, in_bounds: list, opts: Options):
     return _clean(fm.down(yc - rad), fm.up(yc + rad))
 
 
-def ibp_unary(fn: str, lo, hi, opts: Options):
-    if fn == "relu":
-        return jnp.maximum(lo, 0.0), jnp.maximum(hi, 0.0)
-    if fn == "abs":
-        return jnp.maximum(jnp.maximum(lo, -hi), 0.0), jnp.maximum(-lo, hi)
-    f, _, _, ulp_key = UNARY[fn]
-    ulps = fm.ULPS[ulp_key]
-    if fn == "square":
-        a, b = f(lo), f(hi)
-        ylo = jnp.where((lo <= 0) & (hi >= 0), 0.0, jnp.minimum(a, b))
-        yhi = jnp.maximum(a, b)
-    elif fn == "recip":
-        spans = (lo <= 0) & (hi >= 0)
-        ylo = jnp.where(spans, -jnp.inf, f(hi))
-        yhi = jnp.where(spans, jnp.inf, f(lo))
-    elif MONOTONE[fn] > 0:
-        ylo, yhi = f(lo), f(hi)
-    else:
-        ylo, yhi = f(hi), f(lo)
-    if opts.float_sound:
-        ylo = fm.down(ylo - 2.0 * _err(ylo, ulps, opts))
-        yhi = fm.up(yhi + 2.0 * _err(yhi, ulps, opts))
-        if fn in ("square", "sqrt", "exp", "softplus", "logistic"):
-            ylo = jnp.maximum(ylo, 0.0)  # these functions are nonnegative, also in float
-    return _clean(ylo, yhi)
-
-
 def ibp_mul(bx, by, opts: Options):
     (lx, ux), (ly, uy) = bx, by
     ps = [lx * ly, lx * uy, ux * ly, ux * uy]
@@ -171,23 +94,70 @@ def ibp_mul(bx, by, opts: Options):
     return _clean(lo, hi)
 
 
-def ibp_concretize(e: TapeEqn, in_bounds: list, opts: Options):
-    # Monotone primitives (max pooling): apply to the ends.
-    lo = apply_affine(e, [b[0] for b in in_bounds])
-    hi = apply_affine(e, [b[1] for b in in_bounds])
+def ibp_concretize(e: TapeEqn, bounds: dict, opts: Options):
+    # The table's interval of the primitive (default: at the interval ends, nondecreasing).
+    del opts
+    ins = [bounds[v.id] if isinstance(v, Node) else (v, v) for v in e.inputs]
+    lo, hi = concretize_interval(e.prim, e.params, ins)
+    shape = e.out.shape
+    return jnp.broadcast_to(lo, shape), jnp.broadcast_to(hi, shape)
+
+
+_CMP = {
+    # (surely true, surely false) from the intervals of a and b; comparisons are exact in float
+    lax.gt_p: lambda la, ha, lb, hb: (la > hb, ha <= lb),
+    lax.ge_p: lambda la, ha, lb, hb: (la >= hb, ha < lb),
+    lax.lt_p: lambda la, ha, lb, hb: (ha < lb, la >= hb),
+    lax.le_p: lambda la, ha, lb, hb: (ha <= lb, la > hb),
+    lax.eq_p: lambda la, ha, lb, hb: ((la == ha) & (lb == hb) & (la == lb), (ha < lb) | (la > hb)),
+    lax.ne_p: lambda la, ha, lb, hb: ((ha < lb) | (la > hb), (la == ha) & (lb == hb) & (la == lb)),
+    lax.is_finite_p: lambda la, ha, lb, hb: (
+        jnp.isfinite(la) & jnp.isfinite(ha),
+        (la == ha) & ~jnp.isfinite(la),
+    ),
+}
+
+
+def select_masks(e: TapeEqn, bounds: dict):
+    """(m0, m1) of a select equation: where the box decides its predicate false / true (as the
+    output's dtype); elsewhere the output lies between its two cases."""
+    pa, pb = e.inputs[0], e.inputs[1]
+    la, ha = bounds[pa.id] if isinstance(pa, Node) else (pa, pa)
+    lb, hb = bounds[pb.id] if isinstance(pb, Node) else (pb, pb)
+    t, f = _CMP[e.params["cmp"]](la, ha, lb, hb)
+    if e.params["negate"]:
+        t, f = f, t
+    shape, dt = e.out.shape, e.out.dtype
+    return (
+        jnp.broadcast_to(f, shape).astype(dt),
+        jnp.broadcast_to(t, shape).astype(dt),
+    )
+
+
+def ibp_select(e: TapeEqn, bounds: dict):
+    m0, m1 = select_masks(e, bounds)
+    (l0, h0), (l1, h1) = (bounds[c.id] if isinstance(c, Node) else (c, c) for c in e.inputs[2:])
+    lo = jnp.where(m1 > 0, l1, jnp.where(m0 > 0, l0, jnp.minimum(l0, l1)))
+    hi = jnp.where(m1 > 0, h1, jnp.where(m0 > 0, h0, jnp.maximum(h0, h1)))
     return lo, hi
 
 
 def ibp_eqn(e: TapeEqn, bounds: dict, opts: Options):
+    if e.kind == Kind.SELECT:
+        return ibp_select(e, bounds)
+    if e.kind == Kind.CONCRETIZE:
+        lo, hi = ibp_concretize(e, bounds, opts)
+        if e.hint:
+            lo, hi = _intersect_hint(e, bounds, lo, hi, opts)
+        return lo, hi
     ins = [bounds[n.id] for n in e.node_inputs]
-    if e.kind == "affine":
+    if e.kind == Kind.AFFINE:
         lo, hi = ibp_affine(e, ins, opts)
-    elif e.kind == "unary":
-        lo, hi = ibp_unary(e.fn, *ins[0], opts)
-    elif e.kind == "mul":
-        lo, hi = ibp_mul(ins[0], ins[1], opts)
+    elif e.kind == Kind.UNARY:
+        lo, hi = e.rule.interval(*ins[0], opts)
+        lo, hi = _clean(lo, hi)
     else:
-        lo, hi = ibp_concretize(e, ins, opts)
+        lo, hi = ibp_mul(ins[0], ins[1], opts)
     if e.hint:
         lo, hi = _intersect_hint(e, bounds, lo, hi, opts)
     return lo, hi
@@ -225,78 +195,22 @@ def _intersect_hint(e: TapeEqn, bounds: dict, lo, hi, opts: Options):
 # Linear relaxations: lower line a_l x + b_l <= f(x) <= a_u x + b_u for x in [l, u].
 
 
-def relax_relu(l, u, alpha=None):
-    """CROWN's ReLU relaxation; `alpha` in [0, 1] is the lower slope of unstable neurons."""
-    pos = l >= 0
-    neg = u <= 0
-    stable = pos | neg
-    den = jnp.where(stable, 1.0, u - l)
-    a_u = fm.up(u / den)  # slope rounded up: a_u (u - l) >= u
-    b_u = fm.up(-a_u * l)
-    a_u = jnp.where(pos, 1.0, jnp.where(neg, 0.0, a_u))
-    b_u = jnp.where(stable, 0.0, b_u)
-    if alpha is None:
-        alpha = (u > -l).astype(l.dtype)
-    a_l = jnp.where(pos, 1.0, jnp.where(neg, 0.0, alpha))
-    b_l = jnp.zeros_like(l)
-    return a_l, b_l, a_u, b_u
-
-
-def relax_abs(l, u, alpha=None):
-    pos = l >= 0
-    neg = u <= 0
-    if alpha is None:
-        alpha = jnp.where(u > -l, 1.0, -1.0).astype(l.dtype)
-    a_l = jnp.where(pos, 1.0, jnp.where(neg, -1.0, alpha))
-    den = jnp.where(u > l, u - l, 1.0)
-    a_u = jnp.where(u > l, (jnp.abs(u) - jnp.abs(l)) / den, jnp.sign(l))
-    b_u = fm.up(jnp.maximum(jnp.abs(l) - a_u * l, jnp.abs(u) - a_u * u))
-    b_u = fm.up(b_u + 4 * fm.unit(l.dtype) * (jnp.abs(a_u) * jnp.maximum(jnp.abs(l), jnp.abs(u)) + jnp.abs(b_u)))
-    return a_l, jnp.zeros_like(l), a_u, b_u
-
-
 def relax_smooth(fn: str, l, u, opts: Options):
-    """Lines parallel to the chord, each touching f: exact intercepts from the endpoints and the
-    points where f' equals the chord slope (the only interior extrema of f(x) - a x)."""
-    f, df, crit, ulp_key = UNARY[fn]
-    ulps = fm.ULPS[ulp_key]
-    fl, fu = f(l), f(u)
-    wide = u - l > 0
-    a = jnp.where(wide, (fu - fl) / jnp.where(wide, u - l, 1.0), df(l))
-    a = jnp.where(jnp.isfinite(a), a, 0.0)
-    gs = [fl - a * l, fu - a * u]
-    fmax = jnp.maximum(jnp.abs(fl), jnp.abs(fu))
-    for x in crit(a):
-        x = jnp.clip(jnp.where(jnp.isnan(x), l, x), l, u)
-        fx = f(x)
-        gs.append(fx - a * x)
-        fmax = jnp.maximum(fmax, jnp.abs(fx))
-    gs = [jnp.where(jnp.isnan(g), gs[0], g) for g in gs]
-    b_l = gs[0]
-    b_u = gs[0]
-    for g in gs[1:]:
-        b_l, b_u = jnp.minimum(b_l, g), jnp.maximum(b_u, g)
-    if opts.float_sound:
-        xmax = jnp.maximum(jnp.abs(l), jnp.abs(u))
-        uu = fm.unit(l.dtype)
-        m = 2.0 * _err(fmax, ulps, opts) + 8.0 * uu * (jnp.abs(a) * xmax + jnp.abs(b_l) + jnp.abs(b_u) + fmax)
-        b_l = fm.down(b_l - m)
-        b_u = fm.up(b_u + m)
-    unbounded = ~jnp.isfinite(fl) | ~jnp.isfinite(fu)
-    if fn == "recip":
-        unbounded = unbounded | ((l <= 0) & (u >= 0))
-    b_l = jnp.where(unbounded, -jnp.inf, b_l)
-    b_u = jnp.where(unbounded, jnp.inf, b_u)
-    a = jnp.where(unbounded, 0.0, a)
-    return a, b_l, a, b_u
+    """Lines a x + b_l <= f(x) <= a x + b_u on [l, u] for the smooth function named `fn`
+    (`_smooth.SMOOTH`), sound by construction (see `_smooth.relax`)."""
+    return _smooth.relax(_smooth.SMOOTH[fn], l, u, opts)
 
 
 def relax_unary(fn: str, l, u, opts: Options, alpha=None):
-    if fn == "relu":
-        return relax_relu(l, u, alpha)
-    if fn == "abs":
-        return relax_abs(l, u, alpha)
-    return relax_smooth(fn, l, u, opts)
+    """The relaxation of the unary nonlinearity named `fn` ("relu", "abs", "tanh", ...)."""
+    return unary_by_name(fn).relax(l, u, opts, alpha)
+
+
+def unary_by_name(fn: str):
+    for r in RULES.values():
+        if r.unary is not None and r.unary.name == fn:
+            return r.unary
+    raise KeyError(f"no unary nonlinearity named {fn!r} in tljax.bounds' rule table")
 
 
 def relax_mul(bx, by, opts: Options):
@@ -318,4 +232,4 @@ def node_abs_max(b):
     return jnp.maximum(jnp.abs(lo), jnp.abs(hi))
 
 
-__all__ = ["Options", "ibp_eqn", "relax_unary", "relax_mul", "Node", "np"]
+__all__ = ["Options", "ibp_eqn", "relax_relu", "relax_unary", "relax_mul", "relax_smooth"]

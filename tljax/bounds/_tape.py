@@ -1,20 +1,27 @@
-"""Recording a program for bound propagation: the walker, run with a recording semantics, flattens
-the jaxpr (through jit, custom_jvp/vjp, remat, scan, cond with concrete index, while with concrete
-predicate) into a tape of equations on *nodes* (values that depend on the bounded input).
+"""The one lowering of the bounds: the walker, run with a recording semantics, flattens the jaxpr
+(through jit, custom_jvp/vjp, remat, scan, cond with concrete index, while with concrete
+predicate) into a tape of equations on *nodes* (values that depend on the bounded input). Every
+driver (interval, zonotope, CROWN back-substitution, the exact checker) reads this tape and
+nothing else; what each primitive lowers to, and what the drivers know about it, is its entry in
+`_rules.RULES`.
 
 Equations whose inputs are all concrete are evaluated by JAX directly (concrete passthrough), so
-index arithmetic and constant subgraphs need no rules. Each recorded equation is classified:
+index arithmetic and constant subgraphs need no rules. Each recorded equation has a kind
+(`_rules.Kind`):
 
-- ``affine``: linear in its node operands given the concrete ones (dot_general/conv/mul with one
+- ``AFFINE``: linear in its node operands given the concrete ones (dot_general/conv/mul with one
   node operand, add, sub, div by a constant, every structural op, reductions by sum, ...);
-- ``unary``: a scalar nonlinearity relaxed by two lines (relu, abs, exp, log, tanh, logistic, ...);
-- ``mul``: the product of two nodes (McCormick planes);
-- ``concretize``: anything else that has an interval rule (max-pooling with padding, ...): its
-  relaxation is the constant interval itself.
+- ``UNARY``: an elementwise nonlinearity relaxed by two lines, keyed by its primitive (relu, abs,
+  exp, log, tanh, logistic, erf, sin, x ** c, ... and registered user primitives);
+- ``MUL``: the product of two nodes (McCormick planes);
+- ``SELECT``: ``where(cmp(a, b), c1, c0)`` with a comparison of nodes: exact where the box decides
+  the comparison, the hull of the two cases elsewhere (leaky_relu, elu, hard_tanh, ...);
+- ``CONCRETIZE``: interval only (max pooling with padding, sign, floor, sort, argmax, ...).
 
 Some primitives are rewritten while recording into these kinds (max(x, y) = y + relu(x - y),
 x / y = x * recip(y), dot_general of two nodes = broadcast, mul and sum, reduce_max = a tree of
-pairwise max), so every rule below is small and checkable.
+pairwise max, reduce_prod = a tree of products, split = slices), so every rule below is small and
+checkable.
 
 Values computed from constants alone stay known numbers while recording, also inside `bound`'s
 jit (the scan carries and masks of a tiled attention): a `where` with such a predicate that
@@ -40,6 +47,8 @@ from ..core import _jaxpr_compat as compat
 from ..core._errors import UnsupportedPrimitiveError
 from ..core._semantics import Semantics
 from ..core._walker import eval_jaxpr, unsupported
+from . import _rules
+from ._rules import RULES, Kind, recip_p, relu_p, softplus_p, square_p  # noqa: F401
 
 compat.register_exclusion(__file__)
 
@@ -68,12 +77,12 @@ class TapeEqn:
     """One recorded equation.
 
     Attributes:
-      kind: "affine", "unary", "mul" or "concretize".
-      prim: the JAX primitive (affine / concretize), None for synthetic unary ops.
-      params: bind params of `prim`.
+      kind: the equation's class (`_rules.Kind`: affine, unary, mul, select, concretize).
+      prim: the primitive, the key of its entry in `_rules.RULES` (for unary equations produced
+        by a rewrite, a synthetic primitive such as `_rules.relu_p`).
+      params: bind params of `prim` (for select: ``cmp``, the predicate, see `_select_n`).
       inputs: operands: `Node`s and concrete arrays, in primitive order.
       out: the output node.
-      fn: the unary function's name ("relu", "exp", ...), for kind "unary".
       eqn, path: the jaxpr equation and walker path it came from (for error locations).
       hint: a fact about `out` that interval rules intersect with, because interval arithmetic
         on the equation alone cannot see it:
@@ -91,10 +100,19 @@ class TapeEqn:
     params: dict
     inputs: list
     out: Node
-    fn: str = ""
     eqn: Any = None
     path: tuple = ()
     hint: tuple = ()
+
+    @property
+    def fn(self) -> str:
+        """The unary function's name ("relu", "tanh", ...), "" for other kinds."""
+        return self.rule.name if self.kind == Kind.UNARY else ""
+
+    @property
+    def rule(self):
+        """The `_rules.UnaryRule` of a unary equation."""
+        return _rules.unary_rule(self.prim, self.params)
 
     @property
     def node_inputs(self) -> list[Node]:
@@ -129,16 +147,15 @@ class Tape:
         self.inputs.append(n)
         return n
 
-    def record(self, kind, prim, params, inputs, out_aval, *, fn="", ctx=None) -> Node:
+    def record(self, kind, prim, params, inputs, out_aval, *, ctx=None) -> Node:
         out = self.new_node(out_aval.shape, out_aval.dtype)
         self.eqns.append(
             TapeEqn(
-                kind,
+                Kind(kind),
                 prim,
                 dict(params),
                 list(inputs),
                 out,
-                fn,
                 ctx.eqn if ctx else None,
                 ctx.path if ctx else (),
             )
@@ -149,7 +166,8 @@ class Tape:
         kinds = {}
         for e in self.eqns:
             key = e.fn or (e.prim.name if e.prim is not None else e.kind)
-            kinds[f"{e.kind}:{key}"] = kinds.get(f"{e.kind}:{key}", 0) + 1
+            k = f"{e.kind.value}:{key}"
+            kinds[k] = kinds.get(k, 0) + 1
         return f"Tape({len(self.inputs)} inputs, {len(self.eqns)} eqns: {kinds})"
 
 
@@ -173,6 +191,7 @@ _STRUCTURAL = [
     P.copy_p,
     compat.stop_gradient_p,
 ]
+_STRUCTURAL.append(P.scatter_p)  # x.at[i].set(v): writes values unchanged
 for _name in ("copy_p", "stack_p"):  # split has several outputs: not recorded as affine
     for _mod in (jax.extend.core.primitives, lax):
         _p = getattr(_mod, _name, None)
@@ -180,20 +199,19 @@ for _name in ("copy_p", "stack_p"):  # split has several outputs: not recorded a
             _STRUCTURAL.append(_p)
 STRUCTURAL = frozenset(_STRUCTURAL)  # exact (no arithmetic), monotone in every node operand
 SUMS = frozenset(
-    [P.add_p, P.sub_p, compat.add_any_p, P.neg_p, P.reduce_sum_p, P.cumsum_p, P.reduce_window_sum_p]
+    [
+        P.add_p,
+        P.sub_p,
+        compat.add_any_p,
+        P.neg_p,
+        P.reduce_sum_p,
+        P.cumsum_p,
+        P.reduce_window_sum_p,
+        P.scatter_add_p,
+    ]
 )
 CONST_SCALED = frozenset([P.mul_p, P.dot_general_p, P.conv_general_dilated_p, P.div_p])
 
-UNARY_FNS = {
-    P.exp_p: "exp",
-    P.log_p: "log",
-    P.log1p_p: "log1p",
-    P.tanh_p: "tanh",
-    P.logistic_p: "logistic",
-    P.sqrt_p: "sqrt",
-    P.rsqrt_p: "rsqrt",
-    P.abs_p: "abs",
-}
 
 
 def _is_float(x) -> bool:
@@ -302,19 +320,50 @@ def _tape(ctx) -> Tape:
 
 
 def _record_affine(ctx, *invals, **params):
-    return _tape(ctx).record("affine", ctx.primitive, params, invals, ctx.out_avals[0], ctx=ctx)
+    if any(isinstance(v, Pred) for v in invals):
+        return _structural_pred(ctx, invals, params)
+    if ctx.primitive not in STRUCTURAL and any(
+        isinstance(v, Node) and not jnp.issubdtype(v.dtype, jnp.floating) for v in invals
+    ):
+        raise UnsupportedPrimitiveError(
+            f"{ctx.primitive.name} of an integer value that depends on the bounded input (an "
+            f"argmax, a comparison turned into a number)\n  {ctx.where()}\n  Bounds carry "
+            "integer values only through reshapes and selections; index with where/one_hot "
+            "comparisons, or split the box."
+        )
+    return _tape(ctx).record(Kind.AFFINE, ctx.primitive, params, invals, ctx.out_avals[0], ctx=ctx)
+
+
+def _structural_pred(ctx, invals, params):
+    # A comparison is elementwise: reshaping or broadcasting it reshapes its operands.
+    (pred,) = invals
+    if ctx.primitive not in STRUCTURAL or len(invals) != 1:
+        raise UnsupportedPrimitiveError(
+            f"{ctx.primitive.name} of a boolean that depends on the bounded input\n  {ctx.where()}\n"
+            "  Bounds support where(cond, x, y) with one comparison as cond."
+        )
+
+    def op(v):
+        v = jnp.broadcast_to(v, pred.shape)
+        return bind_prim(ctx.primitive, params, [v])
+
+    a = _sub_walk(ctx, op, pred.a) if isinstance(pred.a, Node) else op(pred.a)
+    b = _sub_walk(ctx, op, pred.b) if isinstance(pred.b, Node) else op(pred.b)
+    return Pred(pred.cmp, a, b, pred.negate, ctx.out_avals[0].shape)
 
 
 def _nodes(invals):
     return [v for v in invals if isinstance(v, Node)]
 
 
-def _record_unary(fn):
-    def rule(ctx, x, **params):
-        del params
-        return _tape(ctx).record("unary", None, {}, [x], ctx.out_avals[0], fn=fn, ctx=ctx)
+def _record_unary(ctx, x, **params):
+    del params
+    return _unary(ctx, ctx.primitive, x)
 
-    return rule
+
+def _unary(ctx, prim, x, out_aval=None):
+    aval = out_aval if out_aval is not None else jax.core.ShapedArray(x.shape, x.dtype)
+    return _tape(ctx).record(Kind.UNARY, prim, {}, [x], aval, ctx=ctx)
 
 
 def _sub_walk(ctx, f, *vals):
@@ -334,9 +383,7 @@ def _sub_walk(ctx, f, *vals):
 
 
 def _relu_node(ctx, x):
-    return _tape(ctx).record(
-        "unary", None, {}, [x], jax.core.ShapedArray(x.shape, x.dtype), fn="relu", ctx=ctx
-    )
+    return _unary(ctx, relu_p, x)
 
 
 def _max(ctx, a, b):
@@ -496,9 +543,7 @@ def _mul(ctx, a, b, **params):
 def _div(ctx, a, b, **params):
     if not isinstance(b, Node):
         return _record_affine(ctx, a, b, **params)
-    r = _tape(ctx).record(
-        "unary", None, {}, [b], jax.core.ShapedArray(b.shape, b.dtype), fn="recip", ctx=ctx
-    )
+    r = _unary(ctx, recip_p, b)
     shape = ctx.out_avals[0].shape
     return _sub_walk(
         ctx, lambda x, y: jnp.broadcast_to(x, shape) * jnp.broadcast_to(y, shape), a, r
@@ -560,7 +605,7 @@ def _integer_pow(ctx, x, *, y):
     if y == 0:
         return jnp.ones(x.shape, x.dtype)
     if y == 2:
-        return _tape(ctx).record("unary", None, {}, [x], ctx.out_avals[0], fn="square", ctx=ctx)
+        return _unary(ctx, square_p, x, ctx.out_avals[0])
     if y < 0:
         return _sub_walk(ctx, lambda v: 1.0 / v ** (-y), x)
     # x^y = x^(y//2)^2 * x^(y%2): squares and products of nodes.
@@ -570,11 +615,7 @@ def _integer_pow(ctx, x, *, y):
 
 
 def _square(ctx, x, **params):
-    return _tape(ctx).record("unary", None, {}, [x], ctx.out_avals[0], fn="square", ctx=ctx)
-
-
-def _expm1(ctx, x, **params):
-    return _sub_walk(ctx, lambda v: jnp.exp(v) - 1.0, x)
+    return _unary(ctx, square_p, x, ctx.out_avals[0])
 
 
 def _exp2(ctx, x, **params):
@@ -585,26 +626,72 @@ def _clamp(ctx, lo, x, hi):
     return _sub_walk(ctx, lambda a, v, b: jnp.minimum(jnp.maximum(v, a), b), lo, x, hi)
 
 
+class Pred:
+    """A boolean value that depends on the bounded input: ``cmp(a, b)`` (a comparison, or
+    ``is_finite(a)``), negated if `negate`. Only `where` (select_n), `not` and conversion to a
+    number consume it; each becomes a select equation, exact where the box decides the predicate."""
+
+    __slots__ = ("cmp", "a", "b", "negate", "shape")
+
+    def __init__(self, cmp, a, b, negate, shape):
+        self.cmp, self.a, self.b, self.negate, self.shape = cmp, a, b, negate, tuple(shape)
+
+    def __repr__(self) -> str:
+        return f"Pred({'not ' if self.negate else ''}{self.cmp.name}, {self.shape})"
+
+
 def _compare(ctx, a, b, **params):
+    del params
     # x != x is the NaN test jax.nn functions use; inputs in a box are never NaN.
     if a is b and ctx.primitive is P.ne_p:
         return jnp.zeros(ctx.out_avals[0].shape, bool)
     if a is b and ctx.primitive is P.eq_p:
         return jnp.ones(ctx.out_avals[0].shape, bool)
-    raise UnsupportedPrimitiveError(
-        f"comparison {ctx.primitive.name!r} of a value that depends on the bounded input: the "
-        f"result is not determined over the box\n  {ctx.where()}\n  Branch-free models (ReLU as "
-        "max, jnp.abs, ...) are supported; split the box (tljax.verify does) or rewrite the model."
+    if isinstance(a, Pred) or isinstance(b, Pred):
+        raise UnsupportedPrimitiveError(
+            f"comparison {ctx.primitive.name!r} of booleans that depend on the bounded input\n"
+            f"  {ctx.where()}\n  Bounds support where(cond, x, y) with one comparison as cond."
+        )
+    return Pred(ctx.primitive, a, b, False, ctx.out_avals[0].shape)
+
+
+def _is_finite(ctx, x, **params):
+    del params
+    return Pred(P.is_finite_p, x, jnp.zeros((), x.dtype), False, ctx.out_avals[0].shape)
+
+
+def _not(ctx, x, **params):
+    del params
+    if not isinstance(x, Pred):
+        raise UnsupportedPrimitiveError(
+            f"bitwise not of an integer that depends on the bounded input\n  {ctx.where()}"
+        )
+    return Pred(x.cmp, x.a, x.b, not x.negate, x.shape)
+
+
+def _select(ctx, pred: Pred, c0, c1, out_aval):
+    """where(pred, c1, c0) as one select equation (see `_rules.Kind.SELECT`)."""
+    shape = tuple(out_aval.shape)
+    cases = []
+    for c in (c0, c1):
+        if isinstance(c, Node) and c.shape != shape:
+            c = _sub_walk(ctx, lambda v: jnp.broadcast_to(v, shape), c)
+        elif not isinstance(c, Node):
+            c = jnp.broadcast_to(jnp.asarray(c, out_aval.dtype), shape)
+        cases.append(c)
+    params = {"cmp": pred.cmp, "negate": pred.negate}
+    return _tape(ctx).record(
+        Kind.SELECT, P.select_n_p, params, [pred.a, pred.b, *cases], out_aval, ctx=ctx
     )
 
 
 def _select_n(ctx, pred, *cases, **params):
+    if isinstance(pred, Pred):
+        return _select(ctx, pred, cases[0], cases[1], ctx.out_avals[0])
     if isinstance(pred, Node):
-        # Unreachable while comparisons of nodes are refused (`_compare`): a boolean node has no
-        # rule. Refuse rather than guess which case the program takes.
         raise UnsupportedPrimitiveError(
-            f"select_n (jnp.where) with a predicate that depends on the bounded input\n  {ctx.where()}\n"
-            "  Write the selection as max/min/abs (supported), or split the box."
+            f"select_n (lax.switch-like) with an integer index that depends on the bounded input\n"
+            f"  {ctx.where()}\n  Use where(cond, x, y) with a comparison, or split the box."
         )
     if not any(isinstance(c, Node) for c in cases):
         return jnp.asarray(bind_prim(ctx.primitive, params, [pred, *cases]))
@@ -630,6 +717,12 @@ def _known(v) -> np.ndarray | None:
 
 
 def _convert(ctx, x, *, new_dtype, **params):
+    if isinstance(x, Pred):
+        if np.dtype(new_dtype) == np.dtype(bool):
+            return x
+        aval = ctx.out_avals[0]
+        zeros = jnp.zeros(aval.shape, aval.dtype)
+        return _select(ctx, x, zeros, jnp.ones(aval.shape, aval.dtype), aval)
     if not jnp.issubdtype(new_dtype, jnp.floating):
         raise UnsupportedPrimitiveError(
             f"convert_element_type of a bounded value to {np.dtype(new_dtype).name}\n  {ctx.where()}"
@@ -673,47 +766,82 @@ def _logaddexp(ctx, a, b, **params):
     if isinstance(a, Node) and not isinstance(b, Node):
         c = np.asarray(b) if not isinstance(b, jax.core.Tracer) else None
         if c is not None and np.all(c == 0):
-            return [
-                _tape(ctx).record("unary", None, {}, [a], ctx.out_avals[0], fn="softplus", ctx=ctx)
-            ]
+            return [_unary(ctx, softplus_p, a, ctx.out_avals[0])]
     jaxpr, consts = compat.open_jaxpr(ctx.eqn.params["call_jaxpr"])
     return eval_jaxpr(
         ctx.semantics, jaxpr, consts, [a, b], path=ctx.path + ("custom_jvp(logaddexp)",)
     )
 
 
-RECORD_RULES: dict = {p: _record_affine for p in STRUCTURAL | SUMS}
-RECORD_RULES.update({p: _record_unary(fn) for p, fn in UNARY_FNS.items()})
-RECORD_RULES.update(
-    {
-        P.add_p: _add,
-        compat.add_any_p: _add,
-        P.sub_p: _sub,
-        P.mul_p: _mul,
-        P.div_p: _div,
-        P.dot_general_p: _dot_general,
-        P.conv_general_dilated_p: _conv,
-        P.max_p: lambda ctx, a, b: _max(ctx, a, b),
-        P.min_p: lambda ctx, a, b: _min(ctx, a, b),
-        P.reduce_max_p: _reduce_max,
-        P.reduce_min_p: _reduce_min,
-        P.integer_pow_p: _integer_pow,
-        P.expm1_p: _expm1,
-        P.exp2_p: _exp2,
-        P.clamp_p: _clamp,
-        P.ne_p: _compare,
-        P.eq_p: _compare,
-        P.lt_p: _compare,
-        P.le_p: _compare,
-        P.gt_p: _compare,
-        P.ge_p: _compare,
-        P.select_n_p: _select_n,
-        P.convert_element_type_p: _convert,
-        P.reduce_window_max_p: _reduce_window_max,
-    }
-)
-if compat.square_p is not None:
-    RECORD_RULES[compat.square_p] = _square
+def _record_concretize(ctx, *invals, **params):
+    return _tape(ctx).record(
+        Kind.CONCRETIZE, ctx.primitive, params, invals, ctx.out_avals[0], ctx=ctx
+    )
+
+
+def _split(ctx, x, *, sizes, axis):
+    # jnp.split, jax.hessian's unstacking: exact slices
+    outs, start = [], 0
+    for n in sizes:
+        outs.append(_sub_walk(ctx, lambda v, s=start, n=n: lax.slice_in_dim(v, s, s + n, axis=axis), x))
+        start += n
+    return outs
+
+
+def _reduce_prod(ctx, x, *, axes, **params):
+    del params
+
+    def f(v):
+        # a balanced tree of products of two nodes (McCormick); each product is one rounding
+        v = jnp.moveaxis(v, axes, tuple(range(v.ndim - len(axes), v.ndim)))
+        v = v.reshape(*v.shape[: v.ndim - len(axes)], -1)
+        if v.shape[-1] == 0:
+            return jnp.ones(v.shape[:-1], v.dtype)
+        while v.shape[-1] > 1:
+            n = v.shape[-1]
+            h = n // 2
+            m = v[..., :h] * v[..., h : 2 * h]
+            v = jnp.concatenate([m, v[..., 2 * h :]], axis=-1) if n % 2 else m
+        return v[..., 0]
+
+    return _sub_walk(ctx, f, x)
+
+
+def _pow(ctx, x, y, **params):
+    del params
+    yc = _known(y)
+    if isinstance(x, Node) and yc is not None and yc.size and np.all(yc == yc.flat[0]):
+        c = float(yc.flat[0])
+        if c == 1.0:
+            return _sub_walk(ctx, lambda v: v + 0.0, x)
+        return _tape(ctx).record(
+            Kind.UNARY, P.pow_p, {"y": c}, [x], ctx.out_avals[0], ctx=ctx
+        )
+    raise UnsupportedPrimitiveError(
+        f"pow with a bounded exponent (or one that varies per element)\n  {ctx.where()}\n"
+        "  Bounds support x ** c for a constant c (x > 0 unless c is an integer: use "
+        "jax.lax.integer_pow / x ** 2 for those); write exp(y * log(x)) for a bounded exponent."
+    )
+
+
+def _sort(ctx, *operands, dimension, is_stable, num_keys):
+    del is_stable, num_keys
+    if len(operands) != 1:
+        raise UnsupportedPrimitiveError(
+            f"sort of several operands (argsort, sort by key) of bounded values\n  {ctx.where()}\n"
+            "  Bounds support jnp.sort of one array (its k-th element is nondecreasing in every "
+            "input)."
+        )
+    return [
+        _tape(ctx).record(
+            Kind.CONCRETIZE, ctx.primitive, {"dimension": dimension, "is_stable": True,
+                                             "num_keys": 1}, operands, ctx.out_avals[0], ctx=ctx
+        )
+    ]
+
+
+def _argminmax(ctx, x, **params):
+    return _tape(ctx).record(Kind.CONCRETIZE, ctx.primitive, params, [x], ctx.out_avals[0], ctx=ctx)
 
 
 def _one_minus_square(ctx, x, **params):
@@ -722,12 +850,79 @@ def _one_minus_square(ctx, x, **params):
     return _sub_walk(ctx, lambda v: (1.0 + v) * (1.0 - v), x)
 
 
+# The lowering's entries in the one table (`_rules.RULES`); unary entries need none.
+for _p in STRUCTURAL | SUMS:
+    _rules.define(_p, Kind.AFFINE, _record_affine)
+_REWRITES = {
+    P.div_p,
+    P.max_p,
+    P.min_p,
+    P.reduce_max_p,
+    P.reduce_min_p,
+    P.integer_pow_p,
+    P.exp2_p,
+    P.clamp_p,
+    P.reduce_window_max_p,
+    P.reduce_prod_p,
+}
+for _p, _fn in {
+    P.add_p: _add,
+    compat.add_any_p: _add,
+    P.sub_p: _sub,
+    P.mul_p: _mul,
+    P.div_p: _div,
+    P.dot_general_p: _dot_general,
+    P.conv_general_dilated_p: _conv,
+    P.max_p: lambda ctx, a, b: _max(ctx, a, b),
+    P.min_p: lambda ctx, a, b: _min(ctx, a, b),
+    P.reduce_max_p: _reduce_max,
+    P.reduce_min_p: _reduce_min,
+    P.integer_pow_p: _integer_pow,
+    P.exp2_p: _exp2,
+    P.clamp_p: _clamp,
+    P.convert_element_type_p: _convert,
+    P.reduce_window_max_p: _reduce_window_max,
+    P.split_p: _split,
+    P.reduce_prod_p: _reduce_prod,
+}.items():
+    _rules.define(_p, Kind.REWRITE if _p in _REWRITES else Kind.AFFINE, _fn)
+for _p, _fn in {P.not_p: _not, P.is_finite_p: _is_finite, P.select_n_p: _select_n}.items():
+    _rules.define(_p, Kind.SELECT, _fn)
+_rules.define(P.sort_p, Kind.CONCRETIZE, _sort)
+_rules.define(P.pow_p, Kind.UNARY, _pow)
+for _p in (P.argmax_p, P.argmin_p):
+    _rules.define(_p, Kind.CONCRETIZE, _argminmax, interval=_rules.arg_extremum_interval)
+for _p in (P.ne_p, P.eq_p, P.lt_p, P.le_p, P.gt_p, P.ge_p):
+    _rules.define(_p, Kind.SELECT, _compare)
+for _p in (P.sign_p, P.floor_p, P.ceil_p, P.round_p):
+    # exact in float and nondecreasing: the interval of their values at the interval ends
+    _rules.define(_p, Kind.CONCRETIZE, _record_concretize)
 if compat.one_minus_square_p is not None:
-    RECORD_RULES[compat.one_minus_square_p] = _one_minus_square
+    _rules.define(compat.one_minus_square_p, Kind.AFFINE, _one_minus_square)
+
+
+def _lowering_rules() -> dict:
+    """The recording rule of every primitive in the table (registered ones included)."""
+    out = {}
+    for p, r in RULES.items():
+        if r.lower is not None:
+            out[p] = r.lower
+        elif r.kind == Kind.UNARY:
+            out[p] = _record_unary
+        elif r.kind == Kind.CONCRETIZE:
+            out[p] = _record_concretize
+    return out
+
+
+_REGISTER_FIX = (
+    "Bounds have no rule for it: register one with `tljax.bounds.register({prim}, smooth=...)` "
+    "(or interval= / monotone=True, see its docstring), or write this part of the model with "
+    "operations the bounds support."
+)
 
 
 def _unsupported_default(ctx, *invals, **params):
-    raise unsupported(ctx.semantics, ctx.eqn, ctx.path)
+    raise unsupported(ctx.semantics, ctx.eqn, ctx.path, fix=_REGISTER_FIX)
 
 
 def _staged():
@@ -763,9 +958,9 @@ def record_graph(
     tape = Tape()
     sem = Semantics(
         name,
-        rules=RECORD_RULES,
+        rules=_lowering_rules(),
         lift=_lift,
-        is_abstract=lambda v: isinstance(v, Node),
+        is_abstract=lambda v: isinstance(v, Node | Pred),
         concrete_passthrough=True,
         default_rule=_unsupported_default,
         call_rules={"logaddexp": _logaddexp},
@@ -843,7 +1038,7 @@ def _stop_stabilizers(tape: Tape, mode: str) -> None:
     feeding = frozenset().union(*(src for _, src in stops))
     for e, src in stops:
         if mode == "interval" or src or e.out.id in feeding:
-            e.kind = "concretize"
+            e.kind = Kind.CONCRETIZE
 
 
 def _intervals_for_cut_maxima(tape: Tape) -> bool:
@@ -869,7 +1064,7 @@ def _intervals_for_cut_maxima(tape: Tape) -> bool:
             continue
         prim, params, inputs, eqn, path = tape.alts.pop(e.out.id)
         k = e.out.eqn_index
-        tape.eqns[k] = TapeEqn("concretize", prim, params, inputs, e.out, "", eqn, path)
+        tape.eqns[k] = TapeEqn(Kind.CONCRETIZE, prim, params, inputs, e.out, eqn, path)
         changed = True
     return changed
 

@@ -27,9 +27,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from . import _float_model as fm
-from ._relax import Options, _clean, ibp_eqn, node_abs_max, relax_smooth
+from ._relax import Options, _clean, ibp_eqn, node_abs_max, select_masks
+from ._rules import Kind, relu_p
 from ._tape import Node, Tape, apply_affine, terms
 
 # Fresh symbols cost K x (node size) memory in every later generator matrix; past this many
@@ -96,7 +98,7 @@ class _AffinePass:
         budget = max(max_symbols, K)
         self.offset: dict[int, int] = {}
         for i, e in enumerate(tape.eqns):
-            if e.kind != "affine" and K + e.out.size <= budget:
+            if e.kind != Kind.AFFINE and K + e.out.size <= budget:
                 self.offset[i] = K
                 K += e.out.size
         self.K = K
@@ -181,13 +183,14 @@ class _AffinePass:
         x = e.inputs[0]
         zx = self.z[x.id]
         l, u = self.bounds[x.id]
-        if e.fn in ("relu", "abs"):
-            lam, hi = (_relu_gap if e.fn == "relu" else _abs_gap)(l, u, self.fs)
+        if e.prim is relu_p or e.prim is lax.abs_p:
+            lam, hi = (_relu_gap if e.prim is relu_p else _abs_gap)(l, u, self.fs)
             mid, gap = hi / 2, hi / 2
             if self.fs:
                 mid, gap = hi / 2, fm.up(hi / 2)  # [mid - gap, mid + gap] ⊇ [0, hi]
         else:
-            lam, b_l, _, b_u = relax_smooth(e.fn, l, u, self.opts)
+            # every other rule's lines share one slope (chord-parallel, `_smooth.relax`)
+            lam, b_l, _, b_u = e.rule.relax(l, u, self.opts)
             mid = (b_l + b_u) / 2
             gap = jnp.maximum(b_u - mid, mid - b_l)
             if self.fs:
@@ -237,13 +240,45 @@ class _AffinePass:
         G = jnp.zeros((self.K, *c.shape), c.dtype)
         return self._fresh(i, c, G, r, gap)
 
+    def select(self, i, e):
+        # exact where the box decides the predicate; the output's interval elsewhere
+        m0, m1 = select_masks(e, self.bounds)
+        mu = 1.0 - m0 - m1
+        shape = e.out.shape
+        c = jnp.zeros(shape, e.out.dtype)
+        G = jnp.zeros((self.K, *shape), e.out.dtype)
+        r = jnp.zeros(shape, e.out.dtype)
+        for case, m in zip(e.inputs[2:], (m0, m1), strict=True):
+            if isinstance(case, Node):
+                z = self.z[case.id]
+                c = c + m * jnp.broadcast_to(z.c, shape)
+                G = G + m * jnp.broadcast_to(z.G, (self.K, *shape))
+                r = r + m * jnp.broadcast_to(z.r, shape)
+            else:
+                c = c + m * case
+        lo, hi = self.bounds[e.out.id]
+        mid = (lo + hi) / 2
+        gap = jnp.maximum(hi - mid, mid - lo)
+        finite = jnp.isfinite(mid) & jnp.isfinite(gap)
+        c = c + mu * jnp.where(finite, mid, 0.0)
+        r = jnp.where((mu > 0) & ~finite, jnp.inf, r)
+        gap = mu * jnp.where(finite, fm.up(gap) if self.fs else gap, 0.0)
+        return self._fresh(i, c, G, r, gap)
+
     def run(self):
+        step = {
+            Kind.AFFINE: self.affine,
+            Kind.UNARY: self.unary,
+            Kind.MUL: self.mul,
+            Kind.SELECT: self.select,
+            Kind.CONCRETIZE: self.concretize,
+        }
         for i, e in enumerate(self.tape.eqns):
             # Interval rule on the (already intersected) input intervals first: the relaxations
             # read the output interval for non-finite cases.
             ilo, ihi = ibp_eqn(e, self.bounds, self.opts)
             self.bounds[e.out.id] = (ilo, ihi)
-            z = getattr(self, e.kind)(i, e)
+            z = step[e.kind](i, e)
             zlo, zhi = _concretize(z, self.fs)
             lo, hi = jnp.maximum(ilo, zlo), jnp.minimum(ihi, zhi)
             self.bounds[e.out.id] = (lo, hi)

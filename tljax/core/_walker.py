@@ -79,13 +79,21 @@ _ADD_RULE_MSG = (
 )
 
 
-def unsupported(sem: Semantics, eqn, path) -> UnsupportedPrimitiveError:
+def unsupported(sem: Semantics, eqn, path, *, fix: str | None = None) -> UnsupportedPrimitiveError:
+    """The error for a primitive `sem` has no rule for: primitive, params, location, what to do.
+
+    fix: what to do (formatted with `{prim}` and `{name}`); default: registering a rule with
+    `tljax.register_rule`.
+    """
     prim = eqn.primitive
     handle = f"jax.extend.core.primitives.{prim.name.replace('-', '_')}_p"
+    if fix is None:
+        todo = _ADD_RULE_MSG.format(sem=sem.name, prim=handle)
+    else:
+        todo = fix.format(prim=handle, name=prim.name)
     msg = (
         f"semantics {sem.name!r} has no rule for primitive {prim.name!r} "
-        f"(params: {_format_params(eqn.params)})\n  {where(eqn, path)}\n  "
-        + _ADD_RULE_MSG.format(sem=sem.name, prim=handle)
+        f"(params: {_format_params(eqn.params)})\n  {where(eqn, path)}\n  " + todo
     )
     err = UnsupportedPrimitiveError(msg)
     err.tljax_located = True

@@ -318,6 +318,7 @@ def _sub(e, u, x0, eps, p):
     "exact-all",
     about=_ABOUT,
     tags=_TAGS,
+    scope="general",
 )
 def forward_composition() -> Evidence:
     details = []
@@ -337,6 +338,7 @@ def forward_composition() -> Evidence:
     "exact-all",
     about=_ABOUT,
     tags=_TAGS,
+    scope="general",
 )
 def table_accuracy() -> Evidence:
     details = []
@@ -362,6 +364,7 @@ def table_accuracy() -> Evidence:
     "symbolic",
     about=_ABOUT,
     tags=_TAGS,
+    scope="general",
 )
 def posterior() -> Evidence:
     pre = check_step_parameterisation()
@@ -379,6 +382,7 @@ def posterior() -> Evidence:
     "symbolic",
     about=_ABOUT,
     tags=_TAGS,
+    scope="general",
 )
 def ddim_eta_one() -> Evidence:
     return check_ddim_eta_one()
@@ -392,6 +396,7 @@ def ddim_eta_one() -> Evidence:
     "symbolic",
     about=_ABOUT,
     tags=_TAGS,
+    scope="general",
 )
 def conversions() -> Evidence:
     return check_conversions()

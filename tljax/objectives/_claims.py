@@ -336,7 +336,8 @@ def check_collapse(
 
 
 @claim(
-    "ssl: VICReg variance term is zero iff unbiased Var + eps >= gamma^2 in every dimension",
+    "ssl: VICReg variance term is zero iff unbiased Var + eps >= gamma^2 in every dimension "
+    "(enumerated cases)",
     "vicreg_variance_term(z) == 0 exactly when Var_unbiased(z^j) + eps >= gamma^2 for all j "
     f"(checked on {len(vicreg_variance_cases())} enumerated dyadic cases: a grid, exact "
     "boundaries and +-2^-10 around them, a case separating unbiased from biased variance, "
@@ -344,6 +345,8 @@ def check_collapse(
     "exact-enumerated",
     about=_ABOUT,
     tags=_TAGS,
+    scope="family",
+    family="vicreg_variance_cases()",
 )
 def vicreg_variance_zero_iff() -> Evidence:
     return check_vicreg_variance_zero_iff()
@@ -353,10 +356,13 @@ def vicreg_variance_zero_iff() -> Evidence:
     "ssl: Barlow Twins loss is zero when the cross-correlation is the identity",
     f"barlow_twins_loss_from_correlation(I_d) == 0 for d in {BARLOW_DIMS}; orthogonal +-1 "
     f"embeddings (n in {HADAMARD_SIZES}) give C == I and loss 0 (eps = 0); dyadic perturbations "
-    "I + delta E_ij give exactly delta^2 or lambda delta^2.",
+    "I + delta E_ij give exactly delta^2 or lambda delta^2 (on the listed dims, sizes and "
+    "perturbations).",
     "exact-enumerated",
     about=_ABOUT,
     tags=_TAGS,
+    scope="family",
+    family=f"d in {BARLOW_DIMS}, Hadamard n in {HADAMARD_SIZES}, enumerated dyadic perturbations",
 )
 def barlow_identity() -> Evidence:
     return check_barlow_identity()
@@ -371,6 +377,7 @@ def barlow_identity() -> Evidence:
     "exact-all",
     about=_ABOUT,
     tags=_TAGS,
+    scope="general",
 )
 def mae_counts() -> Evidence:
     return check_mae_counts()
@@ -380,10 +387,13 @@ def mae_counts() -> Evidence:
     "ssl: collapsed embeddings give the predicted VICReg and Barlow Twins losses",
     "Completely collapsed embeddings give VICReg loss mu (gamma - sqrt eps) (official; twice that "
     "with the paper's convention) and Barlow loss d; dimensionally collapsed ones give VICReg "
-    "mu hinge + 2 (d-1) Var^2 and Barlow lambda d (d-1) (eps = 0), on dyadic cases, exactly.",
+    "mu hinge + 2 (d-1) Var^2 and Barlow lambda d (d-1) (eps = 0), exactly, on enumerated "
+    "dyadic cases.",
     "exact-enumerated",
     about=_ABOUT,
     tags=_TAGS,
+    scope="family",
+    family="the enumerated dyadic cases of check_collapse()",
 )
 def collapse() -> Evidence:
     return check_collapse()

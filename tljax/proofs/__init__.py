@@ -7,6 +7,7 @@ from ._audit import audit_totals as audit_totals
 from ._audit import format_audit as format_audit
 from ._claims import Claim as Claim
 from ._claims import Evidence as Evidence
+from ._claims import OverclaimError as OverclaimError
 from ._claims import Result as Result
 from ._claims import check as check
 from ._claims import check_all as check_all
@@ -15,6 +16,7 @@ from ._claims import format_table as format_table
 from ._claims import register as register
 from ._claims import registry as registry
 from ._claims import run_claim as run_claim
+from ._claims import scope_problems as scope_problems
 from ._grad import GradCheck as GradCheck
 from ._grad import check_grad as check_grad
 from ._symbolic_api import bindings as bindings

@@ -200,12 +200,16 @@ def attention_evidence(
 
 @claim(
     "flash-attention-equals-softmax-attention",
-    "tljax.layers.flash_attention equals dot_product_attention exactly over the reals, for every "
-    "block_q, block_k dividing the sequence length, causal or not (exp := 2**x, scale 1, integer "
-    "queries and keys so every score is an integer and every value rational)",
+    "on seeded inputs (integer queries and keys in -2..2, dyadic values; sequence lengths 4 and "
+    "6; one head), tljax.layers.flash_attention equals dot_product_attention exactly over the "
+    "reals for every block_q, block_k dividing the length, causal or not (exp := 2**x, scale 1, "
+    "so every score is an integer and every value rational)",
     "exact-enumerated",
     about="tljax.layers.flash_attention",
     tags=("layers", "attention"),
+    scope="family",
+    family="attention_evidence(): one seeded (q, k, v) per length 4 and 6, all divisor block "
+    "sizes, causal and not",
 )
 def _flash_attention_claim() -> Evidence:
     flash, ref = _attention_fns()
@@ -232,6 +236,7 @@ def _generalise_max(exprs, tag: str):
     "symbolic",
     about="jax.nn.softmax",
     tags=("softmax",),
+    scope="general",
 )
 def _softmax_shift_claim() -> Evidence:
     x, c = symbols("x", 3), symbols("c")
@@ -257,11 +262,12 @@ def _softmax_shift_claim() -> Evidence:
     "symbolic",
     about="jax.nn.softmax",
     tags=("softmax",),
+    scope="general",
 )
 def _softmax_sum_claim() -> Evidence:
     x = symbols("x", 4)
     s = symbolic(lambda x: jnp.sum(jax.nn.softmax(x)), x)
-    (e,), n = _generalise_max([s], "s")
+    (e,), _ = _generalise_max([s], "s")
     r = sympy.simplify(e)
     return Evidence(
         r == 1,
@@ -309,11 +315,14 @@ def recurrence_evidence(
 
 @claim(
     "parallel-scan-equals-sequential",
+    "on seeded dyadic inputs (one (a, b, h0) per length 1..9, state size 2), "
     "tljax.layers.linear_recurrence_parallel (associative scan) equals "
-    "linear_recurrence_sequential (lax.scan) exactly over the reals, lengths 1..9",
+    "linear_recurrence_sequential (lax.scan) exactly over the reals",
     "exact-enumerated",
     about="tljax.layers._ssm",
     tags=("layers", "ssm"),
+    scope="family",
+    family="recurrence_evidence(): 9 seeded dyadic (a, b, h0), lengths 1..9",
 )
 def _scan_claim() -> Evidence:
     try:
@@ -336,6 +345,7 @@ def _compose(e1, e2):
     "symbolic",
     about="tljax.layers._ssm",
     tags=("ssm",),
+    scope="general",
 )
 def _assoc_claim() -> Evidence:
     e = [(symbols(f"A{i}", (2, 2)), symbols(f"b{i}", 2)) for i in (1, 2, 3)]
@@ -349,7 +359,11 @@ def _assoc_claim() -> Evidence:
                 )
     # It is the composition of the maps: apply(e1∘e2, h) == apply(e2, apply(e1, h)).
     h = symbols("h", 2)
-    comp = symbolic(lambda e1, e2, h: (lambda c: c[0] @ h + c[1])(_compose(e1, e2)), e[0], e[1], h)
+    def apply_composed(e1, e2, h):
+        c = _compose(e1, e2)
+        return c[0] @ h + c[1]
+
+    comp = symbolic(apply_composed, e[0], e[1], h)
     seq = symbolic(lambda e1, e2, h: e2[0] @ (e1[0] @ h + e1[1]) + e2[1], e[0], e[1], h)
     if any(sympy.expand(comp[i] - seq[i]) != 0 for i in range(2)):
         return Evidence(False, "e1∘e2 is not 'first e1, then e2'")
@@ -368,14 +382,6 @@ def _assoc_claim() -> Evidence:
 # CROWN relaxations.
 
 
-def _relax_module():
-    try:
-        from ..bounds import _relax
-    except ImportError as err:
-        raise Unavailable(f"tljax.bounds relaxations are not installed ({err})") from err
-    return _relax
-
-
 @claim(
     "crown-relu-relaxation-symbolic",
     "textbook CROWN ReLU relaxation: for all l < 0 < u, x in [l, u], alpha in [0, 1]: "
@@ -383,6 +389,7 @@ def _relax_module():
     "symbolic",
     about="CROWN (Zhang et al. 2018)",
     tags=("bounds",),
+    scope="general",
 )
 def _relu_textbook_claim() -> Evidence:
     a, b = sympy.symbols("a b", positive=True)  # l = -a, u = b
@@ -407,94 +414,315 @@ def _relu_textbook_claim() -> Evidence:
     )
 
 
-_RELU_BOXES = [
-    (-1.0, 1.0),
-    (-3.0, 0.5),
-    (-0.25, 4.0),
-    (0.5, 2.0),
-    (-2.0, -0.5),
-    (-1e-3, 1e-3),
-    (-7.5, 7.25),
-    (0.0, 1.0),
-    (-1.0, 0.0),
-    (-0.1, 3.3),
-]
+# ----------------------------------------------------------------------------------------------
+# Interval families: the finite set of float32 intervals that the relaxation claims are checked on.
+
+_F32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal, 2**-126
+_WIDTHS = (0.0, 1e-7, 1e-5, 1e-3, 0.1, 1.0, 10.0, 100.0)
+# Known bad case: relax_smooth('logistic') with float-sound options had a lower line above the
+# sigmoid on this interval (found with this certifier, 2024).
+_KNOWN_BAD = ((-17.878672, -17.399183),)
+
+
+def _f32(v) -> np.float32:
+    with np.errstate(over="ignore"):
+        return np.float32(v)
+
+
+def _neighbours(p: float) -> list[np.float32]:
+    """p rounded to float32 and its two float32 neighbours."""
+    q = _f32(p)
+    return [np.nextafter(q, _f32(-np.inf)), q, np.nextafter(q, _f32(np.inf))]
+
+
+def _outside_subnormal(x: np.float32, side: int) -> np.float32:
+    """A float32-subnormal end moved outward to 0 or the smallest normal, as `tljax.bound` moves
+    box ends (XLA:CPU reads subnormal operands as zero; computed interval ends are normal)."""
+    if x == 0 or abs(float(x)) >= _F32_TINY:
+        return x
+    if side < 0:
+        return _f32(0.0) if x > 0 else _f32(-_F32_TINY)
+    return _f32(_F32_TINY) if x > 0 else _f32(0.0)
+
+
+def interval_family(
+    pivots: Sequence[float],
+    domain: tuple[float, float] = (-math.inf, math.inf),
+    *,
+    seed: int = 0,
+    n_random: int = 60,
+    n_tails: int = 40,
+    extra: Sequence[tuple[float, float]] = (),
+) -> list[tuple[np.float32, np.float32]]:
+    """A deterministic adversarial family of float32 intervals ``[l, u]`` inside `domain`.
+
+    The family (sorted, without duplicates):
+
+    - straddling each pivot p: ``[p - w1, p + w2]`` for widths w1, w2 in 0, 1e-7, 1e-5, 1e-3, 0.1,
+      1, 10, 100 (all 64 pairs);
+    - one endpoint at p's float32 neighbours (nextafter down, p, nextafter up) and at the tiny
+      normals ±2**-126, ±2**-125, the other at distance w (same widths), on either side;
+    - integer endpoints: ``[k, k + m]`` for 24 seeded integers k in [-100, 100], m in {0, 1, 2, 7};
+    - far tails: `n_tails` intervals centred at ±U(10, 100), width 10**U(-7, 2);
+    - `n_random` intervals centred at ±10**U(-3, 2), width 10**U(-7, 2);
+    - point intervals ``l == u`` at ±0.5, ±3, ±50;
+    - `extra` intervals (known bad cases).
+
+    Endpoints are rounded to float32 and clipped to ``|x| <= 100``; a float32-subnormal endpoint
+    is moved outward to 0 or ±2**-126, as `tljax.bound` moves box ends. An interval that leaves
+    `domain` is mirrored about the domain's lower end when it lies wholly below it, else clipped
+    to the domain. `pivots` are the function's inflection points, 0 and its domain ends.
+
+    Returns:
+      ``[(l, u)]`` with ``l <= u`` float32 scalars.
+    """
+    rng = np.random.default_rng(seed)
+    raw: list[tuple[float, float]] = []
+    for p in pivots:
+        for w1, w2 in itertools.product(_WIDTHS, _WIDTHS):
+            raw.append((p - w1, p + w2))
+        tiny = [p + t * _F32_TINY for t in (-2, -1, 1, 2)]
+        for q in [*(float(v) for v in _neighbours(p)), *tiny]:
+            for w in _WIDTHS[1:]:
+                raw += [(q, q + w), (q - w, q)]
+    for k in rng.integers(-100, 101, 24):
+        raw += [(float(k), float(k + m)) for m in (0, 1, 2, 7)]
+    sides = rng.choice([-1.0, 1.0], n_tails)
+    centres = sides * rng.uniform(10.0, 100.0, n_tails)
+    widths = 10.0 ** rng.uniform(-7.0, 2.0, n_tails)
+    raw += [(c - w / 2, c + w / 2) for c, w in zip(centres, widths, strict=True)]
+    sides = rng.choice([-1.0, 1.0], n_random)
+    centres = sides * 10.0 ** rng.uniform(-3.0, 2.0, n_random)
+    widths = 10.0 ** rng.uniform(-7.0, 2.0, n_random)
+    raw += [(c - w / 2, c + w / 2) for c, w in zip(centres, widths, strict=True)]
+    raw += [(x, x) for x in (-50.0, -3.0, -0.5, 0.5, 3.0, 50.0)]
+    raw += list(extra)
+    dlo, dhi = domain
+    out = set()
+    for lo, hi in raw:
+        lo, hi = max(lo, -100.0), min(hi, 100.0)
+        if lo > hi:
+            continue
+        if hi < dlo:  # wholly below the domain: mirror about its lower end
+            lo, hi = 2 * dlo - hi, 2 * dlo - lo
+        lo, hi = max(lo, dlo), min(hi, dhi)
+        l, u = _outside_subnormal(_f32(lo), -1), _outside_subnormal(_f32(hi), 1)
+        if l < _f32(dlo):  # float32 rounding left the domain
+            l = np.nextafter(l, _f32(np.inf))
+        if not (l <= u):
+            continue
+        out.add((float(l), float(u)))
+    return [(_f32(lo), _f32(hi)) for lo, hi in sorted(out)]
+
+
+# ----------------------------------------------------------------------------------------------
+# ReLU relaxation, exactly.
+
+
+def relu_family() -> list[tuple[np.float32, np.float32]]:
+    """`interval_family` around 0 (the kink): the ReLU relaxation claim's boxes."""
+    return interval_family([0.0], seed=1, n_random=40, n_tails=20)
 
 
 def relu_relaxation_evidence(
-    relax_relu: Callable, boxes=_RELU_BOXES, alphas=(None, 0.0, 0.5, 1.0)
+    relax_relu: Callable, boxes=None, alphas=(None, 0.0, 0.5, 1.0)
 ) -> Evidence:
     """Exact check of ``relax_relu(l, u, alpha) -> (a_l, b_l, a_u, b_u)`` on each box.
 
     The lines and relu are linear on [l, 0] and [0, u], so checking x in {l, 0, u} ∩ [l, u] in
-    exact arithmetic proves the box.
+    exact arithmetic proves the box. `relax_relu` is called once per alpha on float32 arrays of
+    all boxes (default: `relu_family()`).
     """
+    boxes = relu_family() if boxes is None else boxes
+    lo = np.asarray([b[0] for b in boxes], np.float32)
+    hi = np.asarray([b[1] for b in boxes], np.float32)
     n = 0
-    for (lo, hi), alpha in itertools.product(boxes, alphas):
-        l, u = jnp.float32(lo), jnp.float32(hi)
-        al = None if alpha is None else jnp.float32(alpha)
-        a_l, b_l, a_u, b_u = (Fraction(float(v)) for v in relax_relu(l, u, al))
-        L, U = Fraction(float(l)), Fraction(float(u))
-        for x in {L, U, *([Fraction(0)] if L < 0 < U else [])}:
-            r = max(x, Fraction(0))
-            if not (a_l * x + b_l <= r <= a_u * x + b_u):
-                return Evidence(
-                    False,
-                    "relaxation violated",
-                    {
-                        "l": lo,
-                        "u": hi,
-                        "alpha": alpha,
-                        "x": str(x),
-                        "lower_line": str(a_l * x + b_l),
-                        "relu": str(r),
-                        "upper_line": str(a_u * x + b_u),
-                    },
-                )
-        n += 1
-    return Evidence(True, f"{n} (box, alpha) cases proved exactly at the breakpoints")
+    for alpha in alphas:
+        al = None if alpha is None else jnp.full(lo.shape, alpha, jnp.float32)
+        lines = [np.asarray(v, np.float32) for v in relax_relu(jnp.asarray(lo), jnp.asarray(hi), al)]
+        lines = [np.broadcast_to(v, lo.shape) for v in lines]
+        for i in range(len(lo)):
+            a_l, b_l, a_u, b_u = (Fraction(float(v[i])) for v in lines)
+            L, U = Fraction(float(lo[i])), Fraction(float(hi[i]))
+            for x in {L, U, *([Fraction(0)] if L < 0 < U else [])}:
+                r = max(x, Fraction(0))
+                if not (a_l * x + b_l <= r <= a_u * x + b_u):
+                    return Evidence(
+                        False,
+                        "relaxation violated",
+                        {
+                            "l": float(lo[i]),
+                            "u": float(hi[i]),
+                            "alpha": alpha,
+                            "x": str(x),
+                            "lower_line": str(a_l * x + b_l),
+                            "relu": str(r),
+                            "upper_line": str(a_u * x + b_u),
+                        },
+                        scope="family",
+                    )
+            n += 1
+    return Evidence(
+        True, f"{n} (box, alpha) cases proved exactly at the breakpoints", scope="family"
+    )
 
 
 @claim(
-    "crown-relu-relaxation-sound",
-    "tljax.bounds' ReLU relaxation (relax_relu) is sound: a_l x + b_l <= relu(x) <= a_u x + b_u on "
-    "[l, u], for 10 float32 boxes (unstable, stable, tiny, touching 0) and alpha in "
-    "{default, 0, 0.5, 1}",
+    "crown-relu-relaxation-sound-on-family",
+    "on the seeded float32 box family relu_family() (boxes straddling, touching and near 0: "
+    "float32 neighbours of 0, tiny normals, widths 0..100, integers, far and random boxes), "
+    "tljax.bounds.relax_relu's lines satisfy a_l x + b_l <= relu(x) <= a_u x + b_u for every "
+    "real x in [l, u], alpha in {default, 0, 0.5, 1}; other boxes are not checked",
     "exact-enumerated",
-    about="tljax.bounds._relax.relax_relu",
+    about="tljax.bounds.relax_relu",
     tags=("bounds",),
+    scope="family",
+    family=f"relu_family(): {len(relu_family())} float32 boxes (seed 1) x 4 alphas",
 )
 def _relu_library_claim() -> Evidence:
-    return relu_relaxation_evidence(_relax_module().relax_relu)
+    try:
+        from ..bounds import relax_relu
+    except ImportError as err:
+        raise Unavailable(f"tljax.bounds relaxations are not installed ({err})") from err
+    return relu_relaxation_evidence(relax_relu)
+
+
+# ----------------------------------------------------------------------------------------------
+# Smooth relaxations, certified with arb.
 
 
 def _arb_of(v) -> arb:
     return arb(fmpq(v.numerator, v.denominator))
 
 
-def _mono(f):
-    """A monotone increasing f on an interval: enclosure from its ends (tight, unlike ball f)."""
-
-    def enc(lo: Fraction, hi: Fraction) -> arb:
-        a, b = f(_arb_of(lo)), f(_arb_of(hi))
-        return a.union(b)
-
-    return enc
-
-
-def _arb_sigmoid(x: arb) -> arb:
+def _sig(x: arb) -> arb:
     return 1 / (1 + (-x).exp())
 
 
-_SMOOTH = {
-    # name: (f on a ball, monotone enclosure of f, enclosure of f' on an interval)
-    "tanh": (arb.tanh, _mono(arb.tanh), lambda lo, hi: 1 - _mono(arb.tanh)(lo, hi) ** 2),
-    "logistic": (
-        _arb_sigmoid,
-        _mono(_arb_sigmoid),
-        lambda lo, hi: (lambda s: s * (1 - s))(_mono(_arb_sigmoid)(lo, hi)),
+def _gauss(x: arb) -> arb:
+    """2/√π e^{-x²}, the derivative of erf."""
+    return 2 / arb.pi().sqrt() * (-(x * x)).exp()
+
+
+def _const_sign(sign: int):
+    return lambda lo, hi, X: sign
+
+
+def _sign_of(v: arb) -> int:
+    """+1 / -1 when the ball is certainly >= 0 / <= 0, else 0."""
+    if v.lower() >= 0:
+        return 1
+    if v.upper() <= 0:
+        return -1
+    return 0
+
+
+def _inflection_at_zero(sign_left: int):
+    """Curvature sign of a function whose f'' has sign `sign_left` on x < 0 and the opposite on
+    x > 0 (tanh, logistic, erf: +1; erfc: -1)."""
+
+    def curv(lo, hi, X):
+        if hi <= 0:
+            return sign_left
+        if lo >= 0:
+            return -sign_left
+        return 0
+
+    return curv
+
+
+# name: (f, f', sign of f'' on an interval, domain). f and f' act on arb balls (rigorous
+# enclosures); the curvature function gets the exact ends (lo, hi) and a ball X covering them and
+# returns +1 (f convex there), -1 (concave) or 0 (unknown). The curvature facts are textbook and
+# checked symbolically in tests/proofs/test_library.py.
+SMOOTH_ARB = {
+    "exp": (arb.exp, arb.exp, _const_sign(1), (-math.inf, math.inf)),
+    "expm1": (arb.expm1, arb.exp, _const_sign(1), (-math.inf, math.inf)),
+    "log": (arb.log, lambda x: 1 / x, _const_sign(-1), (0.0, math.inf)),
+    "log1p": (arb.log1p, lambda x: 1 / (1 + x), _const_sign(-1), (-1.0, math.inf)),
+    "sqrt": (arb.sqrt, lambda x: 1 / (2 * x.sqrt()), _const_sign(-1), (0.0, math.inf)),
+    "rsqrt": (arb.rsqrt, lambda x: -x.rsqrt() / (2 * x), _const_sign(1), (0.0, math.inf)),
+    "recip": (
+        lambda x: 1 / x,
+        lambda x: -1 / (x * x),
+        lambda lo, hi, X: 1 if lo > 0 else (-1 if hi < 0 else 0),
+        (-math.inf, math.inf),
     ),
+    "square": (lambda x: x * x, lambda x: 2 * x, _const_sign(1), (-math.inf, math.inf)),
+    "softplus": (lambda x: x.exp().log1p(), _sig, _const_sign(1), (-math.inf, math.inf)),
+    "tanh": (arb.tanh, lambda x: x.sech() ** 2, _inflection_at_zero(1), (-math.inf, math.inf)),
+    "logistic": (
+        _sig,
+        lambda x: _sig(x) * _sig(-x),
+        _inflection_at_zero(1),
+        (-math.inf, math.inf),
+    ),
+    "erf": (arb.erf, _gauss, _inflection_at_zero(1), (-math.inf, math.inf)),
+    "erfc": (arb.erfc, lambda x: -_gauss(x), _inflection_at_zero(-1), (-math.inf, math.inf)),
+    # sin'' = -sin, cos'' = -cos: the sign of f on the ball decides the curvature.
+    "sin": (arb.sin, arb.cos, lambda lo, hi, X: -_sign_of(X.sin()), (-math.inf, math.inf)),
+    "cos": (arb.cos, lambda x: -x.sin(), lambda lo, hi, X: -_sign_of(X.cos()), (-math.inf, math.inf)),
 }
+
+def _pm(x: arb) -> list[arb]:
+    return [-x, x]
+
+
+def _sig_crit(a: arb) -> list[arb]:
+    d = (1 - 4 * a).sqrt()
+    s = (1 + d) / 2
+    return _pm((s / (1 - s)).log())
+
+
+# name: points where f'(x) = a, as arb balls (every real solution, or a superset of the ones in
+# the interval at hand; solutions that do not exist come out as NaN balls and are ignored). Used
+# where g is convex, to bound its minimum by g at the point where g' = 0: exactly, when that
+# point is rational (a tangent can touch f exactly there: (x + 50)**2 >= 0 is the lower line of
+# x**2 on [-100, 0]).
+SMOOTH_CRIT = {
+    "exp": lambda a: [a.log()],
+    "expm1": lambda a: [a.log()],
+    "log": lambda a: [1 / a],
+    "log1p": lambda a: [1 / a - 1],
+    "sqrt": lambda a: [1 / (4 * a * a)],
+    "rsqrt": lambda a: [(-2 * a) ** arb(fmpq(-2, 3))],
+    "recip": lambda a: _pm((-1 / a).sqrt()),
+    "square": lambda a: [a / 2],
+    "softplus": lambda a: [(a / (1 - a)).log()],
+    "tanh": lambda a: _pm((1 - a).sqrt().atanh()),
+    "logistic": _sig_crit,
+    "erf": lambda a: _pm((-(a * arb.pi().sqrt() / 2).log()).sqrt()),
+    "erfc": lambda a: _pm((-(-a * arb.pi().sqrt() / 2).log()).sqrt()),
+}
+
+# Points where a relaxation is most likely to go wrong: inflection points, 0, extrema, domain ends.
+_PI = math.pi
+SMOOTH_PIVOTS = {
+    "exp": (0.0, 88.72284),  # float32 exp overflows just above 88.72284
+    "expm1": (0.0, 88.72284),
+    "log": (0.0, 1.0),
+    "log1p": (-1.0, 0.0),
+    "sqrt": (0.0, 1.0),
+    "rsqrt": (0.0, 1.0),
+    "recip": (0.0, 1.0, -1.0),
+    "square": (0.0,),
+    "softplus": (0.0,),
+    "tanh": (0.0,),
+    "logistic": (0.0,),
+    "erf": (0.0,),
+    "erfc": (0.0,),
+    "sin": (0.0, _PI / 2, _PI, -_PI, 2 * _PI),
+    "cos": (0.0, _PI / 2, -_PI / 2, _PI, 3 * _PI / 2),
+}
+
+
+def smooth_family(fn: str) -> list[tuple[np.float32, np.float32]]:
+    """The seeded interval family of `fn`'s relaxation claim: `interval_family` around
+    ``SMOOTH_PIVOTS[fn]`` inside ``fn``'s domain, plus the known bad case (mirrored into the
+    domain)."""
+    return interval_family(
+        SMOOTH_PIVOTS[fn], SMOOTH_ARB[fn][3], seed=sorted(SMOOTH_ARB).index(fn), extra=_KNOWN_BAD
+    )
 
 
 def certify_line(
@@ -506,126 +734,247 @@ def certify_line(
     u: Fraction,
     *,
     max_boxes: int = 20000,
-    prec: int = 128,
+    prec: int = 256,
 ):
-    """Certifies ``sign * (f(x) - (a x + b)) >= 0`` for all x in [l, u] (f = tanh or logistic).
+    """Certifies ``g(x) = sign * (f(x) - (a x + b)) >= 0`` for every real x in [l, u], f = `fn`.
 
-    Branch and bound with arb interval arithmetic: a subinterval is proved by the natural
-    enclosure or by the mean-value form ``g(c) + g'(X)(X - c)``; a midpoint where g is certainly
-    negative is a counterexample.
+    Branch and bound with arb ball arithmetic (rigorous at any precision; `prec` bits only
+    decides how often a sign is decided). On a sub-interval [lo, hi]:
+
+    - g(lo), g(hi) or g(midpoint) certainly < 0: that point is a counterexample;
+    - the natural enclosure of g over the sub-interval is >= 0;
+    - g concave there (from the sign of f''): g >= min(g(lo), g(hi));
+    - g convex: g' is increasing, so g >= g(lo) if g'(lo) >= 0, g >= g(hi) if g'(hi) <= 0,
+      g >= g(c) - |g'(c)| (hi - lo)/2 (tangent at the midpoint c), and when g' changes sign,
+      g >= g(x*) at the zero x* of g' (closed form `SMOOTH_CRIT`; exact when x* is rational);
+    - otherwise the mean-value form ``g(c) - sup|g'(X)| (hi - lo)/2``;
+    - else bisect.
 
     Returns:
-      ``(True, n_boxes)``, ``(False, x)`` with a violating point, or ``(None, n)`` when the budget
-      ran out (not decided).
+      ``(True, n_boxes)``; ``(False, x)`` with a rational x where g(x) < 0; or ``(None, n)``
+      when not decided (budget `max_boxes` spent, or a sub-interval narrower than 2**-60 of
+      its magnitude, or an end where g's sign cannot be decided).
     """
-    f, f_enc, df_enc = _SMOOTH[fn]
+    f, df, curvature, _ = SMOOTH_ARB[fn]
+    crit = SMOOTH_CRIT.get(fn)
     old = ctx.prec
-    ctx.prec = prec
     try:
-        A, B, s = _arb_of(a), _arb_of(b), arb(sign)
-        stack, n = [(l, u)], 0
+        ctx.prec = 4 * prec
+        A, B = _arb_of(a), _arb_of(b)  # exact for dyadic a, b (float lines)
+
+        def g_ball(X: arb) -> arb:
+            return sign * (f(X) - (A * X + B))
+
+        def dg(X: arb) -> arb:
+            return sign * (df(X) - A)
+
+        def at(h, x: Fraction) -> arb:
+            # h at the point x, retried at 4x precision when its sign is not decided (far
+            # tails and subnormal ends need ~300 bits or more).
+            for p in (prec, 4 * prec):
+                ctx.prec = p
+                v = h(_arb_of(x))
+                if v.lower() >= 0 or v.upper() <= 0:
+                    break
+            ctx.prec = prec
+            return v
+
+        def g(x: Fraction) -> arb:
+            return at(g_ball, x)
+
+        def min_at_crit(lo: Fraction, hi: Fraction):
+            """g convex with g'(lo) < 0 < g'(hi): its minimum is at the zero x* of g' in the
+            box, and min g >= the lower end of g over the ball of x*. Returns True (proved), a
+            rational x* with g(x*) < 0, or None."""
+            if crit is None:
+                return None
+            X = _arb_of(lo).union(_arb_of(hi))
+            for xs in crit(A):
+                if not xs.is_finite() or not xs.overlaps(X):
+                    continue
+                if xs.lower() >= _arb_of(lo).lower() and xs.upper() <= _arb_of(hi).upper():
+                    gx = g_ball(xs)
+                    if gx.lower() >= 0:
+                        return True
+                    if xs.rad() == 0 and gx.upper() < 0:  # an exact point below the line
+                        man, exp = (int(v) for v in xs.mid().man_exp())
+                        return man * Fraction(2) ** exp
+            return None
+
+        ctx.prec = prec
+        stack, n = [(l, u, g(l), g(u))], 0
         while stack:
-            lo, hi = stack.pop()
+            lo, hi, glo, ghi = stack.pop()
             n += 1
             if n > max_boxes:
                 return None, n
+            for x, gx in ((lo, glo), (hi, ghi)):
+                if gx.upper() < 0:
+                    return False, x
+            if lo == hi:
+                if glo.lower() >= 0:
+                    continue
+                return None, n
+            ends_ok = glo.lower() >= 0 and ghi.lower() >= 0
             X = _arb_of(lo).union(_arb_of(hi))
-            if (s * (f_enc(lo, hi) - (A * X + B))).lower() >= 0:
+            if ends_ok and g_ball(X).lower() >= 0:  # natural enclosure (flat lines, sin, cos)
                 continue
+            curv = sign * curvature(lo, hi, X)
+            if curv < 0:  # g concave: its minimum is at an end
+                if ends_ok:
+                    continue
+                return None, n
             c = (lo + hi) / 2
-            C = _arb_of(c)
-            gc = s * (f(C) - (A * C + B))
+            gc = g(c)
             if gc.upper() < 0:
                 return False, c
-            dg = s * (df_enc(lo, hi) - A)
             half = _arb_of((hi - lo) / 2)
-            if (gc - abs(dg).upper() * half).lower() >= 0:
+            if curv > 0:
+                dlo, dhi = at(dg, lo), at(dg, hi)
+                if glo.lower() >= 0 and dlo.lower() >= 0:
+                    continue
+                if ghi.lower() >= 0 and dhi.upper() <= 0:
+                    continue
+                if (gc - abs(dg(_arb_of(c))).upper() * half).lower() >= 0:
+                    continue
+                if dlo.upper() < 0 < dhi.lower():
+                    m = min_at_crit(lo, hi)
+                    if m is True:
+                        continue
+                    if m is not None:
+                        return False, m
+            elif (gc - abs(dg(X)).upper() * half).lower() >= 0:
                 continue
-            if hi - lo < Fraction(1, 2**60):
+            if hi - lo < Fraction(1, 2**60) * (abs(lo) + abs(hi)):
                 return None, n
-            stack.extend([(lo, c), (c, hi)])
+            stack.extend([(lo, c, glo, gc), (c, hi, gc, ghi)])
         return True, n
     finally:
         ctx.prec = old
 
 
-_SMOOTH_BOXES = [
-    (-1.0, 1.0),
-    (-3.0, 0.5),
-    (0.25, 4.0),
-    (-6.0, -2.0),
-    (-0.01, 0.02),
-    (1.0, 1.0),
-    (-8.0, 8.0),
-    (2.0, 2.5),
-    (-20.0, 3.0),
-    (-0.5, 12.0),
-]
+_PAD = 256
 
 
-def smooth_relaxation_evidence(relax: Callable, fn: str, boxes=_SMOOTH_BOXES) -> Evidence:
-    """Certifies ``relax(l, u) -> (a_l, b_l, a_u, b_u)`` for f = `fn` over each box (see
-    `certify_line`)."""
-    total = 0
-    for lo, hi in boxes:
-        l, u = jnp.float32(lo), jnp.float32(hi)
-        a_l, b_l, a_u, b_u = (Fraction(float(v)) for v in relax(l, u))
-        L, U = Fraction(float(l)), Fraction(float(u))
+def _call_padded(relax: Callable, lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+    """``relax(lo, hi)`` under `jax.jit` on arrays padded (with the first box) to a multiple of
+    256, so that families of different sizes share compilations; returns float64 arrays."""
+    n = len(lo)
+    m = -(-n // _PAD) * _PAD
+    pad = [np.concatenate([v, np.full(m - n, v[0], np.float32)]) for v in (lo, hi)]
+    out = jax.jit(relax)(jnp.asarray(pad[0]), jnp.asarray(pad[1]))
+    return [np.broadcast_to(np.asarray(v, np.float64), (m,))[:n] for v in out]
+
+
+def smooth_relaxation_evidence(
+    relax: Callable, fn: str, boxes=None, *, max_boxes: int = 4000, stop_after: int = 10
+) -> Evidence:
+    """Certifies the lines ``relax(l, u) -> (a_l, b_l, a_u, b_u)`` for f = `fn` on each box.
+
+    `relax` is called once, on float32 arrays of all the boxes' ends (default:
+    `smooth_family(fn)`). Each line is checked over the reals with `certify_line`. An infinite
+    intercept on the safe side (lower ``-inf``, upper ``+inf``) holds trivially; NaN or an
+    infinite slope, or an infinite intercept on the wrong side, is a violation. `max_boxes` is
+    `certify_line`'s budget per line; the check stops after `stop_after` failing intervals.
+
+    Returns:
+      `Evidence` (scope ``"family"``): holds when every line of every box is certified; else
+      the first violation (``fn``, ``l``, ``u``, the point ``x``, the line) and, in the detail,
+      how many boxes were violated or left undecided.
+    """
+    boxes = smooth_family(fn) if boxes is None else boxes
+    lo = np.asarray([b[0] for b in boxes], np.float32)
+    hi = np.asarray([b[1] for b in boxes], np.float32)
+    lines = _call_padded(relax, lo, hi)
+    total, trivial, bad, undecided, first = 0, 0, 0, 0, None
+    for i in range(len(lo)):
+        L, U = Fraction(float(lo[i])), Fraction(float(hi[i]))
+        a_l, b_l, a_u, b_u = (float(v[i]) for v in lines)
+        box_bad = box_undecided = False
         for sign, a, b, which in ((1, a_l, b_l, "lower"), (-1, a_u, b_u, "upper")):
-            ok, info = certify_line(fn, a, b, sign, L, U)
+            case = {"fn": fn, "l": float(lo[i]), "u": float(hi[i]), "line": which}
+            case |= {"slope": a, "intercept": b}
+            if b == -sign * math.inf and not math.isnan(a) and math.isfinite(a):
+                trivial += 1
+                continue
+            if not (math.isfinite(a) and math.isfinite(b)):
+                ok, info = False, "line is not finite"
+            else:
+                ok, info = certify_line(
+                    fn, Fraction(a), Fraction(b), sign, L, U, max_boxes=max_boxes
+                )
+            if ok:
+                total += info
+                continue
             if ok is False:
-                return Evidence(
-                    False,
-                    f"{which} line violated",
-                    {
-                        "fn": fn,
-                        "l": lo,
-                        "u": hi,
-                        "x": str(info),
-                        "slope": str(a),
-                        "intercept": str(b),
-                    },
-                )
-            if ok is None:
-                return Evidence(
-                    False,
-                    f"not certified within the budget ({info} boxes)",
-                    {"fn": fn, "l": lo, "u": hi, "line": which},
-                )
-            total += info
+                box_bad = True
+                if first is None or first[0] != "violated":
+                    first = ("violated", f"{which} line violated", case | {"x": str(info)})
+            else:
+                box_undecided = True
+                if first is None:
+                    first = ("undecided", f"{which} line not certified ({info} boxes)", case)
+        bad += box_bad
+        undecided += box_undecided and not box_bad
+        if bad + undecided >= stop_after:
+            break
+    n = len(lo)
+    if first is not None:
+        seen = f"first {i + 1} of {n}" if i + 1 < n else f"{n}"
+        return Evidence(
+            False,
+            f"{first[1]}; of the {seen} intervals, {bad} violated, {undecided} undecided",
+            first[2],
+            scope="family",
+        )
     return Evidence(
-        True, f"{len(boxes)} intervals x 2 lines certified with arb ({total} sub-intervals)"
+        True,
+        f"{n} intervals x 2 lines certified with arb ({total} sub-intervals; {trivial} lines "
+        "trivial: infinite intercept on the safe side)",
+        scope="family",
     )
 
 
-def _smooth_claim(fn: str) -> Evidence:
-    relax = _relax_module()
-    opts = relax.Options()
-    return smooth_relaxation_evidence(lambda l, u: relax.relax_smooth(fn, l, u, opts), fn)
+def _smooth_claim(fn: str, float_sound: bool) -> Evidence:
+    try:
+        from ..bounds import relax_smooth
+    except ImportError as err:
+        raise Unavailable(f"tljax.bounds relaxations are not installed ({err})") from err
+    try:
+        from ..bounds import Options
+    except ImportError:  # not public yet
+        from ..bounds._relax import Options
+    opts = Options(float_sound=float_sound)
+    try:
+        relax_smooth(fn, jnp.float32(1.0), jnp.float32(2.0), opts)
+    except KeyError as err:
+        raise Unavailable(f"tljax.bounds.relax_smooth does not relax {fn!r} ({err})") from err
+    return smooth_relaxation_evidence(lambda l, u: relax_smooth(fn, l, u, opts), fn)
 
 
-@claim(
-    "crown-tanh-relaxation-sound",
-    "tljax.bounds' tanh relaxation (relax_smooth('tanh'), float-sound options) satisfies "
-    "a_l x + b_l <= tanh(x) <= a_u x + b_u for every real x in [l, u], for 10 float32 intervals",
-    "certified-bound",
-    about="tljax.bounds._relax.relax_smooth",
-    tags=("bounds",),
-)
-def _tanh_claim() -> Evidence:
-    return _smooth_claim("tanh")
+def _register_smooth_claims():
+    for fn in SMOOTH_ARB:
+        n = len(smooth_family(fn))
+        # float_sound=False computes the lines in plain float (peers' convention): not claimed
+        for float_sound, opts, tag in ((True, "Options()", "float-sound"),):
+            claim(
+                f"crown-{fn}-relaxation-{tag}-on-family",
+                f"on the seeded float32 interval family smooth_family({fn!r}) ({n} intervals: far "
+                "tails to |x| = 100, widths 0 and 1e-7..100, straddling the inflection points, "
+                "extrema, 0 and domain ends, their float32 neighbours, tiny normals, integers, "
+                "the known bad logistic case), the lines of tljax.bounds.relax_smooth"
+                f"({fn!r}, l, u, {opts}) satisfy a_l x + b_l <= {fn}(x) <= a_u x + b_u for every "
+                "real x in [l, u] (arb branch and bound); intervals outside the family are not "
+                "checked",
+                "certified-bound",
+                about="tljax.bounds.relax_smooth",
+                tags=("bounds", "relaxation"),
+                scope="family",
+                family=f"smooth_family({fn!r}): {n} float32 intervals",
+            )(lambda fn=fn, float_sound=float_sound: _smooth_claim(fn, float_sound))
 
 
-@claim(
-    "crown-sigmoid-relaxation-sound",
-    "tljax.bounds' sigmoid relaxation (relax_smooth('logistic'), float-sound options) satisfies "
-    "a_l x + b_l <= sigmoid(x) <= a_u x + b_u for every real x in [l, u], for 10 float32 intervals",
-    "certified-bound",
-    about="tljax.bounds._relax.relax_smooth",
-    tags=("bounds",),
-)
-def _sigmoid_claim() -> Evidence:
-    return _smooth_claim("logistic")
+_register_smooth_claims()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -692,12 +1041,14 @@ def ibp_affine_evidence(bound: Callable, Box, *, seed: int = 0, cases: int = 4) 
 
 @claim(
     "ibp-affine-equals-exact-range",
-    "tljax.bound(method='ibp', float_sound=False) of an affine layer equals the exact range "
-    "[min, max] of each output over the box (vertex argument, exact arithmetic), and "
-    "float_sound=True contains it",
+    "on 4 seeded affine layers (3 -> 2, dyadic weights, biases and boxes), "
+    "tljax.bound(method='ibp', float_sound=False) equals the exact range [min, max] of each "
+    "output over the box (vertex argument, exact arithmetic), and float_sound=True contains it",
     "exact-enumerated",
     about="tljax.bound",
     tags=("bounds",),
+    scope="family",
+    family="ibp_affine_evidence(): 4 layers and boxes from seed 0",
 )
 def _ibp_claim() -> Evidence:
     bound, Box = _bound_fn()
@@ -937,13 +1288,18 @@ def _round_to(fmt: str, a: np.ndarray) -> np.ndarray:
 
 
 @claim(
-    "float-emulation-correctly-rounded",
-    "float[fp32], float[fp16] and float[bf16] compute + - * / sqrt of format values as the "
-    "correctly rounded (round-to-nearest-even) exact result, including ±0, ±inf and NaN; cases "
-    "touching float32 subnormals are excluded and counted (XLA:CPU flushes them)",
+    "float-emulation-rounding-on-sampled-values",
+    "on a stated sample of format values (all pairs of 18 special values: ±0, ±inf, NaN, "
+    "subnormal and normal extremes, ...; plus 3 x 1500 seeded random values per format), "
+    "float[fp32], float[fp16] and float[bf16] compute + - * / sqrt as the correctly rounded "
+    "(round-to-nearest-even) exact result; cases touching float32 subnormals are excluded and "
+    "counted (XLA:CPU flushes them)",
     "exact-enumerated",
     about="tljax.interpret._float",
     tags=("float",),
+    scope="family",
+    family="float_rounding_evidence(): 18x18 special pairs + 3 x 1500 seeded values per format "
+    "(fp32, fp16, bf16)",
 )
 def _float_claim() -> Evidence:
     from ..interpret._registry import get_semantics
@@ -1059,10 +1415,13 @@ def reference_evidence(programs=None, *, against: str = "jit") -> Evidence:
 @claim(
     "reference-equals-jit",
     "the reference semantics reproduces jax.jit bit for bit on the claim zoo (MLP, attention, scan "
-    "RNN, cond + fori_loop, while_loop, layernorm + gelu + custom_vjp, grad of an MLP, conv)",
+    "RNN, cond + fori_loop, while_loop, layernorm + gelu + custom_vjp, grad of an MLP, conv), "
+    "each at one seeded input",
     "exact-enumerated",
     about="tljax.interpret._reference",
     tags=("interpret",),
+    scope="family",
+    family="_zoo(): 8 programs, one seeded (4, 3) input each",
 )
 def _reference_claim() -> Evidence:
     return reference_evidence(against="jit")
@@ -1070,10 +1429,13 @@ def _reference_claim() -> Evidence:
 
 @claim(
     "reference-equals-eager",
-    "the reference semantics reproduces eager (op-by-op) JAX bit for bit on the claim zoo",
+    "the reference semantics reproduces eager (op-by-op) JAX bit for bit on the claim zoo, each "
+    "program at one seeded input",
     "exact-enumerated",
     about="tljax.interpret._reference",
     tags=("interpret",),
+    scope="family",
+    family="_zoo(): 8 programs, one seeded (4, 3) input each",
 )
 def _reference_eager_claim() -> Evidence:
     return reference_evidence(against="eager")
@@ -1085,13 +1447,17 @@ def _reference_eager_claim() -> Evidence:
 
 @claim(
     "jax-ad-rules-agree-with-sympy",
-    "for every differentiable primitive with an exact or symbolic rule, JAX's JVP equals J t and "
-    "its "
-    "VJP equals J^T v, J = sympy's Jacobian (symbolic identities; piecewise ones on every piece, "
-    "kink conventions stated; rules with float32-rounded constants agree up to that rounding)",
+    "for each audit program of the enumerated list tljax.proofs._audit.default_cases() (a small "
+    "program at fixed shapes and params per differentiable primitive with an exact or symbolic "
+    "rule), JAX's JVP equals J t and its VJP equals J^T v, J = sympy's Jacobian, for all real "
+    "inputs (symbolic identities; piecewise ones on every piece, kink conventions stated; rules "
+    "with float32-rounded constants agree up to that rounding); other shapes and params are not "
+    "checked, primitives without a program are listed as not auditable",
     "symbolic",
     about="jax.interpreters.ad rules",
     tags=("grad", "audit"),
+    scope="family",
+    family="default_cases(): one or more programs per audited primitive",
 )
 def _audit_claim() -> Evidence:
     from ._audit import audit_rules, audit_totals
@@ -1138,12 +1504,14 @@ def _softmax_tanh_loss(x):
 
 @claim(
     "grad-exact-mlp-and-softmax",
-    "jax.grad of a ReLU MLP loss (at a point off the kinks) equals sympy's derivative exactly as "
-    "rationals (exact semantics), and for a tanh(softmax) loss sympy's closed-form gradient lies "
-    "inside the exact semantics' arb enclosure of jax.grad",
+    "at one stated point each: jax.grad of a ReLU MLP loss (a point off the kinks) equals sympy's "
+    "derivative exactly as rationals (exact semantics), and for a tanh(softmax) loss sympy's "
+    "closed-form gradient lies inside the exact semantics' arb enclosure of jax.grad",
     "exact-enumerated",
     about="jax.grad",
     tags=("grad",),
+    scope="family",
+    family="two losses at one stated point each",
 )
 def _grad_claim() -> Evidence:
     from ._grad import check_grad

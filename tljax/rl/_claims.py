@@ -236,6 +236,8 @@ def check_optimality_contraction(
     "exact-enumerated",
     about="tljax.rl.bellman_expectation",
     tags=("rl", "dp"),
+    scope="family",
+    family="generated dyadic MDPs, policies and value pairs (check_expectation_contraction defaults)",
 )
 def _expectation_contraction_exact():
     return check_expectation_contraction()
@@ -248,6 +250,8 @@ def _expectation_contraction_exact():
     "exact-enumerated",
     about="tljax.rl.bellman_optimality",
     tags=("rl", "dp"),
+    scope="family",
+    family="generated dyadic MDPs and value pairs (check_optimality_contraction defaults)",
 )
 def _optimality_contraction_exact():
     return check_optimality_contraction()
@@ -307,6 +311,7 @@ def check_expectation_contraction_symbolic(sizes=(2, 3)) -> Evidence:
     "symbolic",
     about="tljax.rl.bellman_expectation",
     tags=("rl", "dp", "symbolic"),
+    scope="general",
 )
 def _expectation_contraction_symbolic():
     return check_expectation_contraction_symbolic()
@@ -363,6 +368,8 @@ def check_policy_iteration_fixed_point(
     "exact-enumerated",
     about="tljax.rl.policy_iteration",
     tags=("rl", "dp"),
+    scope="family",
+    family="generated dyadic MDPs (check defaults)",
 )
 def _policy_iteration_fixed_point():
     return check_policy_iteration_fixed_point()
@@ -428,6 +435,8 @@ def check_value_iteration_bound(
     "exact-enumerated",
     about="tljax.rl.value_iteration",
     tags=("rl", "dp"),
+    scope="family",
+    family="generated dyadic MDPs and tolerances (check defaults)",
 )
 def _value_iteration_bound():
     return check_value_iteration_bound()
@@ -537,6 +546,8 @@ def check_gae_identities(
     "exact-enumerated",
     about="tljax.rl.gae",
     tags=("rl", "returns"),
+    scope="family",
+    family="generated dyadic trajectories (check defaults)",
 )
 def _gae_zero():
     return check_gae_identities(which="zero")
@@ -548,6 +559,8 @@ def _gae_zero():
     "exact-enumerated",
     about="tljax.rl.gae",
     tags=("rl", "returns"),
+    scope="family",
+    family="generated dyadic trajectories (check defaults)",
 )
 def _gae_one():
     return check_gae_identities(which="one")
@@ -560,6 +573,8 @@ def _gae_one():
     "exact-enumerated",
     about="tljax.rl.gae, tljax.rl.lambda_returns",
     tags=("rl", "returns"),
+    scope="family",
+    family="generated dyadic trajectories, lambda in {0, 1/2, 3/4, 1}",
 )
 def _gae_lambda_return():
     return check_gae_identities(which="lambda_return")
@@ -626,6 +641,8 @@ def check_td_lambda_views(
     "exact-enumerated",
     about="tljax.rl.td_lambda_forward, tljax.rl.td_lambda_backward",
     tags=("rl", "td"),
+    scope="family",
+    family="generated dyadic episodes (check defaults)",
 )
 def _td_lambda_views():
     return check_td_lambda_views()
@@ -686,6 +703,7 @@ def check_ppo_clipping_symbolic() -> Evidence:
     "symbolic",
     about="tljax.rl.clipped_surrogate_objective",
     tags=("rl", "ppo", "symbolic"),
+    scope="general",
 )
 def _ppo_clipping_symbolic():
     return check_ppo_clipping_symbolic()
@@ -736,6 +754,8 @@ def check_ppo_clipping_grid(objective: Callable = _losses.clipped_surrogate_obje
     "exact-enumerated",
     about="tljax.rl.clipped_surrogate_objective",
     tags=("rl", "ppo"),
+    scope="family",
+    family="the stated dyadic grid of (rho, A, eps)",
 )
 def _ppo_clipping_grid():
     return check_ppo_clipping_grid()
@@ -795,6 +815,8 @@ def check_kernel_composition(
     "exact-enumerated",
     about="tljax.rl.compose",
     tags=("rl", "kernels"),
+    scope="family",
+    family="generated dyadic stochastic matrices (check defaults)",
 )
 def _kernel_composition():
     return check_kernel_composition()
@@ -845,6 +867,8 @@ def check_mh_detailed_balance(
     "exact-enumerated",
     about="tljax.rl.metropolis_hastings_exact",
     tags=("rl", "kernels"),
+    scope="family",
+    family="generated proposals and targets (check defaults)",
 )
 def _mh_detailed_balance():
     return check_mh_detailed_balance()
@@ -879,6 +903,8 @@ def check_stationary_exact(
     "exact-enumerated",
     about="tljax.rl.stationary_distribution_exact",
     tags=("rl", "kernels"),
+    scope="family",
+    family="generated irreducible dyadic chains (check defaults)",
 )
 def _stationary_exact():
     return check_stationary_exact()
