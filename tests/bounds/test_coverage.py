@@ -256,17 +256,12 @@ _HEAVY_LAYERS = {
 
 
 def _layer_cases():
+    # by default one pass each (CROWN, intersected with intervals; IBP for the heavy layers: their
+    # lowering is what is new); every driver and the CROWN variants in the slow set
     for name in sorted(_layer_models()):
-        if name in _HEAVY_LAYERS:  # the lowering (scatter, split, scan, ...) by default
-            yield pytest.param(name, ["ibp"], id=f"{name}-ibp")
-            yield pytest.param(name, ["crown"], id=f"{name}-crown", marks=pytest.mark.slow)
-            yield pytest.param(name, DRIVERS, id=f"{name}-drivers", marks=pytest.mark.slow)
-        else:
-            yield pytest.param(name, DRIVERS, id=f"{name}-drivers")
-        marks = (pytest.mark.slow,) if name in _HEAVY_LAYERS else ()
-        yield pytest.param(
-            name, ["alpha-crown", "crown-ibp"], id=f"{name}-crown-variants", marks=marks
-        )
+        default = ["ibp"] if name in _HEAVY_LAYERS else ["crown"]
+        yield pytest.param(name, default, id=f"{name}-{default[0]}")
+        yield pytest.param(name, METHODS, id=f"{name}-all", marks=pytest.mark.slow)
 
 
 @pytest.mark.parametrize("name,methods", list(_layer_cases()))
