@@ -11,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
-from jax import lax
 
 from ..core import _jaxpr_compat as compat
 from ..core._errors import InputError, InvalidBoxError
@@ -110,7 +109,10 @@ def _compute_bounds(
     tape = record_graph(graph, mask, arg_leaves, name=method)
     in_bounds = {}
     for node, (lo, hi) in zip(tape.inputs, box_leaves, strict=True):
-        lo, hi = _outside_subnormals(jnp.asarray(lo, node.dtype), jnp.asarray(hi, node.dtype))
+        lo, hi = jnp.asarray(lo, node.dtype), jnp.asarray(hi, node.dtype)
+        if lo.dtype in (jnp.float32, jnp.float64):
+            # subnormal ends moved outward: the program and this computation read them as 0
+            lo, hi = fm.outside_subnormal(lo, up=False), fm.outside_subnormal(hi, up=True)
         in_bounds[node.id] = (jnp.broadcast_to(lo, node.shape), jnp.broadcast_to(hi, node.shape))
     if method == "affine":
         from ._zonotope import run_affine
@@ -127,35 +129,6 @@ def _compute_bounds(
         splits=splits,
     )
     return outs
-
-
-def _outside_subnormals(lo, hi):
-    """Box ends moved outward off the subnormal range, to 0 or the smallest normal.
-
-    XLA:CPU reads subnormal operands as zero (DAZ), in the program and in the bound computation
-    alike, so a relaxation computed from a subnormal end could describe [l, 0] instead of [l, u].
-    The moved box contains the given one; the test is on the bits, which DAZ cannot touch."""
-    if not jnp.issubdtype(lo.dtype, jnp.floating):
-        return lo, hi
-    info = jnp.finfo(lo.dtype)
-    itype = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[lo.dtype.itemsize]
-    if itype is jnp.int64 and not jax.config.jax_enable_x64:
-        return lo, hi
-    mag = (1 << (8 * lo.dtype.itemsize - 1)) - 1
-    tiny_bits = int(np.asarray(info.tiny, lo.dtype).view(np.dtype(itype)))
-
-    def sub(x):
-        b = lax.bitcast_convert_type(x, itype) & mag
-        return (b > 0) & (b < tiny_bits)
-
-    def neg(x):
-        return lax.bitcast_convert_type(x, itype) < 0
-
-    tiny = jnp.asarray(info.tiny, lo.dtype)
-    zero = jnp.zeros_like(lo)
-    lo = jnp.where(sub(lo), jnp.where(neg(lo), -tiny, zero), lo)
-    hi = jnp.where(sub(hi), jnp.where(neg(hi), zero, tiny), hi)
-    return lo, hi
 
 
 def relu_shapes(fn, box: Box, *args) -> list[tuple]:

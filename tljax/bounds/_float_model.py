@@ -24,6 +24,7 @@ import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 # Unit roundoff and smallest normal per float dtype of the bound computation.
 _UNIT = {np.dtype(np.float32): 2.0**-24, np.dtype(np.float64): 2.0**-53}
@@ -128,3 +129,21 @@ def inflate(x, k: float = 8.0):
     x = jnp.asarray(x)
     u = unit(x.dtype)
     return up(x * (1.0 + k * u))
+
+
+def outside_subnormal(x, up: bool):
+    """A subnormal `x` moved outward (`up`: towards +inf) to 0 or +-tiny; float32/float64.
+
+    XLA:CPU reads subnormal operands as zero (DAZ), in the program and in the bound computation
+    alike, so comparisons cannot see them: the test is on the bits."""
+    x = jnp.asarray(x)
+    t = tiny(x.dtype)
+    ity = jnp.int32 if x.dtype == jnp.float32 else jnp.int64
+    bits = lax.bitcast_convert_type(x, ity)
+    mag = bits & jnp.asarray(np.iinfo(ity).max, ity)
+    tiny_bits = lax.bitcast_convert_type(jnp.asarray(t, x.dtype), ity)
+    sub = (mag > 0) & (mag < tiny_bits)
+    neg = bits < 0
+    if up:
+        return jnp.where(sub, jnp.where(neg, 0.0, t), x).astype(x.dtype)
+    return jnp.where(sub, jnp.where(neg, -t, 0.0), x).astype(x.dtype)

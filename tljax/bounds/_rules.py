@@ -214,16 +214,17 @@ for _prim, _name in (
     unary(_prim, smooth_rule(_smooth.SMOOTH[_name]))
 
 
-def _bind(prim, params, vals):
-    if prim is compat.stop_gradient_p:
-        return vals[0]
+def bind_prim(prim, params, vals):
+    """`prim` applied to `vals` with a jaxpr equation's params (first output only)."""
     out = prim.bind(*vals, **compat.bind_params(prim, params))
     return out[0] if prim.multiple_results else out
 
 
 def _monotone_ends(prim, params, in_bounds):
-    lo = _bind(prim, params, [b[0] for b in in_bounds])
-    hi = _bind(prim, params, [b[1] for b in in_bounds])
+    if prim is compat.stop_gradient_p:  # the identity on values
+        return in_bounds[0]
+    lo = bind_prim(prim, params, [b[0] for b in in_bounds])
+    hi = bind_prim(prim, params, [b[1] for b in in_bounds])
     return lo, hi
 
 

@@ -302,21 +302,6 @@ def _arrays(l, u):
     return l, u
 
 
-def _no_subnormal(x, up: bool):
-    """Moves a subnormal end outward to 0 or +-tiny. Read from the bits: this computation also
-    treats subnormals as 0 (DAZ), so comparisons cannot see them."""
-    t = fm.tiny(x.dtype)
-    ity = jnp.int32 if x.dtype == jnp.float32 else jnp.int64
-    bits = jax.lax.bitcast_convert_type(x, ity)
-    mag = bits & jnp.asarray(np.iinfo(ity).max, ity)
-    tiny_bits = jax.lax.bitcast_convert_type(jnp.asarray(t, x.dtype), ity)
-    sub = (mag > 0) & (mag < tiny_bits)
-    neg = bits < 0
-    if up:
-        return jnp.where(sub, jnp.where(neg, 0.0, t), x).astype(x.dtype)
-    return jnp.where(sub, jnp.where(neg, -t, 0.0), x).astype(x.dtype)
-
-
 def _mul0(a, x):
     # a·x with 0·inf = 0 (slope 0 at an infinite end).
     return jnp.where(a == 0, 0.0, a * x)
@@ -475,7 +460,7 @@ def _prepare(s: Smooth, l, u):
     the constants of the error model: (l, u, dtype, bad, rng, rep, ulps, unit, tiny)."""
     l, u = _arrays(l, u)
     dt = l.dtype
-    l, u = _no_subnormal(l, up=False), _no_subnormal(u, up=True)
+    l, u = fm.outside_subnormal(l, up=False), fm.outside_subnormal(u, up=True)
     bad, rng, rep = _masks(s, l, u)
     l, u = jnp.where(bad, rep, l), jnp.where(bad, rep, u)
     return l, u, dt, bad, rng, rep, fm.ULPS[s.ulps], fm.unit(dt), fm.tiny(dt)

@@ -48,7 +48,7 @@ from ..core._errors import UnsupportedPrimitiveError
 from ..core._semantics import Semantics
 from ..core._walker import eval_jaxpr, unsupported
 from . import _rules
-from ._rules import RULES, Kind, recip_p, relu_p, softplus_p, square_p  # noqa: F401
+from ._rules import RULES, Kind, bind_prim, recip_p, relu_p, softplus_p, square_p  # noqa: F401
 
 compat.register_exclusion(__file__)
 
@@ -216,11 +216,6 @@ CONST_SCALED = frozenset([P.mul_p, P.dot_general_p, P.conv_general_dilated_p, P.
 
 def _is_float(x) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.floating)
-
-
-def bind_prim(prim, params, vals):
-    out = prim.bind(*vals, **compat.bind_params(prim, params))
-    return out[0] if prim.multiple_results else out
 
 
 def apply_affine(e: TapeEqn, node_vals: list, *, mode: str = "value"):
