@@ -1,5 +1,6 @@
 """Soundness, tightness, peer agreement and errors of tljax.bound."""
 
+import itertools
 import re
 
 import equinox as eqx
@@ -14,7 +15,9 @@ import tljax
 from tljax.core import InvalidBoxError, UnsupportedPrimitiveError
 
 METHODS = ["ibp", "affine", "crown", "alpha-crown"]
-SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+SETTINGS = settings(
+    max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
 
 
 def mlp(x, params, act=jax.nn.relu):
@@ -33,7 +36,7 @@ def init_mlp(seed, sizes, scale=1.0):
             (rng.randn(o, i) * scale / np.sqrt(i)).astype(np.float32),
             (rng.randn(o) * 0.1).astype(np.float32),
         )
-        for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+        for i, o in itertools.pairwise(sizes)
     ]
 
 
@@ -41,7 +44,12 @@ def mixed_act(h):
     # One network exercising several relaxations at once.
     n = h.shape[0] // 4
     return jnp.concatenate(
-        [jax.nn.relu(h[:n]), jnp.tanh(h[n : 2 * n]), jax.nn.sigmoid(h[2 * n : 3 * n]), jnp.abs(h[3 * n :])]
+        [
+            jax.nn.relu(h[:n]),
+            jnp.tanh(h[n : 2 * n]),
+            jax.nn.sigmoid(h[2 * n : 3 * n]),
+            jnp.abs(h[3 * n :]),
+        ]
     )
 
 
@@ -70,7 +78,10 @@ def assert_contains(bounds, ys, what):
     below = ys < lo
     above = ys > hi
     n = int(below.sum() + above.sum())
-    assert n == 0, f"{what}: {n} violations, worst {(lo - ys)[below].max() if below.any() else (ys - hi)[above].max()}"
+    assert n == 0, (
+        f"{what}: {n} violations, worst "
+        f"{(lo - ys)[below].max() if below.any() else (ys - hi)[above].max()}"
+    )
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -88,16 +99,22 @@ def test_bounds_contain_float32_and_float64_outputs(net, method, seed, eps):
     # float64 execution approximates the real-valued network.
     p64 = [(w.astype(np.float64), c.astype(np.float64)) for w, c in params]
     with jax.enable_x64(True):
-        ys64 = np.asarray(jax.vmap(lambda p: net(p, p64))(jnp.asarray(np.asarray(pts), jnp.float64)))
+        ys64 = np.asarray(
+            jax.vmap(lambda p: net(p, p64))(jnp.asarray(np.asarray(pts), jnp.float64))
+        )
     assert_contains(b, ys64, f"{method} vs float64 execution")
 
 
 def cnn(x, params):
     w1, w2, wl = params
-    y = jax.lax.conv_general_dilated(x[None], w1, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    y = jax.lax.conv_general_dilated(
+        x[None], w1, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW", "NCHW")
+    )
     y = jax.nn.relu(y)
     y = jax.lax.reduce_window(y, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
-    y = jax.lax.conv_general_dilated(y, w2, (2, 2), "VALID", dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    y = jax.lax.conv_general_dilated(
+        y, w2, (2, 2), "VALID", dimension_numbers=("NCHW", "OIHW", "NCHW")
+    )
     y = jnp.tanh(y)
     return wl @ y.reshape(-1)
 
@@ -134,7 +151,11 @@ def test_tightness_is_monotone_across_methods():
     params = init_mlp(7, [5, 20, 20, 20, 4])
     x = np.zeros(5, np.float32)
     box = tljax.Box.linf(jnp.asarray(x), 0.3)
-    w = {m: np.asarray(tljax.bound(mlp, box, params, method=m, float_sound=fs).width) for m in METHODS for fs in [True]}
+    w = {
+        m: np.asarray(tljax.bound(mlp, box, params, method=m, float_sound=fs).width)
+        for m in METHODS
+        for fs in [True]
+    }
     assert np.all(w["crown"] <= w["ibp"] + 1e-6)
     assert np.all(w["affine"] <= w["ibp"] + 1e-6)
     assert w["affine"].sum() < 0.5 * w["ibp"].sum()
@@ -232,9 +253,14 @@ def test_equinox_flax_and_function_give_same_bounds():
     ws = [(np.asarray(layer.weight), np.asarray(layer.bias)) for layer in eq.layers]
     b_fn = tljax.bound(mlp, box, ws)
     np.testing.assert_array_equal(np.asarray(b_eqx.lower), np.asarray(b_fn.lower))
-    ws_nnx = [(np.asarray(layer.kernel.value).T, np.asarray(layer.bias.value)) for layer in (net.l1, net.l2, net.l3)]
+    ws_nnx = [
+        (np.asarray(layer.kernel.value).T, np.asarray(layer.bias.value))
+        for layer in (net.l1, net.l2, net.l3)
+    ]
     b_fn2 = tljax.bound(mlp, box, ws_nnx)
-    np.testing.assert_allclose(np.asarray(b_nnx.lower), np.asarray(b_fn2.lower), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(b_nnx.lower), np.asarray(b_fn2.lower), rtol=1e-5, atol=1e-5
+    )
     ys = np.asarray(jax.vmap(net)(box.sample(jax.random.PRNGKey(2), 2000)))
     assert_contains(b_nnx, ys, "nnx")
 
@@ -245,7 +271,9 @@ def test_bound_under_jit_and_vmap():
     his = los + 0.1
     f = jax.jit(jax.vmap(lambda lo, hi: tljax.bound(mlp, tljax.Box(lo, hi), params).lower))
     batched = np.asarray(f(los, his))
-    one = np.stack([np.asarray(tljax.bound(mlp, tljax.Box(los[i], his[i]), params).lower) for i in range(6)])
+    one = np.stack(
+        [np.asarray(tljax.bound(mlp, tljax.Box(los[i], his[i]), params).lower) for i in range(6)]
+    )
     np.testing.assert_allclose(batched, one, rtol=1e-6, atol=1e-6)
 
 
@@ -284,7 +312,7 @@ def test_unsupported_primitive_names_primitive_and_source_line():
 
 def test_boolean_arithmetic_on_bounded_value_is_a_clear_error():
     # where(x > 0, ...) is bounded (tests/bounds/test_coverage.py); combining predicates is not
-    with pytest.raises(UnsupportedPrimitiveError, match="boolean|comparison"):
+    with pytest.raises(UnsupportedPrimitiveError, match=r"boolean|comparison"):
         tljax.bound(
             lambda x: jnp.where((x > 0) & (x < 0.5), x, 2 * x), tljax.Box(-jnp.ones(2), jnp.ones(2))
         )
@@ -321,7 +349,9 @@ def test_affine_symbol_budget_stays_sound(budget):
     tape = record_graph(graph, [True] + [False] * (len(leaves) - 1), leaves[1:])
     widths = {}
     for b in sorted({0, 24, 10_000} | ({budget} if budget is not None else set())):
-        (lo, hi), = run_affine(tape, {tape.inputs[0].id: (box.lower, box.upper)}, Options(), max_symbols=b)[0]
+        ((lo, hi),) = run_affine(
+            tape, {tape.inputs[0].id: (box.lower, box.upper)}, Options(), max_symbols=b
+        )[0]
         widths[b] = float(jnp.sum(hi - lo))
         pts = points_with_corners(jax.random.PRNGKey(b), box.lower, box.upper, 3000)
         ys = np.asarray(jax.vmap(lambda p: mlp_mixed(p, params))(pts))

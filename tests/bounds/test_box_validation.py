@@ -46,7 +46,7 @@ def test_eager_invalid_boxes_raise_listing_entries():
         tljax.Box(*WITH_NAN)
     # a box rebuilt as a pytree skips Box's check: bound checks it
     flipped = jax.tree.map(lambda v: -v, tljax.Box(*GOOD))
-    with pytest.raises(InvalidBoxError, match="tljax.bound: the input box is invalid"):
+    with pytest.raises(InvalidBoxError, match=r"tljax\.bound: the input box is invalid"):
         tljax.bound(net, flipped)
 
 
@@ -69,7 +69,9 @@ def test_traced_invalid_boxes_give_nan_bounds_under_vmap(method):
     # only the invalid batch elements are NaN
     lo = np.stack([GOOD[0], INVERTED[0], WITH_NAN[0]])
     hi = np.stack([GOOD[1], INVERTED[1], WITH_NAN[1]])
-    g = lambda lo, hi: _bound(lo, hi, method)
+    def g(lo, hi):
+        return _bound(lo, hi, method)
+
     for b in (jax.vmap(g)(lo, hi), jax.jit(jax.vmap(g))(lo, hi)):
         assert b.lower.shape == (3, 2)
         np.testing.assert_allclose(b.lower[0], good.lower, rtol=1e-6)

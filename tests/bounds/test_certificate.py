@@ -96,7 +96,7 @@ def _tamper(c, edit):
 
 def _unstable(pass_, c):
     """(eqn key, index) of an unstable ReLU and its input node's key."""
-    for i, (a_l, b_l, a_u, b_u) in pass_["relax"].items():
+    for i, (_, _, a_u, _) in pass_["relax"].items():
         for r in range(a_u.size):
             if 0.0 < a_u[r] < 1.0:
                 return i, r
@@ -301,7 +301,8 @@ def test_claim_valid_only_for_real_network_rejected():
     forged = dataclasses.replace(b.certificate, lower=[np.array([0.25])])
     r = check(forged, net)
     assert not r.accepted and "output 0 index 0: claimed lower" in r.reason, r.reason
-    # The same claim is accepted under real-valued semantics (the certificate marked not float-sound).
+    # The same claim is accepted under real-valued semantics (the certificate marked not
+    # float-sound).
     real = dataclasses.replace(forged, float_sound=False)
     r = check(real, net)
     assert r.accepted and "real-valued" in r.reason, r.reason

@@ -323,3 +323,49 @@ def test_select_claims_tampered(certs):
     forged = dataclasses.replace(c, lower=[np.asarray(c.lower[0]) + 0.05])
     r = check(forged, net)
     assert not r.accepted and "claimed lower" in r.reason, r.reason
+
+
+# ----------------------------------------------------------------------------------------------
+# What the checker cannot re-derive exactly is refused with a reason, never accepted on trust.
+
+
+def _sort_net(x):
+    w, b = PARAMS[0]
+    return jnp.sort(jnp.tanh(w @ x + b))[::2]
+
+
+def test_sort_certificate_refused():
+    b = tljax.bound(_sort_net, _box(), method="ibp", certificate=True, jit=False)
+    r = check(b.certificate, _sort_net)
+    assert not r.accepted
+    assert "sort" in r.reason and "cannot evaluate" in r.reason, r.reason
+
+
+def test_interval_only_registered_primitive_refused():
+    from jax.extend.core import Primitive
+    from jax.interpreters import batching, mlir
+
+    p = Primitive("user_cube_root_sign")
+    impl = lambda x: jnp.sign(x) * jnp.abs(x) ** (1.0 / 3.0)  # noqa: E731
+    p.def_impl(impl)
+    p.def_abstract_eval(lambda x: jax.core.ShapedArray(x.shape, x.dtype))
+    mlir.register_lowering(p, mlir.lower_fun(impl, multiple_results=False))
+    batching.defvectorized(p)
+
+    def interval(lo, hi, opts):  # nondecreasing, with a generous relative allowance
+        pad = 64 * 2.0**-24
+        return impl(lo) - pad * jnp.abs(impl(lo)) - 1e-30, impl(hi) + pad * jnp.abs(
+            impl(hi)
+        ) + 1e-30
+
+    tljax.bounds.register(p, interval=interval)
+    try:
+        fn = lambda x: PARAMS[1][0] @ p.bind(PARAMS[0][0] @ x)  # noqa: E731
+        b = tljax.bound(fn, _box(), method="crown", certificate=True, jit=False)
+        ys = _samples(fn, _box())
+        assert np.all(np.asarray(b.lower) <= ys.min(0)) and np.all(np.asarray(b.upper) >= ys.max(0))
+        r = check(b.certificate, fn)
+        assert not r.accepted
+        assert "user_cube_root_sign" in r.reason and "no exact description" in r.reason, r.reason
+    finally:
+        tljax.bounds.RULES.pop(p, None)

@@ -34,7 +34,7 @@ def _samples(box: tljax.Box, n: int, key=0):
     d = lo.size
     if d <= 8:
         corners = np.array(
-            list(itertools.product(*zip(lo.reshape(-1), hi.reshape(-1)))), np.float32
+            list(itertools.product(*zip(lo.reshape(-1), hi.reshape(-1), strict=True))), np.float32
         )
         xs = np.concatenate([xs, corners.reshape(-1, *lo.shape)])
     return jnp.asarray(xs)
@@ -234,6 +234,8 @@ LAYERS_ELSEWHERE = {
     "Dropout": "in the Sequential model (inference: identity)",
     "dot_product_attention": "inside MultiheadAttention",
     "flash_attention": "inside FlashAttention",
+    "attention_kernel": "the kernel FlashAttention calls",
+    "flash_attention_kernel": "attention_kernel() with the defaults: inside FlashAttention",
     "linear_recurrence_parallel": "inside DiagonalSSM",
     "linear_recurrence_sequential": "inside DiagonalSSM",
     "selective_scan": "inside SelectiveSSM",
@@ -369,7 +371,7 @@ def _softsign_primitive():
 
 def test_unregistered_primitive_names_register():
     p = _softsign_primitive()
-    with pytest.raises(UnsupportedPrimitiveError, match="tljax.bounds.register"):
+    with pytest.raises(UnsupportedPrimitiveError, match=r"tljax\.bounds\.register"):
         tljax.bound(lambda x: p.bind(x), tljax.Box(-np.ones(2, np.float32), np.ones(2, np.float32)))
 
 

@@ -33,7 +33,9 @@ def test_ibp_and_crown_match_auto_lirpa(benchmarks_dir, name):
         for side, arr in (("lb", b.lower), ("ub", b.upper)):
             peer = ref[f"{key}_{side}"][0]
             # float32 on both sides: agree to 1e-5 relative to the magnitude
-            np.testing.assert_allclose(np.asarray(arr), peer, rtol=1e-5, atol=1e-5, err_msg=f"{method} {side}")
+            np.testing.assert_allclose(
+                np.asarray(arr), peer, rtol=1e-5, atol=1e-5, err_msg=f"{method} {side}"
+            )
 
 
 @pytest.mark.parametrize("name", ["acas", pytest.param("mnist", marks=pytest.mark.slow)])
@@ -41,8 +43,12 @@ def test_alpha_crown_at_least_as_tight_as_auto_lirpa(benchmarks_dir, name):
     params, box, ref = load(benchmarks_dir, name)
     b = tljax.bound(net, box, params, method="alpha-crown", float_sound=False)
     tol = 1e-5
-    assert np.all(np.asarray(b.lower) >= ref["alpha_crown_lb"][0] - tol), np.asarray(b.lower) - ref["alpha_crown_lb"][0]
-    assert np.all(np.asarray(b.upper) <= ref["alpha_crown_ub"][0] + tol), ref["alpha_crown_ub"][0] - np.asarray(b.upper)
+    assert np.all(np.asarray(b.lower) >= ref["alpha_crown_lb"][0] - tol), (
+        np.asarray(b.lower) - ref["alpha_crown_lb"][0]
+    )
+    assert np.all(np.asarray(b.upper) <= ref["alpha_crown_ub"][0] + tol), ref["alpha_crown_ub"][
+        0
+    ] - np.asarray(b.upper)
 
 
 @pytest.mark.parametrize("name", ["acas", "mnist"])

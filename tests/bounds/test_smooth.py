@@ -39,10 +39,21 @@ POWS = {"pow(0.5)": 0.5, "pow(-1.5)": -1.5, "pow(2.5)": 2.5}
 FUNCS = {**S.SMOOTH, **{k: S.pow_fn(v) for k, v in POWS.items()}}
 
 REF = {  # the real functions in float64, independent of the jnp code under test
-    "exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "sqrt": np.sqrt,
-    "rsqrt": lambda x: 1.0 / np.sqrt(x), "recip": lambda x: 1.0 / x, "square": np.square,
-    "softplus": lambda x: np.logaddexp(x, 0.0), "tanh": np.tanh, "logistic": sp.expit,
-    "erf": sp.erf, "erfc": sp.erfc, "sin": np.sin, "cos": np.cos,
+    "exp": np.exp,
+    "expm1": np.expm1,
+    "log": np.log,
+    "log1p": np.log1p,
+    "sqrt": np.sqrt,
+    "rsqrt": lambda x: 1.0 / np.sqrt(x),
+    "recip": lambda x: 1.0 / x,
+    "square": np.square,
+    "softplus": lambda x: np.logaddexp(x, 0.0),
+    "tanh": np.tanh,
+    "logistic": sp.expit,
+    "erf": sp.erf,
+    "erfc": sp.erfc,
+    "sin": np.sin,
+    "cos": np.cos,
     **{k: ft.partial(lambda x, y: np.power(x, y), y=v) for k, v in POWS.items()},
 }
 
@@ -88,8 +99,7 @@ def anchors(name: str):
     )
     signed = st.tuples(base, st.booleans()).map(lambda t: abs(t[0]) if t[1] else t[0])
     # nextafter neighbours of the anchor
-    return st.tuples(signed, st.integers(-3, 3)).map(
-        lambda t: float(_step(_f32(t[0]), t[1])))
+    return st.tuples(signed, st.integers(-3, 3)).map(lambda t: float(_step(_f32(t[0]), t[1])))
 
 
 def _step(x: np.float32, k: int) -> np.float32:
@@ -172,13 +182,13 @@ def check_boxes(name: str, boxes, rng, jit: bool = False) -> None:
         y_eager = np.asarray(FUNCS[name].f(jnp.asarray(xall))).astype(np.float64)
         y_real = REF[name](xall.astype(np.float64))
     n = len(ls)
-    ends = y_jit[len(xall) - 2 * n:]
+    ends = y_jit[len(xall) - 2 * n :]
     at = 0
     for i, (l, u) in enumerate(zip(ls, us, strict=True)):
         sl, pl = [v[i] for v in lines[:4]], [v[i] for v in lines[4:]]
         si, pi = [v[i] for v in ivals[:2]], [v[i] for v in ivals[2:]]
         k = len(xss[i])
-        ys = (y_jit[at:at + k], y_eager[at:at + k], y_real[at:at + k])
+        ys = (y_jit[at : at + k], y_eager[at : at + k], y_real[at : at + k])
         # headroom: margins may legitimately overflow next to float32's largest value
         finite_ends = bool(abs(ends[i]) < 1e36 and abs(ends[n + i]) < 1e36)
         check_box(name, l, u, sl, pl, si, pi, xss[i], ys, finite_ends)
@@ -214,15 +224,23 @@ def check_box(name, l, u, sl, pl, si, pi, xs, yvals, finite_ends) -> None:
             if not math.isfinite(b):
                 continue
             # plus flushed subnormals of this computation, which scale with the slope
-            tol = 64 * 2.0**-24 * (np.abs(a * x64) + abs(b) + np.abs(yr)) + (8 + 8 * abs(a)) * 2.0**-126
+            tol = (
+                64 * 2.0**-24 * (np.abs(a * x64) + abs(b) + np.abs(yr))
+                + (8 + 8 * abs(a)) * 2.0**-126
+            )
             assert np.all(sg * (yr - (a * x64 + b)) >= -tol), (where, "plain", sg, pl)
         tol = 64 * 2.0**-24 * np.abs(yr) + 1e-37
         assert np.all((float(pi[0]) - tol <= yr) & (yr <= float(pi[1]) + tol)), (where, pi)
 
 
 @pytest.mark.parametrize("name", sorted(FUNCS))
-@settings(max_examples=2, deadline=None, derandomize=True, phases=NO_SHRINK,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=2,
+    deadline=None,
+    derandomize=True,
+    phases=NO_SHRINK,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_lines_and_intervals_contain_f(name, data):
     bs = data.draw(st.lists(boxes(name), min_size=48, max_size=48))
@@ -230,8 +248,13 @@ def test_lines_and_intervals_contain_f(name, data):
 
 
 @pytest.mark.parametrize("name", ["logistic", "tanh", "exp"])
-@settings(max_examples=1, deadline=None, derandomize=True, phases=NO_SHRINK,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=1,
+    deadline=None,
+    derandomize=True,
+    phases=NO_SHRINK,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_lines_and_intervals_contain_f_under_jit(name, data):
     bs = data.draw(st.lists(boxes(name), min_size=48, max_size=48))
@@ -240,8 +263,12 @@ def test_lines_and_intervals_contain_f_under_jit(name, data):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FUNCS))
-@settings(max_examples=60, deadline=None, phases=NO_SHRINK,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=60,
+    deadline=None,
+    phases=NO_SHRINK,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(data=st.data())
 def test_lines_and_intervals_contain_f_many(name, data):
     bs = data.draw(st.lists(boxes(name), min_size=48, max_size=48))
@@ -264,7 +291,6 @@ def test_far_tails_and_straddles():
         check_boxes(name, [(_f32(lo), _f32(hi)) for lo, hi in bs], rng)
 
 
-
 def test_logistic_repro_old_bug():
     """The old chord-parallel lower line cut through sigmoid at these ends."""
     l, u = _f32(-17.878672), _f32(-17.399183)
@@ -281,10 +307,22 @@ def test_logistic_repro_old_bug():
 
 
 TIGHT = [
-    ("tanh", -1.0, 2.0), ("tanh", 0.5, 1.5), ("logistic", -3.0, 0.5), ("logistic", 2.0, 6.0),
-    ("exp", -1.0, 1.0), ("log", 0.5, 4.0), ("sqrt", 0.25, 4.0), ("erf", -0.5, 1.5),
-    ("softplus", -2.0, 2.0), ("sin", 0.3, 2.9), ("cos", -1.0, 2.0), ("square", -1.0, 3.0),
-    ("recip", 0.5, 2.0), ("rsqrt", 0.5, 3.0), ("erfc", 0.2, 1.7), ("pow(2.5)", 0.5, 2.0),
+    ("tanh", -1.0, 2.0),
+    ("tanh", 0.5, 1.5),
+    ("logistic", -3.0, 0.5),
+    ("logistic", 2.0, 6.0),
+    ("exp", -1.0, 1.0),
+    ("log", 0.5, 4.0),
+    ("sqrt", 0.25, 4.0),
+    ("erf", -0.5, 1.5),
+    ("softplus", -2.0, 2.0),
+    ("sin", 0.3, 2.9),
+    ("cos", -1.0, 2.0),
+    ("square", -1.0, 3.0),
+    ("recip", 0.5, 2.0),
+    ("rsqrt", 0.5, 3.0),
+    ("erfc", 0.2, 1.7),
+    ("pow(2.5)", 0.5, 2.0),
 ]
 
 
@@ -303,18 +341,34 @@ def test_tightness_vs_optimal_parallel_lines(name, lo, hi):
         width = b_u - b_l
         # plain: only rounding separates us from optimal; sound: plus the float allowances
         fmax = np.abs(ys).max()
-        extra = 0 if not sound else 8 * fm.ULPS[FUNCS[name].ulps] * 2.0**-24 * (
-            fmax + abs(a) * max(abs(lo), abs(hi)))
+        extra = (
+            0
+            if not sound
+            else 8 * fm.ULPS[FUNCS[name].ulps] * 2.0**-24 * (fmax + abs(a) * max(abs(lo), abs(hi)))
+        )
         assert width <= opt * (1 + 1e-4) + extra + 1e-6 * opt + 1e-12, (name, sound, width, opt)
         assert width >= opt * (1 - 1e-6) - 1e-7  # and of course not below it
 
 
 CERT = [
-    ("tanh", -1.0, 2.0), ("logistic", -17.878672, -17.399183), ("logistic", -3.0, 0.5),
-    ("exp", -1.0, 1.0), ("log", 0.5, 4.0), ("sqrt", 0.0, 4.0), ("erf", -0.5, 1.5),
-    ("softplus", -2.0, 2.0), ("sin", 0.3, 5.9), ("cos", -1.0, 2.0), ("square", -1.0, 3.0),
-    ("recip", -2.0, -0.5), ("rsqrt", 0.5, 3.0), ("erfc", 0.2, 1.7), ("expm1", -2.0, 0.5),
-    ("log1p", -0.5, 3.0), ("pow(-1.5)", 0.5, 2.0), ("pow(0.5)", 0.0, 2.0),
+    ("tanh", -1.0, 2.0),
+    ("logistic", -17.878672, -17.399183),
+    ("logistic", -3.0, 0.5),
+    ("exp", -1.0, 1.0),
+    ("log", 0.5, 4.0),
+    ("sqrt", 0.0, 4.0),
+    ("erf", -0.5, 1.5),
+    ("softplus", -2.0, 2.0),
+    ("sin", 0.3, 5.9),
+    ("cos", -1.0, 2.0),
+    ("square", -1.0, 3.0),
+    ("recip", -2.0, -0.5),
+    ("rsqrt", 0.5, 3.0),
+    ("erfc", 0.2, 1.7),
+    ("expm1", -2.0, 0.5),
+    ("log1p", -0.5, 3.0),
+    ("pow(-1.5)", 0.5, 2.0),
+    ("pow(0.5)", 0.0, 2.0),
 ]
 
 
@@ -348,9 +402,18 @@ def test_check_line_domain_and_errors():
 
 
 ENC = [
-    ("sin", 0.3, 5.9), ("sin", -7.0, -6.5), ("cos", -1.0, 2.0), ("cos", 3.0, 3.3),
-    ("square", -1.0, 3.0), ("square", 0.5, 0.75), ("tanh", -20.0, 0.25), ("erfc", 1.0, 9.0),
-    ("rsqrt", 0.5, 3.0), ("log", 1e-3, 1e3), ("pow(-1.5)", 0.5, 2.0), ("sin", -1.0, 100.0),
+    ("sin", 0.3, 5.9),
+    ("sin", -7.0, -6.5),
+    ("cos", -1.0, 2.0),
+    ("cos", 3.0, 3.3),
+    ("square", -1.0, 3.0),
+    ("square", 0.5, 0.75),
+    ("tanh", -20.0, 0.25),
+    ("erfc", 1.0, 9.0),
+    ("rsqrt", 0.5, 3.0),
+    ("log", 1e-3, 1e3),
+    ("pow(-1.5)", 0.5, 2.0),
+    ("sin", -1.0, 100.0),
 ]
 
 

@@ -148,7 +148,9 @@ def split_case():
     assert [e.shape for e in splits] == [
         tuple(s) for s in relu_shapes(lambda x: mlp2(x, PARAMS), BOX)
     ]
-    f = lambda x: SPEC @ mlp2(x, PARAMS)
+    def f(x):
+        return SPEC @ mlp2(x, PARAMS)
+
     b = tljax.bound(
         f, BOX, method="crown", relu_splits=splits, split_params={"iters": 20}, certificate=True
     )

@@ -3,6 +3,7 @@
 from ._api import METHODS as METHODS
 from ._api import bound as bound
 from ._api import relu_shapes as relu_shapes
+from ._api import trace_boxed as trace_boxed
 from ._box import Bounds as Bounds
 from ._box import Box as Box
 from ._certificate import Certificate as Certificate
@@ -19,6 +20,8 @@ from ._rules import Kind as Kind
 from ._rules import UnaryRule as UnaryRule
 from ._rules import register as register
 from ._rules import registered as registered
+from ._session import Problem as Problem
+from ._session import prepare as prepare
 from ._sharding import batch_mesh as batch_mesh
 from ._sharding import bound_sharded as bound_sharded
 from ._smooth import SMOOTH as SMOOTH

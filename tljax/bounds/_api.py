@@ -12,14 +12,20 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError, InvalidBoxError
-from ..core._graph import Graph, trace
-from . import _float_model as fm
+from ..core import (
+    Graph,
+    InputError,
+    InvalidBoxError,
+    ShapeMismatchError,
+    TljaxError,
+    UnsupportedPrimitiveError,
+    compat,
+    trace,
+)
 from ._box import Bounds, Box, _validate, box_check, box_valid
-from ._crown import run_method
+from ._certificate import SplitParams, _contracts, make_certificate
 from ._relax import Options
-from ._tape import record_graph
+from ._session import Problem, program_model
 
 compat.register_exclusion(__file__)
 
@@ -40,30 +46,241 @@ def _compiler_options() -> dict:
 _CACHE_SIZE = 64
 
 
-def _program_model(float_format) -> fm.ProgramModel:
-    if float_format is None or float_format in ("fp32", "float32"):
-        return fm.FLOAT32
-    if isinstance(float_format, fm.ProgramModel):
-        return float_format
-    table = {
-        "bf16": fm.ProgramModel(
-            2.0**-8, 2.0**-24, 2.0**-126, "bfloat16 ops, float32 accumulation, FTZ"
-        ),
-        "bfloat16": fm.ProgramModel(
-            2.0**-8, 2.0**-24, 2.0**-126, "bfloat16 ops, float32 accumulation, FTZ"
-        ),
-        "fp16": fm.ProgramModel(
-            2.0**-11, 2.0**-24, 2.0**-14, "float16 ops, float32 accumulation, FTZ"
-        ),
-        "float16": fm.ProgramModel(
-            2.0**-11, 2.0**-24, 2.0**-14, "float16 ops, float32 accumulation, FTZ"
-        ),
-    }
-    if float_format not in table:
+# ---------------------------------------------------------------------------------------------
+# Checking what the user passed, before anything reaches the bound computation.
+
+_LINEN_APPLY: collections.OrderedDict = collections.OrderedDict()
+
+
+def adapt_fn(fn):
+    """`fn` as `bound` calls it, `fn(x, *args)`.
+
+    Flax Linen's `module.apply(variables, x)` takes the variables first, while `bound(fn, box,
+    params)` passes the boxed input first: the bound method is wrapped to swap them. The wrapper
+    is kept per module so the compile cache (keyed by the function) is reused across calls.
+    """
+    module = getattr(fn, "__self__", None)
+    if module is None or getattr(fn, "__name__", "") != "apply":
+        return fn
+    try:
+        from flax import linen
+    except Exception:  # noqa: BLE001 - flax is optional here
+        return fn
+    if not isinstance(module, linen.Module) or fn.__func__ is not linen.Module.apply:
+        return fn
+    entry = _LINEN_APPLY.get(id(module))
+    if entry is None or entry[0] is not module:
+
+        def apply_input_first(x, variables, *args):
+            return module.apply(variables, x, *args)
+
+        apply_input_first.__name__ = f"{type(module).__name__}.apply"
+        entry = (module, apply_input_first)
+        _LINEN_APPLY[id(module)] = entry
+        while len(_LINEN_APPLY) > _CACHE_SIZE:
+            _LINEN_APPLY.popitem(last=False)
+    return entry[1]
+
+
+def _dtype_of(v) -> np.dtype:
+    dt = getattr(v, "dtype", None)
+    return np.dtype(dt if dt is not None else np.asarray(v).dtype)
+
+
+def _describe(tree) -> str:
+    def one(v):
+        return f"{_dtype_of(v).name}{list(np.shape(v))}"
+
+    try:
+        return str(jtu.tree_map(one, tree)).replace("'", "")
+    except Exception:  # noqa: BLE001 - only for a message
+        return type(tree).__name__
+
+
+def trace_boxed(fn, box: Box, args, who: str = "tljax.bound") -> Graph:
+    """`trace(fn, box.lower, *args)`, with a failure while tracing explained in terms of the box.
+
+    A box of the wrong shape or structure typically surfaces as a JAX error deep in the user's
+    code (a `dot_general` shape error, a `KeyError` from a dict input): say that it is the box.
+    """
+    if isinstance(fn, Graph):
+        return fn
+    if not callable(fn):
         raise InputError(
-            f"float_format {float_format!r} is not supported; use one of {sorted(table)} or a ProgramModel"
+            f"{who}: fn must be a function or a module, got {type(fn).__name__}; call "
+            f"{who}(fn, box, *args) with the model first"
         )
-    return table[float_format]
+    try:
+        return trace(fn, box.lower, *args)
+    except TljaxError:
+        raise
+    except jax.errors.ConcretizationTypeError as err:
+        raise InputError(
+            f"{who}: {getattr(fn, '__name__', type(fn).__name__)} uses the value of its input in "
+            "Python control flow (if / bool() / float() / int() on a traced array), which cannot "
+            "be traced and so cannot be bounded. Write the branch with jnp.where or jax.lax.cond. "
+            f"JAX said: {str(err).splitlines()[0]}"
+        ) from err
+    except KeyError as err:
+        missing = err.args[0] if err.args else None
+        if isinstance(box.lower, dict) and missing not in box.lower:
+            raise InvalidBoxError(
+                f"{who}: {getattr(fn, '__name__', 'fn')} reads key {missing!r} of its input, but "
+                f"the box has keys {sorted(map(str, box.lower))}; add {missing!r} to both "
+                "box.lower and box.upper (a point interval [v, v] for an input that is not varied)"
+            ) from err
+        raise _shape_error(fn, box, args, who, err) from err
+    except (TypeError, ValueError, IndexError, AttributeError) as err:
+        raise _shape_error(fn, box, args, who, err) from err
+
+
+def _shape_error(fn, box, args, who, err) -> ShapeMismatchError:
+    name = getattr(fn, "__name__", type(fn).__name__)
+    first = (str(err).splitlines() or [""])[0]
+    extra = f"; further arguments: {_describe(args)}" if args else ""
+    return ShapeMismatchError(
+        f"{who}: tracing {name!r} on an input shaped like the box failed with "
+        f"{type(err).__name__}: {first}\n  the box: {_describe(box.lower)}{extra}\n  Give a box "
+        f"shaped like {name!r}'s first argument (e.g. tljax.Box.linf(x, eps) from an example x) "
+        f"and pass the other arguments after it, {who}(fn, box, *args). If the box is right, "
+        "the error is in the function itself (see the cause above)."
+    )
+
+
+def _check_box_dtypes(box_lo) -> None:
+    problems = []
+    for k, v in enumerate(box_lo):
+        dt = _dtype_of(v)
+        wide = (np.dtype(np.float32), np.dtype(np.float64))
+        if jnp.issubdtype(dt, jnp.floating) and dt not in wide:
+            problems.append(f"leaf {k} is {dt.name}{list(np.shape(v))}")
+    if problems:
+        raise InvalidBoxError(
+            "tljax.bound: the box has leaves in a narrow float format ("
+            + "; ".join(problems)
+            + "): bounds are computed in float32 and cannot run in that format soundly. Give a "
+            "float32 box (Box(lower.astype(jnp.float32), upper.astype(jnp.float32))) for the "
+            "float32 version of the program, with float_format='bf16' or 'fp16' to also cover "
+            "that arithmetic in the program (float32 accumulation)."
+        )
+
+
+def _check_options(alpha_iters, alpha_lr, spec):
+    if isinstance(alpha_iters, bool) or not isinstance(alpha_iters, int | np.integer):
+        raise InputError(
+            f"tljax.bound: alpha_iters must be an int >= 0 (alpha-CROWN's optimisation steps), "
+            f"got {alpha_iters!r} ({type(alpha_iters).__name__})"
+        )
+    if alpha_iters < 0:
+        raise InputError(
+            f"tljax.bound: alpha_iters={alpha_iters} is negative; give the number of alpha-CROWN "
+            "optimisation steps, >= 0 (0: plain CROWN slopes)"
+        )
+    try:
+        lr_ok = float(alpha_lr) > 0 and np.isfinite(float(alpha_lr))
+    except (TypeError, ValueError):
+        lr_ok = False
+    if not lr_ok:
+        raise InputError(
+            f"tljax.bound: alpha_lr={alpha_lr!r} must be a finite positive number (Adam's step "
+            "size for alpha-CROWN, default 0.25)"
+        )
+    if spec is None:
+        return None
+    if isinstance(spec, jax.core.Tracer):
+        raise InputError(
+            "tljax.bound: spec is a traced value (inside jit/vmap); it is compiled into the bound "
+            "program and must be concrete. Pass a per-example matrix C as an extra argument and "
+            "bound `lambda x, C, *args: C @ fn(x, *args)` instead (as "
+            "tljax.objectives.margin_lower_bounds does)"
+        )
+    try:
+        spec_arr = np.asarray(spec)
+    except Exception as err:
+        raise InputError(
+            f"tljax.bound: spec must be a numeric matrix (m, n_out), got {type(spec).__name__}"
+        ) from err
+    if spec_arr.dtype.kind not in "biuf":
+        raise InputError(
+            "tljax.bound: spec must be a numeric matrix of shape (m, n_out), got dtype "
+            f"{spec_arr.dtype}"
+        )
+    if spec_arr.ndim < 2 or spec_arr.shape[0] == 0:
+        raise InputError(
+            f"tljax.bound: spec has shape {spec_arr.shape}; it must be a matrix (m, n_out) with "
+            "m >= 1 rows, one per linear function of the output to bound (one row: spec[None, :])"
+        )
+    if not np.all(np.isfinite(spec_arr.astype(np.float64))):
+        bad = np.argwhere(~np.isfinite(spec_arr.astype(np.float64)))[0]
+        raise InputError(
+            f"tljax.bound: spec has a non-finite entry at {tuple(int(i) for i in bad)}; every "
+            "coefficient must be a finite number"
+        )
+    return spec_arr
+
+
+_RELU_SHAPES: collections.OrderedDict = collections.OrderedDict()
+
+
+def _relu_layout(fn, graph: Graph, n_box: int, arg_leaves) -> list[tuple]:
+    """Input shapes of the ReLUs in tape order, cached per function and input signature."""
+
+    key = (id(fn), graph.in_tree, tuple((a.shape, str(a.dtype)) for a in graph.in_avals))
+    entry = _RELU_SHAPES.get(key)
+    if entry is None or entry[0] is not fn:
+        # only the tape's layout is read: the box values are placeholders
+        boxes = [(jnp.zeros(a.shape, a.dtype),) * 2 for a in graph.in_avals[:n_box]]
+        p = Problem.from_graph(graph, boxes, arg_leaves, options=Options())
+        entry = (fn, p.relu_shapes())
+        _RELU_SHAPES[key] = entry
+        while len(_RELU_SHAPES) > _CACHE_SIZE:
+            _RELU_SHAPES.popitem(last=False)
+    return entry[1]
+
+
+def _check_relu_splits(relu_splits, shapes: list[tuple]) -> None:
+    """`relu_splits`: at most one entry per ReLU, each None or an int array over that ReLU's
+    input (its shape, or flat) with values in {-1, 0, +1}."""
+    layout = "use tljax.bounds.relu_shapes(fn, box, *args) for the layout"
+    if not isinstance(relu_splits, list | tuple):
+        raise InputError(
+            f"tljax.bound: relu_splits must be a list with one entry (an int array or None) per "
+            f"ReLU, got {type(relu_splits).__name__}; {layout}"
+        )
+    if len(relu_splits) > len(shapes):
+        raise InputError(
+            f"tljax.bound: relu_splits has {len(relu_splits)} entries but the function has "
+            f"{len(shapes)} ReLU(s) (input shapes {shapes}); give at most one entry per ReLU "
+            f"(trailing ReLUs may be left out: they are free); {layout}"
+        )
+    for k, (s, shape) in enumerate(zip(relu_splits, shapes, strict=False)):
+        if s is None:
+            continue
+        size = int(np.prod(shape, dtype=np.int64))
+        got = tuple(np.shape(s))
+        if got != tuple(shape) and got != (size,):
+            raise ShapeMismatchError(
+                f"tljax.bound: relu_splits[{k}] has shape {got}, but ReLU {k} has input shape "
+                f"{tuple(shape)}; give an int array of that shape (or flat, ({size},)) with +1 "
+                f"(active), -1 (inactive) or 0 (free) per neuron; {layout}"
+            )
+        dtype = _dtype_of(s)
+        if dtype.kind not in "iu":
+            raise InputError(
+                f"tljax.bound: relu_splits[{k}] has dtype {dtype}; give an integer array of +1, "
+                "-1 and 0 (e.g. np.int8)"
+            )
+        if isinstance(s, jax.core.Tracer):
+            continue  # values unknown under jit/vmap: the domain clipping reads only their signs
+        vals = np.asarray(s)
+        bad = np.argwhere((vals != -1) & (vals != 0) & (vals != 1))
+        if bad.size:
+            idx = tuple(int(i) for i in bad[0])
+            raise InputError(
+                f"tljax.bound: relu_splits[{k}] holds {int(vals[idx])} at index {idx} "
+                f"({len(bad)} bad entr{'y' if len(bad) == 1 else 'ies'}); the only values are +1 "
+                "(neuron forced active), -1 (inactive) and 0 (free)"
+            )
 
 
 def _compute(
@@ -105,41 +322,19 @@ def _compute_bounds(
     alpha_iters,
     alpha_lr,
 ):
-    mask = [True] * n_box + [False] * (len(graph.in_avals) - n_box)
-    tape = record_graph(graph, mask, arg_leaves, name=method)
-    in_bounds = {}
-    for node, (lo, hi) in zip(tape.inputs, box_leaves, strict=True):
-        lo, hi = jnp.asarray(lo, node.dtype), jnp.asarray(hi, node.dtype)
-        if lo.dtype in (jnp.float32, jnp.float64):
-            # subnormal ends moved outward: the program and this computation read them as 0
-            lo, hi = fm.outside_subnormal(lo, up=False), fm.outside_subnormal(hi, up=True)
-        in_bounds[node.id] = (jnp.broadcast_to(lo, node.shape), jnp.broadcast_to(hi, node.shape))
-    if method == "affine":
-        from ._zonotope import run_affine
-
-        return run_affine(tape, in_bounds, opts, spec)[0]
-    outs, _ = run_method(
-        tape,
-        in_bounds,
-        opts,
-        method,
-        spec,
-        alpha_iters=alpha_iters,
-        alpha_lr=alpha_lr,
-        splits=splits,
-    )
-    return outs
+    del n_box  # the boxed inputs are the first len(box_leaves)
+    p = Problem.from_graph(graph, box_leaves, arg_leaves, options=opts, name=method)
+    return p.bounds(method, spec, alpha_iters=alpha_iters, alpha_lr=alpha_lr, splits=splits)
 
 
 def relu_shapes(fn, box: Box, *args) -> list[tuple]:
-    """Input shapes of the ReLUs of `fn` in tape order (the layout of `bound(..., relu_splits=)`)."""
+    """Input shapes of the ReLUs of `fn` in tape order (the layout of `bound(...,
+    relu_splits=)`)."""
+    fn = adapt_fn(fn)
     example = (box.lower, *args)
-    graph = fn if isinstance(fn, Graph) else trace(fn, *example)
+    graph = trace_boxed(fn, box, args, "tljax.bounds.relu_shapes")
     n_box = len(jtu.tree_leaves(box.lower))
-    leaves = graph.flatten_inputs(*example)
-    mask = [True] * n_box + [False] * (len(graph.in_avals) - n_box)
-    tape = record_graph(graph, mask, leaves[n_box:])
-    return [e.inputs[0].shape for e in tape.eqns if e.kind == "unary" and e.fn == "relu"]
+    return _relu_layout(fn, graph, n_box, graph.flatten_inputs(*example)[n_box:])
 
 
 def bound(
@@ -210,31 +405,41 @@ def bound(
       >>> b = tljax.bound(model, tljax.Box.linf(x, 0.01))
       >>> b.lower, b.upper
     """
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {METHODS}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise InputError(f"tljax.bound: unknown method={method!r}; choose one of {METHODS}")
     if not isinstance(box, Box):
-        raise InvalidBoxError(f"box must be a tljax.Box, got {type(box).__name__}")
+        raise InvalidBoxError(
+            f"tljax.bound: box must be a tljax.Box, got {type(box).__name__}; build one with "
+            "tljax.Box(lower, upper) or tljax.Box.linf(x, eps), and pass it second: "
+            "tljax.bound(fn, box, *args)"
+        )
     if not getattr(box, "_validated", False):  # rebuilt as a pytree: check its concrete leaves
         _validate(box.lower, box.upper, what="tljax.bound: the input box")
-    opts = Options(float_sound=bool(float_sound), program=_program_model(float_format))
+    spec_arr = _check_options(alpha_iters, alpha_lr, spec)
+    opts = Options(float_sound=bool(float_sound), program=program_model(float_format))
+    fn = adapt_fn(fn)
     example = (box.lower, *args)
-    graph = fn if isinstance(fn, Graph) else trace(fn, *example)
     box_lo = jtu.tree_leaves(box.lower)
     box_hi = jtu.tree_leaves(box.upper)
+    _check_box_dtypes(box_lo)
+    graph = trace_boxed(fn, box, args)
     n_box = len(box_lo)
     all_leaves = graph.flatten_inputs(*example)
     arg_leaves = all_leaves[n_box:]
-    spec_arr = None if spec is None else np.asarray(spec)
+    if relu_splits is not None:
+        _check_relu_splits(relu_splits, _relu_layout(fn, graph, n_box, arg_leaves))
     if spec_arr is not None and len(graph.out_avals) != 1:
         raise InputError(
-            f"spec needs a function with one array output; {graph.name!r} has {len(graph.out_avals)}"
+            f"tljax.bound: spec needs a function with one array output; {graph.name!r} has "
+            f"{len(graph.out_avals)}: bound one output (lambda x: fn(x)[0]) or give spec=None"
         )
     if spec_arr is not None and spec_arr.reshape(spec_arr.shape[0], -1).shape[1] != int(
         np.prod(graph.out_avals[0].shape)
     ):
         raise InputError(
-            f"spec has {spec_arr.reshape(spec_arr.shape[0], -1).shape[1]} columns but the output has "
-            f"{int(np.prod(graph.out_avals[0].shape))} elements"
+            f"tljax.bound: spec has {spec_arr.reshape(spec_arr.shape[0], -1).shape[1]} columns "
+            f"but the output of {graph.name!r} has {int(np.prod(graph.out_avals[0].shape))} "
+            "elements; give spec of shape (m, output size) (the output flattened row-major)"
         )
     if split_params is not None and (relu_splits is None or method not in ("crown", "alpha-crown")):
         raise InputError("split_params needs relu_splits and method 'crown' or 'alpha-crown'")
@@ -245,8 +450,8 @@ def bound(
     traced_box = any(isinstance(v, jax.core.Tracer) for v in box_lo + box_hi)
     if method == "affine" and certificate:
         raise InputError(
-            "certificate=True supports methods 'ibp', 'crown' and 'alpha-crown'; the checker has no "
-            "zonotope rule yet: use method='crown' or 'alpha-crown'"
+            "tljax.bound: certificate=True supports methods 'ibp', 'crown' and 'alpha-crown'; "
+            "the checker has no zonotope rule yet: use method='crown' or 'alpha-crown'"
         )
     kw = {
         "method": method,
@@ -262,53 +467,69 @@ def bound(
         return _split_bound(
             graph, n_box, boxes, arg_leaves, relu_splits, split_params, certificate, kw
         )
-    if jit:
-        # compiler_options are only allowed on a top-level jit, not inside a user's jit/vmap.
-        nested = any(
-            isinstance(v, jax.core.Tracer)
-            for v in jtu.tree_leaves((boxes, arg_leaves, relu_splits))
-        )
-        copts = _compiler_options()
-        if method == "affine":
-            # XLA:CPU's fusion emitters inline the zonotope's long elementwise chains (pooling
-            # layers) into kernels that recompute shared producers: minutes instead of ms.
-            copts["xla_cpu_use_fusion_emitters"] = False
-        copts = compat.supported_compiler_options(copts)  # jaxlib 0.11 has no such XLA:CPU flag
-        key = (
-            nested,
-            tuple(sorted(copts.items())),
-            id(fn),
-            graph.in_tree,
-            tuple((a.shape, str(a.dtype)) for a in graph.in_avals),
-            method,
-            opts,
-            None if spec_arr is None else (spec_arr.shape, spec_arr.tobytes()),
-            alpha_iters,
-            alpha_lr,
-            check,
-        )
-        entry = _CACHE.get(key)
-        if entry is None or entry[0] is not fn:
-            compiled = jax.jit(
-                ft.partial(_compute, graph, n_box, check_box=check, **kw),
-                compiler_options=None if nested else copts,
+    try:
+        if jit:
+            # compiler_options are only allowed on a top-level jit, not inside a user's jit/vmap.
+            nested = any(
+                isinstance(v, jax.core.Tracer)
+                for v in jtu.tree_leaves((boxes, arg_leaves, relu_splits))
             )
-            entry = (fn, compiled)
-            _CACHE[key] = entry
-            while len(_CACHE) > _CACHE_SIZE:
-                _CACHE.popitem(last=False)
-        _CACHE.move_to_end(key)
-        try:
-            outs = entry[1](boxes, arg_leaves, relu_splits)
-        except ValueError as err:
-            if "compiler_options" not in str(err):
-                raise
-            # called inside a user's trace with concrete values: compile as a nested jit
-            plain = jax.jit(ft.partial(_compute, graph, n_box, check_box=check, **kw))
-            _CACHE[key] = (fn, plain)
-            outs = plain(boxes, arg_leaves, relu_splits)
-    else:
-        outs = _compute(graph, n_box, boxes, arg_leaves, relu_splits, check_box=check, **kw)
+            copts = _compiler_options()
+            if method == "affine":
+                # XLA:CPU's fusion emitters inline the zonotope's long elementwise chains (pooling
+                # layers) into kernels that recompute shared producers: minutes instead of ms.
+                copts["xla_cpu_use_fusion_emitters"] = False
+            copts = compat.supported_compiler_options(copts)  # jaxlib 0.11 has no such XLA:CPU flag
+            key = (
+                nested,
+                tuple(sorted(copts.items())),
+                id(fn),
+                graph.in_tree,
+                tuple((a.shape, str(a.dtype)) for a in graph.in_avals),
+                method,
+                opts,
+                None if spec_arr is None else (spec_arr.shape, spec_arr.tobytes()),
+                alpha_iters,
+                alpha_lr,
+                check,
+            )
+            entry = _CACHE.get(key)
+            if entry is None or entry[0] is not fn:
+                compiled = jax.jit(
+                    ft.partial(_compute, graph, n_box, check_box=check, **kw),
+                    compiler_options=None if nested else copts,
+                )
+                entry = (fn, compiled)
+                _CACHE[key] = entry
+                while len(_CACHE) > _CACHE_SIZE:
+                    _CACHE.popitem(last=False)
+            _CACHE.move_to_end(key)
+            try:
+                outs = entry[1](boxes, arg_leaves, relu_splits)
+            except ValueError as err:
+                if "compiler_options" not in str(err):
+                    raise
+                # called inside a user's trace with concrete values: compile as a nested jit
+                plain = jax.jit(ft.partial(_compute, graph, n_box, check_box=check, **kw))
+                _CACHE[key] = (fn, plain)
+                outs = plain(boxes, arg_leaves, relu_splits)
+        else:
+            outs = _compute(graph, n_box, boxes, arg_leaves, relu_splits, check_box=check, **kw)
+    except UnsupportedPrimitiveError as err:
+        ints = [
+            f"leaf {k}: {_dtype_of(v).name}{list(np.shape(v))}"
+            for k, v in enumerate(box_lo)
+            if _dtype_of(v).kind in "biu"
+        ]
+        if not ints:
+            raise
+        raise UnsupportedPrimitiveError(
+            f"{err}\n  The box has integer leaves ({'; '.join(ints)}): bounds carry integer "
+            "inputs only through comparisons, reshapes and selections, never through arithmetic "
+            "(integer overflow and rounding are not modelled). Give a float box "
+            "(Box(lower.astype(jnp.float32), upper.astype(jnp.float32))) for a function that "
+            "computes with x as a number: its bounds hold for every integer in the box too."
+        ) from err
     lows = [o[0] for o in outs]
     highs = [o[1] for o in outs]
     if spec_arr is not None:
@@ -317,7 +538,6 @@ def bound(
         lower, upper = graph.unflatten_outputs(lows), graph.unflatten_outputs(highs)
     cert = None
     if certificate:
-        from ._certificate import make_certificate
 
         cert = make_certificate(
             graph, n_box, boxes, arg_leaves, bounds=(lows, highs), relu_splits=relu_splits, **kw
@@ -329,7 +549,6 @@ def bound(
 
 def _with_contracts(b: Bounds, graph) -> Bounds:
     """`b` with `kernel_contracts` (the graph's kernel contracts as plain data)."""
-    from ._certificate import _contracts
 
     contracts = b.certificate.kernel_contracts if b.certificate is not None else _contracts(graph)
     return dataclasses.replace(b, kernel_contracts=contracts)
@@ -337,7 +556,6 @@ def _with_contracts(b: Bounds, graph) -> Bounds:
 
 def _split_bound(graph, n_box, boxes, arg_leaves, relu_splits, split_params, certificate, kw):
     """`bound(..., relu_splits=, split_params=)`: the eager beta-CROWN run of `make_certificate`."""
-    from ._certificate import SplitParams, make_certificate
 
     if isinstance(split_params, dict):
         split_params = SplitParams(**split_params)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from ..core._errors import InvalidBoxError
+from ..core import InvalidBoxError
 
 
 def _concrete(x) -> np.ndarray | None:
@@ -20,15 +20,50 @@ def _concrete(x) -> np.ndarray | None:
         return None
 
 
+def _leaf_problem(x) -> str:
+    """Why `x` cannot be a box leaf ('' when it can): boxes hold real numbers."""
+    if isinstance(x, jax.core.Tracer):
+        dt = x.dtype
+    elif x is None or isinstance(x, str | bytes):
+        return f"is {x!r}, not an array"
+    else:
+        try:
+            dt = np.asarray(x).dtype
+        except Exception:  # noqa: BLE001 - e.g. a ragged list: reported as not an array
+            return f"is a {type(x).__name__} that is not an array"
+    if not any(jnp.issubdtype(dt, t) for t in (jnp.integer, jnp.floating, jnp.bool_)):
+        return (
+            f"has dtype {dt} ({type(x).__name__}); a box holds real numbers: give float arrays "
+            "(complex inputs: box the real and imaginary parts as two float leaves)"
+        )
+    return ""
+
+
 def _validate(lower, upper, what="Box"):
     ll, lt = jtu.tree_flatten(lower)
     ul, ut = jtu.tree_flatten(upper)
     if lt != ut:
-        raise InvalidBoxError(f"{what}: lower and upper have different structures: {lt} vs {ut}")
+        raise InvalidBoxError(
+            f"{what}: lower and upper have different structures: {lt} vs {ut}; give both ends "
+            "the same pytree (same keys, same nesting), e.g. Box.linf(x, eps) from one example x"
+        )
+    if not ll:
+        raise InvalidBoxError(
+            f"{what} has no array leaves (lower is {lower!r}); give arrays (or a pytree of "
+            "arrays) shaped like the function's first argument"
+        )
     problems = []
     for k, (lo, hi) in enumerate(zip(ll, ul, strict=True)):
+        kinds = [_leaf_problem(v) for v in (lo, hi)]
+        if any(kinds):
+            sides = zip(("lower", "upper"), kinds, strict=True)
+            problems += [f"leaf {k}: {side} {p}" for side, p in sides if p]
+            continue
         if np.shape(lo) != np.shape(hi):
-            problems.append(f"leaf {k}: lower has shape {np.shape(lo)}, upper has shape {np.shape(hi)}")
+            problems.append(
+                f"leaf {k}: lower has shape {np.shape(lo)}, upper has shape {np.shape(hi)} "
+                "(give both ends one shape)"
+            )
             continue
         lo_c, hi_c = _concrete(lo), _concrete(hi)
         if lo_c is None or hi_c is None:
@@ -42,7 +77,9 @@ def _validate(lower, upper, what="Box"):
         bad = np.argwhere(lo_c > hi_c)
         for idx in bad[:20]:
             t = tuple(int(i) for i in idx)
-            problems.append(f"leaf {k} index {t}: lower {float(lo_c[t])!r} > upper {float(hi_c[t])!r}")
+            problems.append(
+                f"leaf {k} index {t}: lower {float(lo_c[t])!r} > upper {float(hi_c[t])!r}"
+            )
         extra = max(0, len(bad) - 20) + max(0, len(bad_nan) - 20)
         if extra:
             problems.append(f"... and {extra} more offending indices in leaf {k}")
@@ -131,7 +168,9 @@ class Box:
 
     @property
     def center(self):
-        return jtu.tree_map(lambda a, b: (jnp.asarray(a) + jnp.asarray(b)) / 2, self.lower, self.upper)
+        return jtu.tree_map(
+            lambda a, b: (jnp.asarray(a) + jnp.asarray(b)) / 2, self.lower, self.upper
+        )
 
     def sample(self, key, n: int):
         """`n` points drawn uniformly from the box (leading axis n), plus nothing else."""
@@ -139,7 +178,9 @@ class Box:
         his = jtu.tree_leaves(self.upper)
         keys = jax.random.split(key, len(leaves))
         out = [
-            jax.random.uniform(k, (n, *np.shape(lo)), minval=jnp.asarray(lo), maxval=jnp.asarray(hi))
+            jax.random.uniform(
+                k, (n, *np.shape(lo)), minval=jnp.asarray(lo), maxval=jnp.asarray(hi)
+            )
             for k, lo, hi in zip(keys, leaves, his, strict=True)
         ]
         return jtu.tree_unflatten(tree, out)
@@ -154,6 +195,21 @@ class Box:
         object.__setattr__(obj, "lower", children[0])
         object.__setattr__(obj, "upper", children[1])
         return obj
+
+
+class _Static:
+    """Plain data (lists, dicts) made hashable and comparable by value for pytree aux data."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and repr(self.value) == repr(other.value)
+
+    def __hash__(self):
+        return hash(repr(self.value))
 
 
 @jtu.register_pytree_node_class
@@ -183,8 +239,12 @@ class Bounds:
 
     def contains(self, y, *, strict: bool = False) -> bool:
         """Whether the (pytree of) array(s) `y` lies inside the bounds."""
+        def inside(lo, hi, v):
+            v = np.asarray(v)
+            return bool(np.all((np.asarray(lo) <= v) & (v <= np.asarray(hi))))
+
         ok = jtu.tree_map(
-            lambda lo, hi, v: bool(np.all((np.asarray(lo) <= np.asarray(v)) & (np.asarray(v) <= np.asarray(hi)))),
+            inside,
             self.lower,
             self.upper,
             y,
@@ -192,7 +252,10 @@ class Bounds:
         return all(jtu.tree_leaves(ok))
 
     def tree_flatten(self):
-        return (self.lower, self.upper, self.certificate), (self.method, self.float_sound)
+        # kernel_contracts is plain data (lists of dicts), so it rides in the aux data, wrapped
+        # to be hashable: jit caches on treedefs.
+        aux = (self.method, self.float_sound, _Static(self.kernel_contracts))
+        return (self.lower, self.upper, self.certificate), aux
 
     @classmethod
     def tree_unflatten(cls, aux, children):
@@ -202,7 +265,11 @@ class Bounds:
         object.__setattr__(obj, "certificate", children[2])
         object.__setattr__(obj, "method", aux[0])
         object.__setattr__(obj, "float_sound", aux[1])
+        object.__setattr__(obj, "kernel_contracts", aux[2].value if len(aux) > 2 else ())
         return obj
 
     def __repr__(self) -> str:
-        return f"Bounds(method={self.method!r}, float_sound={self.float_sound},\n  lower={self.lower},\n  upper={self.upper})"
+        return (
+            f"Bounds(method={self.method!r}, float_sound={self.float_sound},\n"
+            f"  lower={self.lower},\n  upper={self.upper})"
+        )

@@ -113,10 +113,30 @@ import numpy as np
 from flint import fmpq, fmpq_mat
 from jax import lax
 
-from ..core import _jaxpr_compat as compat
-from ..core._graph import Graph, trace
+from ..core import (
+    CertificateError,
+    Graph,
+    compat,
+    kernel_contracts,
+    load_json,
+    save_json,
+    trace,
+)
 from . import _float_model as fm
+from . import _smooth
+from ._crown import (
+    _alpha_crown,
+    _finish,
+    _Pass,
+    refine_plan,
+    relu_eqns,
+    root_relu_bounds,
+    run_method,
+    split_bound,
+)
+from ._drive import Backward, Forward, backward, forward
 from ._relax import Options
+from ._rules import Kind, relu_p
 from ._tape import Node, TapeEqn, apply_affine, bind_prim, record_graph, terms
 
 FORMAT = "tljax-certificate-1"
@@ -173,17 +193,17 @@ class Certificate:
 
     def to_json(self, path) -> None:
         """Writes the certificate with every float stored exactly (hex floats)."""
-        from ..io import save_json
-
         save_json(dataclasses.asdict(self), path)
 
     @classmethod
     def from_json(cls, path) -> Certificate:
-        from ..io import load_json
-
         d = load_json(path)
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a {FORMAT} file")
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise CertificateError(
+                f"{path}: not a {FORMAT} file (format: {got!r}); read a file written by "
+                "Certificate.to_json"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -208,7 +228,7 @@ def _signature(tape) -> list:
     sig = []
     for e in tape.eqns:
         name = e.fn or (e.prim.name if e.prim is not None else "")
-        sig.append([_kind(e), name, list(e.out.shape)])
+        sig.append([e.kind.value, name, list(e.out.shape)])
     return sig
 
 
@@ -222,13 +242,13 @@ def _key_str(key) -> str:
 def _pass_record(tape, p, alphas=None, betas=None) -> dict:
     nodes, relax = {}, {}
     for i, e in enumerate(tape.eqns):
-        if e.kind in ("unary", "mul", "concretize", "select"):
+        if e.kind != Kind.AFFINE:
             for n in e.node_inputs:
                 lo, hi = p.bounds[n.id]
                 nodes[str(n.id)] = (_f64(lo), _f64(hi))
-        if i in p.relax and e.kind != "select":  # select masks are re-derived by the checker
+        if i in p.relax and e.kind != Kind.SELECT:  # select masks are re-derived by the checker
             r = p.relax[i]
-            if e.kind == "unary":
+            if e.kind == Kind.UNARY:
                 relax[str(i)] = tuple(_f64(jnp.broadcast_to(v, e.out.shape)) for v in r)
             else:  # mul: McCormick planes (x, y and constant coefficients, lower then upper)
                 relax[str(i)] = tuple(_f64(v) for pl in r for v in pl)
@@ -250,7 +270,6 @@ def _pass_record(tape, p, alphas=None, betas=None) -> dict:
 def _alpha_pass(tape, in_bounds, opts, spec, plan, iters, lr, splits=None):
     """alpha-CROWN (`_crown._alpha_crown`): the pass at its final slopes, the slopes and the
     bounds of that pass (None when there is nothing to optimise)."""
-    from ._crown import _alpha_crown, _finish, _Pass
 
     state: dict = {}
     _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits, record=state)
@@ -297,7 +316,6 @@ def _split_passes(tape, in_bounds, opts, spec, splits, params: SplitParams):
     domain, which lies inside). Pass 1: the domain's pass (`split_bound` with pass 0's ReLU input
     bounds, the domain box and the splits), whose output rows carry `alpha` and `beta`.
     """
-    from ._crown import _finish, _Pass, refine_plan, relu_eqns, root_relu_bounds, split_bound
 
     outs = [o for o in tape.outputs if isinstance(o, Node)]
     splits = splits if splits is not None else [None] * len(relu_eqns(tape))
@@ -363,7 +381,6 @@ def _split_passes(tape, in_bounds, opts, spec, splits, params: SplitParams):
 
 def _norm_splits(tape, relu_splits):
     """`relu_splits` as one int8 array (or None) per ReLU equation of the tape."""
-    from ._crown import relu_eqns
 
     relus = relu_eqns(tape)
     if relu_splits is None:
@@ -380,7 +397,6 @@ def _norm_splits(tape, relu_splits):
 
 def _contracts(graph) -> list:
     """The kernel contracts of `graph` as plain (JSON-able) data."""
-    from ..core._kernel import kernel_contracts
 
     res = []
     for c in kernel_contracts(graph):
@@ -446,7 +462,6 @@ def make_certificate(
     they are the beta-CROWN bounds of `_split_passes`. Where the splits leave no point of the
     box, the claimed bounds are +-float64 max (the checker proves the domain empty).
     """
-    from ._crown import refine_plan, run_method
 
     del bounds
     copts = Options(float_sound=True, program=opts.program)
@@ -577,7 +592,7 @@ def _max(a, b):
 
 
 # Piecewise-linear convex functions with one kink, at 0: exact in float, checked exactly.
-_PIECEWISE = {"relu": _relu, "abs": _abs}
+_PIECEWISE = {relu_p: _relu, lax.abs_p: _abs}
 
 
 def _bcast_index(n: Node, shape) -> np.ndarray:
@@ -674,12 +689,8 @@ class _Affine:
         return lo, hi
 
 
-def _kind(e: TapeEqn) -> str:
-    return str(getattr(e.kind, "value", e.kind))
-
-
 def _name(e: TapeEqn) -> str:
-    return e.fn or (e.prim.name if e.prim is not None else _kind(e))
+    return e.fn or (e.prim.name if e.prim is not None else e.kind.value)
 
 
 def _smooth_of(e: TapeEqn):
@@ -787,7 +798,91 @@ class _Empty(Exception):
     """The split constraints leave no point of the box (proved exactly): every claim holds."""
 
 
-class _Checker:
+class _ExactAdjoint(Backward):
+    """The checker's back-substitution (`_drive.backward`) in exact rationals: the rows' constant
+    terms, from the certificate's lines checked in the forward sweep and the derived intervals."""
+
+    def __init__(self, ck: _Checker, key: str, rows: np.ndarray, S: int):
+        self.ck, self.key, self.rows = ck, key, rows
+        self.bias = np.array([fmpq(0)] * S, dtype=object)
+
+    def interval(self, L, n: Node):
+        lo, hi = self.ck.bnd[n.id]
+        self.bias = (
+            self.bias
+            + (_matmul(_pos(L), _mat(lo[:, None])) + _matmul(_neg(L), _mat(hi[:, None])))[:, 0]
+        )
+
+    def affine(self, i, e, L):
+        ck = self.ck
+        a = ck.aff[i]
+        self.bias = self.bias + _matmul(L, _mat(a.f0[:, None]))[:, 0]
+        if ck.m[i] is not None:
+            self.bias = self.bias - _matmul(_pos(L) - _neg(L), _mat(ck.m[i][:, None]))[:, 0]
+        return [
+            (n, L if J is None else _unmat(_mat(L) * J.transpose()))
+            for n, J in zip(e.node_inputs, a.J, strict=True)
+        ]
+
+    def unary(self, i, e, L):
+        ck, key, rows = self.ck, self.key, self.rows
+        if i not in ck.relax:
+            raise _Reject(f"{ck.where()}: {e.fn} equation {i} has no relaxation")
+        a_l, b_l, a_u, b_u = ck.relax[i]
+        if (key, i) in ck.alphas:  # relu / abs only (`check_alpha_keys`)
+            al = ck.alphas[(key, i)]
+            if al.shape[1] != a_l.shape[0] or rows.max() >= al.shape[0]:
+                raise _Reject(f"{ck.where()}: alpha slopes {key}:{i} have the wrong shape")
+            a_l = al[rows]
+        else:
+            a_l = a_l[None, :]
+        Lp, Ln = _pos(L), _neg(L)
+        g = Lp * a_l + Ln * a_u[None, :]
+        if (key, i) in ck.betas:
+            # on the domain s*x >= 0: subtracting beta*s*x (beta >= 0) keeps a lower bound
+            be = ck.betas[(key, i)]
+            if be.shape[1] != a_u.shape[0] or rows.max() >= be.shape[0]:
+                raise _Reject(f"{ck.where()}: split multipliers {key}:{i} have the wrong shape")
+            g = g - be[rows] * ck.signs[i][None, :]
+        self.bias = self.bias + (Lp * b_l[None, :] + Ln * b_u[None, :]).sum(axis=1)
+        return [(e.inputs[0], g)]
+
+    def mul(self, i, e, L):
+        ck = self.ck
+        if i not in ck.relax:
+            raise _Reject(f"{ck.where()}: mul equation {i} has no relaxation")
+        axl, ayl, cl, axu, ayu, cu = ck.relax[i]
+        Lp, Ln = _pos(L), _neg(L)
+        self.bias = self.bias + (Lp * cl[None, :] + Ln * cu[None, :]).sum(axis=1)
+        return [
+            (n, _unbroadcast(Lp * al[None, :] + Ln * au[None, :], n, e.out.shape))
+            for n, al, au in zip(e.node_inputs, (axl, ayl), (axu, ayu), strict=True)
+        ]
+
+    def select(self, i, e, L):
+        # exact where the derived intervals decide the predicate, the interval elsewhere
+        m0, m1 = self.ck.sel[i]
+        out = []
+        for c, m in zip(e.inputs[2:], (m0, m1), strict=True):
+            g = np.where(m[None, :], L, _ZERO)
+            if isinstance(c, Node):
+                out.append((c, _unbroadcast(g, c, e.out.shape)))
+            else:
+                cv = _q(np.broadcast_to(np.asarray(c, np.float64), e.out.shape)).reshape(-1)
+                self.bias = self.bias + (g * cv[None, :]).sum(axis=1)
+        self.interval(np.where((~m0 & ~m1)[None, :], L, _ZERO), e.out)
+        return out
+
+    def concretize(self, i, e, L):
+        # a free value in its derived interval
+        self.interval(L, e.out)
+        return []
+
+    def input(self, n, L):
+        self.interval(L, n)
+
+
+class _Checker(Forward):
     def __init__(self, cert: Certificate, tape, pass_: dict, k: int, carried=None, signs=None):
         """`carried`: node bounds established by the earlier passes (valid on the domain);
         `signs`: per ReLU equation index, the split signs over its input (object vector)."""
@@ -833,90 +928,10 @@ class _Checker:
     def backward(self, start: Node, lam: np.ndarray, key: str, rows=None) -> np.ndarray:
         """`rows`: which rows of the full back-substitution (the layout of per-row alpha slopes:
         [eye; -eye] for a node, [C; -C] for the output) the rows of `lam` are."""
-        S = lam.shape[0]
-        rows = np.arange(S) if rows is None else np.asarray(rows)
-        acc = {start.id: lam}
-        bias = np.array([fmpq(0)] * S, dtype=object)
-        end = start.eqn_index if start.eqn_index is not None else -1
-        for i in range(end, -1, -1):
-            e = self.tape.eqns[i]
-            L = acc.pop(e.out.id, None)
-            if L is None:
-                continue
-            if e.kind == "affine":
-                a = self.aff[i]
-                bias = bias + _matmul(L, _mat(a.f0[:, None]))[:, 0]
-                if self.m[i] is not None:
-                    bias = bias - _matmul(_pos(L) - _neg(L), _mat(self.m[i][:, None]))[:, 0]
-                for n, J in zip(e.node_inputs, a.J, strict=True):
-                    g = L if J is None else _unmat(_mat(L) * J.transpose())
-                    acc[n.id] = acc[n.id] + g if n.id in acc else g
-            elif e.kind == "unary":
-                if i not in self.relax:
-                    raise _Reject(f"{self.where()}: {e.fn} equation {i} has no relaxation")
-                a_l, b_l, a_u, b_u = self.relax[i]
-                if (key, i) in self.alphas:  # relu / abs only (`_check_alphas`)
-                    al = self.alphas[(key, i)]
-                    if al.shape[1] != a_l.shape[0] or rows.max() >= al.shape[0]:
-                        raise _Reject(
-                            f"{self.where()}: alpha slopes {key}:{i} have the wrong shape"
-                        )
-                    a_l = al[rows]
-                else:
-                    a_l = a_l[None, :]
-                Lp, Ln = _pos(L), _neg(L)
-                g = Lp * a_l + Ln * a_u[None, :]
-                if (key, i) in self.betas:
-                    # on the domain s*x >= 0: subtracting beta*s*x (beta >= 0) keeps a lower bound
-                    be = self.betas[(key, i)]
-                    if be.shape[1] != a_u.shape[0] or rows.max() >= be.shape[0]:
-                        raise _Reject(
-                            f"{self.where()}: split multipliers {key}:{i} have the wrong shape"
-                        )
-                    g = g - be[rows] * self.signs[i][None, :]
-                bias = bias + (Lp * b_l[None, :] + Ln * b_u[None, :]).sum(axis=1)
-                x = e.inputs[0]
-                acc[x.id] = acc[x.id] + g if x.id in acc else g
-            elif e.kind == "mul":
-                if i not in self.relax:
-                    raise _Reject(f"{self.where()}: mul equation {i} has no relaxation")
-                axl, ayl, cl, axu, ayu, cu = self.relax[i]
-                Lp, Ln = _pos(L), _neg(L)
-                bias = bias + (Lp * cl[None, :] + Ln * cu[None, :]).sum(axis=1)
-                for n, al, au in zip(e.node_inputs, (axl, ayl), (axu, ayu), strict=True):
-                    g = _unbroadcast(Lp * al[None, :] + Ln * au[None, :], n, e.out.shape)
-                    acc[n.id] = acc[n.id] + g if n.id in acc else g
-            elif e.kind == "select":
-                # exact where the derived intervals decide the predicate, the interval elsewhere
-                m0, m1 = self.sel[i]
-                for c, m in zip(e.inputs[2:], (m0, m1), strict=True):
-                    g = np.where(m[None, :], L, _ZERO)
-                    if isinstance(c, Node):
-                        g = _unbroadcast(g, c, e.out.shape)
-                        acc[c.id] = acc[c.id] + g if c.id in acc else g
-                    else:
-                        cv = _q(np.broadcast_to(np.asarray(c, np.float64), e.out.shape)).reshape(-1)
-                        bias = bias + (g * cv[None, :]).sum(axis=1)
-                lo, hi = self.bnd[e.out.id]
-                Lu = np.where((~m0 & ~m1)[None, :], L, _ZERO)
-                bias = bias + (
-                    _matmul(_pos(Lu), _mat(lo[:, None])) + _matmul(_neg(Lu), _mat(hi[:, None]))
-                )[:, 0]
-            else:  # concretize: a free value in its derived interval
-                lo, hi = self.bnd[e.out.id]
-                bias = bias + (
-                    _matmul(_pos(L), _mat(lo[:, None])) + _matmul(_neg(L), _mat(hi[:, None]))
-                )[:, 0]
-        for n in self.tape.inputs:
-            L = acc.pop(n.id, None)
-            if L is None:
-                continue
-            lo, hi = self.bnd[n.id]
-            bias = (
-                bias
-                + (_matmul(_pos(L), _mat(lo[:, None])) + _matmul(_neg(L), _mat(hi[:, None])))[:, 0]
-            )
-        return bias
+        rows = np.arange(lam.shape[0]) if rows is None else np.asarray(rows)
+        adj = _ExactAdjoint(self, key, rows, lam.shape[0])
+        backward(self.tape, [(start, lam)], adj)
+        return adj.bias
 
     def _verify(
         self, node: Node, what: str, clo, chi, C=None, dlo=None, dhi=None, key=None, clip=None
@@ -981,7 +996,8 @@ class _Checker:
         clo, chi = self.claims[n.id]
         if clo.shape[0] != n.size:
             raise _Reject(
-                f"{self.where()}: {what}: claimed interval has {clo.shape[0]} entries, node has {n.size}"
+                f"{self.where()}: {what}: claimed interval has {clo.shape[0]} entries, node has "
+                f"{n.size}"
             )
         bad = np.nonzero(clo > chi)[0]
         if len(bad):
@@ -1027,7 +1043,7 @@ class _Checker:
         (lower lines) decide exactly."""
         if i not in self.relax:
             return
-        fn, f = e.fn, _PIECEWISE[e.fn]
+        fn, f = e.fn, _PIECEWISE[e.prim]
         lo, hi = self.bnd[x.id]
         a_l, b_l, a_u, b_u = self.relax_of(i, e, 4, x.size)
         for p, name in ((lo, "lower end"), (hi, "upper end")):
@@ -1055,12 +1071,13 @@ class _Checker:
                         f"x={_fmt(p[r])}"
                     )
 
-    def unary(self, i: int, e: TapeEqn, x: Node) -> tuple:
+    def unary(self, i: int, e: TapeEqn) -> tuple:
         """Checks the relaxation of a unary equation; returns the interval of its output."""
+        x = e.inputs[0]
         lo, hi = self.bnd[x.id]
-        if e.fn in _PIECEWISE:  # exact in float
+        if e.prim in _PIECEWISE:  # exact in float
             self.piecewise_valid(i, e, x)
-            if e.fn == "relu":
+            if e.prim is relu_p:
                 return _relu(lo), _relu(hi)
             return _relu(_max(lo, -hi)), _max(-lo, hi)
         s = _smooth_of(e)
@@ -1069,7 +1086,6 @@ class _Checker:
                 f"{self.where()}: unary equation {i} ({e.fn}, {e.where()}): the checker has no "
                 f"exact description (_smooth.Smooth) of {e.fn!r}"
             )
-        from . import _smooth
 
         # The float program's f at x is f(x) + d with |d| <= q |f(x)| + eta2: k ulps of the
         # result (k = `ULPS[s.ulps]`), a result below the normal range possibly flushed. It reads
@@ -1102,7 +1118,10 @@ class _Checker:
                 f0 = [Fraction(v) for v in s.f0]
                 e0 = q * max(abs(v) for v in f0) + eta2
                 ylo, yhi = min(ylo, f0[0] - e0), max(yhi, f0[1] + e0)
-                daz = [(max(l, -eta), f0[0] - e0, f0[1] + e0), (min(u, eta), f0[0] - e0, f0[1] + e0)]
+                daz = [
+                    (max(l, -eta), f0[0] - e0, f0[1] + e0),
+                    (min(u, eta), f0[0] - e0, f0[1] + e0),
+                ]
             if lines is not None:
                 # a line valid against f moved by the largest error on [l, u] is valid against
                 # the float program's f there
@@ -1215,7 +1234,7 @@ class _Checker:
         if h[0] == "monotone":
             img = _monotone_image(h[1], h[2], h[3], self.bnd, e.out)
             return (lo, hi) if img is None else (_max(lo, img[0]), _min(hi, img[1]))
-        if h[0] == "nonpos" and e.kind == "affine":
+        if h[0] == "nonpos" and e.kind == Kind.AFFINE:
             # `x - y` with the program's y >= x: at most the subtraction's own rounding (the
             # program may contract it with the product that made x), as `_relax` argues
             m = self.m[i]
@@ -1227,7 +1246,7 @@ class _Checker:
     def check_alpha_keys(self):
         eqns = self.tape.eqns
         for s, j in list(self.alphas) + list(self.betas):
-            ok = 0 <= j < len(eqns) and eqns[j].kind == "unary" and eqns[j].fn in _PIECEWISE
+            ok = 0 <= j < len(eqns) and eqns[j].kind == Kind.UNARY and eqns[j].prim in _PIECEWISE
             if not ok:
                 raise _Reject(
                     f"{self.where()}: slopes or multipliers {s}:{j} on an equation that is not a "
@@ -1236,35 +1255,30 @@ class _Checker:
 
     def sweep(self):
         self.check_alpha_keys()
-        for i, e in enumerate(self.tape.eqns):
-            kind = _kind(e)
-            if kind == "affine":
-                if i not in self.aff:
-                    self.aff[i] = _Affine(e)
-                ins = [self.bnd[n.id] for n in e.node_inputs]
-                self.m[i] = self.allowance(e, self.aff[i], ins)
-                m = self.m[i] if self.m[i] is not None else fmpq(0)
-                lo, hi = self.aff[i].interval(ins, m)
-            elif kind == "unary":
-                x = e.inputs[0]
-                self.node_claim(x, f"node {x.id} (input of {e.fn} equation {i})", self.signs.get(i))
-                lo, hi = self.unary(i, e, x)
-            elif kind in ("mul", "concretize"):
-                for n in e.node_inputs:
-                    self.node_claim(n, f"node {n.id} (input of {kind} equation {i})")
-                lo, hi = self.mul(i, e) if kind == "mul" else self.concretize(i, e)
-            elif kind == "select":
-                for n in e.node_inputs:
-                    self.node_claim(n, f"node {n.id} (input of select equation {i})")
-                lo, hi = self.select(i, e)
-            else:
-                raise _Reject(
-                    f"unsupported equation kind {kind}:{_name(e)} (equation {i}, {e.where()}); the "
-                    "checker supports affine, unary, mul and concretize equations"
-                )
-            if e.hint:
-                lo, hi = self.apply_hint(i, e, lo, hi)
-            self.bnd[e.out.id] = (lo, hi)
+        forward(self.tape, self)
+
+    # The forward domain (`_drive.forward`): the claimed intervals of a relaxed equation's
+    # operands are checked before it; each kind derives its output's interval exactly.
+    def enter(self, i: int, e: TapeEqn):
+        if e.kind == Kind.UNARY:
+            x = e.inputs[0]
+            self.node_claim(x, f"node {x.id} (input of {e.fn} equation {i})", self.signs.get(i))
+        elif e.kind != Kind.AFFINE:
+            for n in e.node_inputs:
+                self.node_claim(n, f"node {n.id} (input of {e.kind.value} equation {i})")
+
+    def leave(self, i: int, e: TapeEqn, value):
+        if e.hint:
+            value = self.apply_hint(i, e, *value)
+        self.bnd[e.out.id] = value
+
+    def affine(self, i: int, e: TapeEqn) -> tuple:
+        if i not in self.aff:
+            self.aff[i] = _Affine(e)
+        ins = [self.bnd[n.id] for n in e.node_inputs]
+        self.m[i] = self.allowance(e, self.aff[i], ins)
+        m = self.m[i] if self.m[i] is not None else fmpq(0)
+        return self.aff[i].interval(ins, m)
 
     def finals(self, spec) -> list:
         """Derived (lower, upper) per output (object vectors), using this pass's relaxations."""
@@ -1372,11 +1386,13 @@ def _check(cert: Certificate, fn, *args) -> str:
             )
         for r in np.nonzero(clo > dlo)[0][:1]:
             raise _Reject(
-                f"output {j} index {int(r)}: claimed lower {_fmt(clo[r])} > derived lower {_fmt(dlo[r])}"
+                f"output {j} index {int(r)}: claimed lower {_fmt(clo[r])} > derived lower "
+                f"{_fmt(dlo[r])}"
             )
         for r in np.nonzero(chi < dhi)[0][:1]:
             raise _Reject(
-                f"output {j} index {int(r)}: claimed upper {_fmt(chi[r])} < derived upper {_fmt(dhi[r])}"
+                f"output {j} index {int(r)}: claimed upper {_fmt(chi[r])} < derived upper "
+                f"{_fmt(dhi[r])}"
             )
     what = _FLOAT.format(cert.program_model.get("name", "?")) if cert.float_sound else _REAL
     if signs:
@@ -1391,7 +1407,6 @@ def _split_signs(tape, relu_splits) -> dict:
     """Per split ReLU equation index, its split signs over its input (int vector)."""
     if relu_splits is None:
         return {}
-    from ._crown import relu_eqns
 
     relus = relu_eqns(tape)
     if len(relu_splits) > len(relus):

@@ -5,17 +5,17 @@ with optax). All of it is plain JAX code: jit-compatible and differentiable.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 
-from ..core import _jaxpr_compat as compat
+from ..core import compat
 from . import _float_model as fm
-from ._relax import Options, ibp_eqn, node_abs_max, relax_mul, select_masks
+from ._drive import Backward, backward, forward
+from ._relax import Intervals, Options, node_abs_max, relax_mul, select_masks
 from ._rules import Kind, relu_p
 from ._tape import CONST_SCALED, STRUCTURAL, Node, Tape, _is_float, apply_affine, terms
 
@@ -169,18 +169,20 @@ def _transpose(e, L):
     cotangent (S, *n.shape) per node operand `n`. Traced as a linear map, so no forward
     computation of the equation is emitted (as `jax.vjp` would)."""
     avals = [jax.ShapeDtypeStruct(n.shape, n.dtype) for n in e.node_inputs]
-    lin = lambda *xs: apply_affine(e, list(xs), mode="linear")
+
+    def lin(*xs):
+        return apply_affine(e, list(xs), mode="linear")
+
     tr = jax.linear_transpose(lin, *avals)
     return list(jax.vmap(tr)(L))
 
 
-class _Pass:
+class _Pass(Intervals):
     """State of one bound computation: node bounds, relaxations, and the float error terms."""
 
     def __init__(self, tape: Tape, in_bounds: dict, opts: Options):
+        super().__init__(dict(in_bounds), opts)
         self.tape = tape
-        self.opts = opts
-        self.bounds = dict(in_bounds)
         # an exact 1.0 that XLA cannot constant-fold (see `_shared`)
         self._moved = _moved_bounds(tape)
         self._one = None
@@ -278,149 +280,16 @@ class _Pass:
           the output of each unary equation `i` it reaches, and `{("input", id): L}` those on each
           input node (branching heuristics and falsification read them).
         """
-        tape, opts = self.tape, self.opts
-        fs = opts.float_sound
         starts, lams = (
             (list(start), list(lam)) if isinstance(start, (list, tuple)) else ([start], [lam])
         )
         S = lams[0].shape[0]
-        dt = lams[0].dtype
-        u = fm.unit(dt)
         H = S // 2 if sym else S  # rows carried while on the half
         if sym:
             assert S % 2 == 0
-        acc = {n.id: lm[:H] for n, lm in zip(starts, lams, strict=True)}
-        bias = jnp.zeros((H,), dt)
-        slack = jnp.zeros((H,), dt)
-        absbias = jnp.zeros((H,), dt)
-        steps = 0
-
-        def unhalve():
-            # leave the half: every pending coefficient and sum gets its mirrored rows
-            nonlocal bias, absbias, slack, sym
-            for k, v in acc.items():
-                acc[k] = jnp.concatenate([v, -v])
-            bias = jnp.concatenate([bias, -bias])
-            absbias = jnp.concatenate([absbias, absbias])
-            slack = jnp.concatenate([slack, slack])
-            sym = False
-
-        ends = [n.eqn_index if n.eqn_index is not None else -1 for n in starts]
-        for i in range(max(ends), -1, -1):
-            e = tape.eqns[i]
-            if e.out.id not in acc:
-                continue
-            if sym and e.kind != Kind.AFFINE:
-                unhalve()
-            L = acc.pop(e.out.id)
-            steps += 1
-            ins = e.node_inputs
-            if e.kind == Kind.AFFINE:
-                f0 = self.f0(i)
-                if f0 is not None:
-                    t = _sum_rows(L * f0)
-                    bias, absbias = bias + t, absbias + jnp.abs(t)
-                gs = _transpose(e, L)
-                for n, g in zip(ins, gs, strict=True):
-                    acc[n.id] = acc[n.id] + g if n.id in acc else g
-                if fs:
-                    slack = slack + _rowdot(jnp.abs(L), self.affine_allowance(i))
-            elif e.kind == Kind.UNARY:
-                if record is not None:
-                    record[i] = L
-                a_l, b_l, a_u, b_u = self.relax[i]
-                if alphas is not None and (start_key, i) in alphas:
-                    a_l = jnp.clip(alphas[(start_key, i)], 0.0, 1.0) if e.rule.alpha else a_l
-                Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
-                g = Lp * a_l + Ln * a_u
-                if betas is not None and (start_key, i) in betas and i in self.split_sign:
-                    sgn = self.split_sign[i].astype(g.dtype)
-                    g = g - jnp.maximum(betas[(start_key, i)], 0.0) * sgn
-                if e.rule.exact:  # relu, abs: lower intercept b_l == 0
-                    tb = _mul0(Ln, b_u)
-                    tabs = jnp.abs(tb)
-                else:
-                    tl, tu = _mul0(Lp, b_l), _mul0(Ln, b_u)
-                    tb, tabs = tl + tu, jnp.abs(tl) + jnp.abs(tu)
-                t = _sum_rows(tb)
-                bias, absbias = bias + t, absbias + jnp.abs(t)
-                x = ins[0]
-                acc[x.id] = acc[x.id] + g if x.id in acc else g
-                if fs:
-                    xm = self.abs_max(x)
-                    slack = (
-                        slack
-                        + 2 * u * _rowdot(jnp.abs(g), xm)
-                        + fm.gamma(x.size + 1, u) * _sum_rows(tabs)
-                    )
-            elif e.kind == Kind.MUL:
-                (axl, ayl, cl), (axu, ayu, cu) = self.relax[i]
-                Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
-                gx = Lp * axl + Ln * axu
-                gy = Lp * ayl + Ln * ayu
-                t = _sum_rows(_mul0(Lp, cl) + _mul0(Ln, cu))
-                bias, absbias = bias + t, absbias + jnp.abs(t)
-                x, y = ins
-                shape_x, shape_y = (S, *x.shape), (S, *y.shape)
-                gx = _unbroadcast(gx, shape_x)
-                gy = _unbroadcast(gy, shape_y)
-                acc[x.id] = acc[x.id] + gx if x.id in acc else gx
-                acc[y.id] = acc[y.id] + gy if y.id in acc else gy
-                if fs:
-                    slack = (
-                        slack
-                        + 4
-                        * u
-                        * (
-                            _rowdot(jnp.abs(gx), self.abs_max(x))
-                            + _rowdot(jnp.abs(gy), self.abs_max(y))
-                        )
-                        + fm.gamma(e.out.size + 1, u) * jnp.abs(t)
-                    )
-            else:
-                # concretize: the node's own interval. select: exact where the box decides the
-                # predicate (the chosen case gets the coefficients), the interval elsewhere.
-                Lc = L
-                if e.kind == Kind.SELECT:
-                    m0, m1 = self.relax[i]
-                    for c, m in zip(e.inputs[2:], (m0, m1), strict=True):
-                        g = L * m
-                        if isinstance(c, Node):
-                            acc[c.id] = acc[c.id] + g if c.id in acc else g
-                        else:
-                            t = _sum_rows(_mul0(g, c))
-                            bias, absbias = bias + t, absbias + jnp.abs(t)
-                    Lc = L * (1.0 - m0 - m1)
-                lo, hi = self.bounds[e.out.id]
-                Lp, Ln = jnp.maximum(Lc, 0.0), jnp.minimum(Lc, 0.0)
-                t = _sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi))
-                bias, absbias = bias + t, absbias + jnp.abs(t)
-                if fs:
-                    slack = slack + fm.gamma(e.out.size + 1, u) * _rowdot(
-                        jnp.abs(L), self.abs_max(e.out)
-                    )
-        for n in tape.inputs:
-            if n.id not in acc:
-                continue
-            if sym:
-                unhalve()
-            L = acc.pop(n.id)
-            steps += 1
-            if record is not None:
-                record[("input", n.id)] = L
-            lo, hi = self.bounds[n.id]
-            Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
-            t = _sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi))
-            bias, absbias = bias + t, absbias + jnp.abs(t)
-            if fs:
-                slack = slack + fm.gamma(n.size + 1, u) * _rowdot(jnp.abs(L), self.abs_max(n))
-        if sym:
-            unhalve()
-        if not fs:
-            return jnp.where(jnp.isnan(bias), -jnp.inf, bias)
-        slack = slack + fm.gamma(steps + 1, u) * absbias
-        out = fm.down(bias - fm.inflate(slack, 4.0 * steps + 16.0))
-        return _shared(jnp.where(jnp.isnan(out), -jnp.inf, out), self._one)
+        adj = _Adjoint(self, H, lams[0].dtype, sym, alphas, start_key, betas, record)
+        backward(self.tape, [(n, lm[:H]) for n, lm in zip(starts, lams, strict=True)], adj)
+        return adj.lower()
 
     def node_bounds(self, n: Node, alphas=None):
         """CROWN bounds of every element of node `n` (lower and upper in one backward pass)."""
@@ -477,7 +346,8 @@ class _Pass:
         fixed=None,
         refine_fixed: bool = False,
     ):
-        """Forward sweep: interval bounds of every node, tightened by CROWN where planned.
+        """Forward sweep (`_drive.forward`): interval bounds of every node, tightened by CROWN
+        where planned.
 
         `splits` maps the k-th ReLU of the tape to an int array over its input: +1 restricts the
         neuron to its active side (input >= 0), -1 to its inactive side (input <= 0), 0 leaves it.
@@ -488,45 +358,217 @@ class _Pass:
         larger domain): a planned node found there is intersected with them instead of being
         tightened by a CROWN pass (with `refine_fixed`, by both: the intersection).
         """
-        refined = set()
-        relu_k = 0
-        for i, e in enumerate(self.tape.eqns):
-            if method != "ibp" and e.kind in _RELAXED and plan is not None:
-                todo = []
-                for n in e.node_inputs:
-                    if n.id in plan and n.id not in refined and all(n.id != m.id for m in todo):
-                        todo.append(n)
-                fresh = [n for n in todo if fixed is None or n.id not in fixed]
-                crown = dict(zip([n.id for n in fresh], self.nodes_bounds(fresh, alphas)))
-                for n in todo:
-                    if fixed is not None and n.id in fixed:
-                        lo, hi = fixed[n.id]
-                        lo = jnp.asarray(lo, n.dtype).reshape(n.shape)
-                        hi = jnp.asarray(hi, n.dtype).reshape(n.shape)
-                        if refine_fixed:
-                            clo, chi = self.node_bounds(n, alphas)
-                            lo, hi = jnp.maximum(lo, clo), jnp.minimum(hi, chi)
-                    else:
-                        lo, hi = crown[n.id]
-                    olo, ohi = self.bounds[n.id]
-                    self.set_bounds(n, (jnp.maximum(lo, olo), jnp.minimum(hi, ohi)))
-                    refined.add(n.id)
-            if e.kind == Kind.UNARY and e.prim is relu_p:
-                if splits is not None and relu_k < len(splits) and splits[relu_k] is not None:
-                    x = e.inputs[0]
-                    s = jnp.asarray(splits[relu_k]).reshape(x.shape)
-                    lo, hi = self.bounds[x.id]
-                    lo, hi = (
-                        jnp.where(s > 0, jnp.maximum(lo, 0.0), lo),
-                        jnp.where(s < 0, jnp.minimum(hi, 0.0), hi),
-                    )
-                    self.bounds[x.id] = (lo, hi)
-                    self.empty = self.empty | jnp.any(lo > hi)
-                    self.split_sign[i] = jnp.sign(s).astype(jnp.int32)
-                relu_k += 1
-            if method != "ibp" and e.kind in _RELAXED:
-                self.relax_eqn(i)
-            self.set_bounds(e.out, ibp_eqn(e, self.bounds, self.opts))
+        self._sweep = _Sweep(method, alphas, plan, splits, fixed, refine_fixed)
+        forward(self.tape, self)
+
+    # The forward domain: before a relaxed equation, its planned operands get CROWN bounds and
+    # split ReLU inputs their half-lines; then its relaxation, then the interval of its output.
+    def enter(self, i: int, e):
+        sw = self._sweep
+        relaxed = sw.method != "ibp" and e.kind in _RELAXED
+        if relaxed and sw.plan is not None:
+            self.refine(e, sw)
+        if e.kind == Kind.UNARY and e.prim is relu_p:
+            splits = sw.splits
+            if splits is not None and sw.relu_k < len(splits) and splits[sw.relu_k] is not None:
+                x = e.inputs[0]
+                s = jnp.asarray(splits[sw.relu_k]).reshape(x.shape)
+                lo, hi = self.bounds[x.id]
+                lo, hi = (
+                    jnp.where(s > 0, jnp.maximum(lo, 0.0), lo),
+                    jnp.where(s < 0, jnp.minimum(hi, 0.0), hi),
+                )
+                self.bounds[x.id] = (lo, hi)
+                self.empty = self.empty | jnp.any(lo > hi)
+                self.split_sign[i] = jnp.sign(s).astype(jnp.int32)
+            sw.relu_k += 1
+        if relaxed:
+            self.relax_eqn(i)
+
+    def refine(self, e, sw):
+        todo = []
+        for n in e.node_inputs:
+            if n.id in sw.plan and n.id not in sw.refined and all(n.id != m.id for m in todo):
+                todo.append(n)
+        fixed = sw.fixed
+        fresh = [n for n in todo if fixed is None or n.id not in fixed]
+        crown = dict(zip([n.id for n in fresh], self.nodes_bounds(fresh, sw.alphas), strict=True))
+        for n in todo:
+            if fixed is not None and n.id in fixed:
+                lo, hi = fixed[n.id]
+                lo = jnp.asarray(lo, n.dtype).reshape(n.shape)
+                hi = jnp.asarray(hi, n.dtype).reshape(n.shape)
+                if sw.refine_fixed:
+                    clo, chi = self.node_bounds(n, sw.alphas)
+                    lo, hi = jnp.maximum(lo, clo), jnp.minimum(hi, chi)
+            else:
+                lo, hi = crown[n.id]
+            olo, ohi = self.bounds[n.id]
+            self.set_bounds(n, (jnp.maximum(lo, olo), jnp.minimum(hi, ohi)))
+            sw.refined.add(n.id)
+
+    def leave(self, i: int, e, value):
+        self.set_bounds(e.out, self.hinted(e, value))
+
+
+@dataclasses.dataclass
+class _Sweep:
+    """What one `propagate` call asked for, and how far it got."""
+
+    method: str
+    alphas: dict | None
+    plan: set | None
+    splits: list | None
+    fixed: dict | None
+    refine_fixed: bool
+    refined: set = dataclasses.field(default_factory=set)
+    relu_k: int = 0
+
+
+class _Adjoint(Backward):
+    """CROWN back-substitution as the backward domain (`_drive.backward`) of a `_Pass`: the
+    constant terms of the rows, and with `float_sound` the slack covering this computation's
+    rounding and the program's (`_float_model`)."""
+
+    def __init__(self, p: _Pass, H: int, dt, sym, alphas, start_key, betas, record):
+        self.p, self.sym = p, sym
+        self.alphas, self.key, self.betas, self.record = alphas, start_key, betas, record
+        self.fs = p.opts.float_sound
+        self.u = fm.unit(dt)
+        self.bias = jnp.zeros((H,), dt)
+        self.slack = jnp.zeros((H,), dt)
+        self.absbias = jnp.zeros((H,), dt)
+        self.steps = 0
+
+    def enter(self, e, acc):
+        self.steps += 1
+        if self.sym and (e is None or e.kind != Kind.AFFINE):
+            self.unhalve(acc)
+
+    def unhalve(self, acc):
+        # leave the half: every pending coefficient and sum gets its mirrored rows
+        for k, v in acc.items():
+            acc[k] = jnp.concatenate([v, -v])
+        self.bias = jnp.concatenate([self.bias, -self.bias])
+        self.absbias = jnp.concatenate([self.absbias, self.absbias])
+        self.slack = jnp.concatenate([self.slack, self.slack])
+        self.sym = False
+
+    def const(self, t):
+        self.bias, self.absbias = self.bias + t, self.absbias + jnp.abs(t)
+
+    def interval(self, L, b, size, mag):
+        """Concretizes `L · x` for x in the interval `b` (a node's, or an input's)."""
+        lo, hi = b
+        Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
+        self.const(_sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi)))
+        if self.fs:
+            self.slack = self.slack + fm.gamma(size + 1, self.u) * _rowdot(jnp.abs(L), mag)
+
+    def affine(self, i, e, L):
+        p = self.p
+        f0 = p.f0(i)
+        if f0 is not None:
+            self.const(_sum_rows(L * f0))
+        if self.fs:
+            self.slack = self.slack + _rowdot(jnp.abs(L), p.affine_allowance(i))
+        return list(zip(e.node_inputs, _transpose(e, L), strict=True))
+
+    def unary(self, i, e, L):
+        p, u = self.p, self.u
+        if self.record is not None:
+            self.record[i] = L
+        a_l, b_l, a_u, b_u = p.relax[i]
+        if self.alphas is not None and (self.key, i) in self.alphas and e.rule.alpha:
+            a_l = jnp.clip(self.alphas[(self.key, i)], 0.0, 1.0)
+        Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
+        g = Lp * a_l + Ln * a_u
+        if self.betas is not None and (self.key, i) in self.betas and i in p.split_sign:
+            sgn = p.split_sign[i].astype(g.dtype)
+            g = g - jnp.maximum(self.betas[(self.key, i)], 0.0) * sgn
+        if e.rule.exact:  # relu, abs: lower intercept b_l == 0
+            tb = _mul0(Ln, b_u)
+            tabs = jnp.abs(tb)
+        else:
+            tl, tu = _mul0(Lp, b_l), _mul0(Ln, b_u)
+            tb, tabs = tl + tu, jnp.abs(tl) + jnp.abs(tu)
+        self.const(_sum_rows(tb))
+        x = e.inputs[0]
+        if self.fs:
+            self.slack = (
+                self.slack
+                + 2 * u * _rowdot(jnp.abs(g), p.abs_max(x))
+                + fm.gamma(x.size + 1, u) * _sum_rows(tabs)
+            )
+        return [(x, g)]
+
+    def mul(self, i, e, L):
+        p, u = self.p, self.u
+        (axl, ayl, cl), (axu, ayu, cu) = p.relax[i]
+        Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
+        S = L.shape[0]
+        x, y = e.node_inputs
+        gx = _unbroadcast(Lp * axl + Ln * axu, (S, *x.shape))
+        gy = _unbroadcast(Lp * ayl + Ln * ayu, (S, *y.shape))
+        t = _sum_rows(_mul0(Lp, cl) + _mul0(Ln, cu))
+        self.const(t)
+        if self.fs:
+            self.slack = (
+                self.slack
+                + 4 * u * (_rowdot(jnp.abs(gx), p.abs_max(x)) + _rowdot(jnp.abs(gy), p.abs_max(y)))
+                + fm.gamma(e.out.size + 1, u) * jnp.abs(t)
+            )
+        return [(x, gx), (y, gy)]
+
+    def select(self, i, e, L):
+        # exact where the box decides the predicate (the chosen case gets the coefficients),
+        # the output's interval elsewhere
+        m0, m1 = self.p.relax[i]
+        out = []
+        for c, m in zip(e.inputs[2:], (m0, m1), strict=True):
+            g = L * m
+            if isinstance(c, Node):
+                out.append((c, g))
+            else:
+                self.const(_sum_rows(_mul0(g, c)))
+        self.node_interval(e, L * (1.0 - m0 - m1), L)
+        return out
+
+    def concretize(self, i, e, L):
+        # a free value in the node's own interval
+        self.node_interval(e, L, L)
+        return []
+
+    def node_interval(self, e, Lc, L):
+        lo, hi = self.p.bounds[e.out.id]
+        Lp, Ln = jnp.maximum(Lc, 0.0), jnp.minimum(Lc, 0.0)
+        self.const(_sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi)))
+        if self.fs:
+            self.slack = self.slack + fm.gamma(e.out.size + 1, self.u) * _rowdot(
+                jnp.abs(L), self.p.abs_max(e.out)
+            )
+
+    def input(self, n, L):
+        if self.record is not None:
+            self.record[("input", n.id)] = L
+        self.interval(L, self.p.bounds[n.id], n.size, self.p.abs_max(n) if self.fs else None)
+
+    def lower(self):
+        if self.sym:
+            self.unhalve({})
+        if not self.fs:
+            return jnp.where(jnp.isnan(self.bias), -jnp.inf, self.bias)
+        u, steps = self.u, self.steps
+        slack = self.slack + fm.gamma(steps + 1, u) * self.absbias
+        out = fm.down(self.bias - fm.inflate(slack, 4.0 * steps + 16.0))
+        return _shared(jnp.where(jnp.isnan(out), -jnp.inf, out), self.p._one)
+
+
+def _optax():
+    # imported by the first alpha-CROWN call, not by `import tljax` (about 0.4 s)
+    import optax
+
+    return optax
 
 
 def _unbroadcast(g, shape):
@@ -671,6 +713,7 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
         loss = sum(jnp.sum(hi - lo) for lo, hi in res if lo.size)
         return loss, res
 
+    optax = _optax()
     opt = optax.adam(lr)
     state = opt.init(params)
     flat_best = [(lo, hi) for lo, hi in best]
@@ -750,6 +793,7 @@ def root_relu_bounds(
         )
         return loss, b
 
+    optax = _optax()
     opt = optax.adam(lr)
 
     pos = {x.id: k for k, x in enumerate(xs)}
@@ -891,6 +935,7 @@ def split_bound(
     params = (alpha, beta)
     # first evaluation outside the loop: caches the pass's per-equation allowances at this level
     best = (lower(params), params)
+    optax = _optax()
     opt = optax.adam(lr)
 
     def objective(params):
@@ -925,7 +970,7 @@ def split_bound(
     # upper relaxation's intercept costs the row's bound (-min(L, 0) * intercept, L the row's
     # coefficient on the ReLU output); splitting the neuron removes that term.
     scores = []
-    for i, (lo, hi) in zip(relus, used, strict=True):
+    for i, (lo, _) in zip(relus, used, strict=True):
         L = rec.get(i)
         cut = p.relax[i][3]  # b_u: 0 for stable neurons
         if L is None:
@@ -944,4 +989,4 @@ def split_bound(
     return lb, a, b, used, scores, corners
 
 
-__all__ = ["math", "refine_plan", "relu_eqns", "root_relu_bounds", "run_method", "split_bound"]
+__all__ = ["refine_plan", "relu_eqns", "root_relu_bounds", "run_method", "split_bound"]

@@ -21,14 +21,21 @@ reading a flushed value cannot move a bound inward.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-# Unit roundoff and smallest normal per float dtype of the bound computation.
-_UNIT = {np.dtype(np.float32): 2.0**-24, np.dtype(np.float64): 2.0**-53}
-_TINY = {np.dtype(np.float32): 2.0**-126, np.dtype(np.float64): 2.0**-1022}
+from ..core import InputError
+from ..interpret import Format, get_format
+
+# The formats of the bound computation, by dtype; their unit roundoff (u = 2^-p for round to
+# nearest with p significand bits) and smallest normal come from the one format registry
+# (`tljax.interpret.get_format`). Narrower formats (bf16, fp16) only describe the bounded program
+# (`PROGRAM_MODELS` below), never the bound computation itself: its a-priori error factors
+# gamma_n need n*u < 1/2, i.e. fewer than 128 terms per sum in bf16.
+_COMPUTATION = {np.dtype(np.float32): get_format("fp32"), np.dtype(np.float64): get_format("fp64")}
 
 # Maximum error, in ulps of the result, allowed for XLA's implementation of each primitive.
 # Measured sample maxima on XLA:CPU (shared/NUMERICS.md §1.1: exp 1.17, log 1.12, tanh 4.42,
@@ -60,12 +67,24 @@ ULPS = {
 }
 
 
+def _computation_dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in _COMPUTATION:
+        raise InputError(
+            f"the bound computation has no float model for dtype {dt}: it runs in float32 or "
+            "float64. A bfloat16/float16 input or value cannot carry sound bounds; bound the "
+            "float32 program instead (a float32 box) with float_format='bf16' or 'fp16' to cover "
+            "that arithmetic"
+        )
+    return dt
+
+
 def unit(dtype) -> float:
-    return _UNIT[np.dtype(dtype)]
+    return _COMPUTATION[_computation_dtype(dtype)].unit_roundoff
 
 
 def tiny(dtype) -> float:
-    return _TINY[np.dtype(dtype)]
+    return _COMPUTATION[_computation_dtype(dtype)].tiny
 
 
 def gamma(n, u: float) -> float:
@@ -102,8 +121,52 @@ class ProgramModel:
     def abs_eta(self, n: int) -> float:
         return (max(n, 1) + 1) * self.eta
 
+    @classmethod
+    def of(cls, fmt) -> ProgramModel:
+        """A program whose ops round to `fmt`, with sums and dot products accumulated in float32
+        and subnormals flushed (XLA:CPU): eta is the larger of the two formats' smallest normals.
+
+        Args:
+          fmt: a `tljax.interpret.Format` or a name of the format registry (``"bf16"``).
+        """
+        f, acc = get_format(fmt), get_format("fp32")
+        what = f.dtype.name if f.dtype is not None else f.name
+        return cls(
+            f.unit_roundoff,
+            acc.unit_roundoff,
+            max(f.tiny, acc.tiny),
+            f"{what} ops, {acc.dtype.name} accumulation, FTZ",
+        )
+
 
 FLOAT32 = ProgramModel()
+
+
+class _ProgramModels(Mapping):
+    """The named program formats of `bound(..., float_format=)`, keyed by registry name.
+
+    A key is resolved by the format registry (`tljax.interpret.get_format`), so every alias of a
+    format ("bf16", "bfloat16", the bfloat16 dtype) finds the same model."""
+
+    def __init__(self, *names: str):
+        self._models: dict[Format, ProgramModel] = {
+            get_format(n): ProgramModel.of(n) for n in names
+        }
+
+    def __getitem__(self, key) -> ProgramModel:
+        try:
+            return self._models[get_format(key)]
+        except (InputError, KeyError, TypeError):
+            raise KeyError(key) from None
+
+    def __iter__(self):
+        return iter([f.name for f in self._models])
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+PROGRAM_MODELS: Mapping[str, ProgramModel] = _ProgramModels("bf16", "fp16")
 
 
 def up(x):

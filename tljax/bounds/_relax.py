@@ -1,8 +1,8 @@
 """Interval rules and linear relaxations, per equation kind of the tape.
 
-Every function here is plain `jnp` code, so bounds are jit-compatible and differentiable (alpha-CROWN
-differentiates through them). Float soundness (see `_float_model`) is applied here: when
-`opts.float_sound` is on, every interval end and every line intercept is moved outward by a
+Every function here is plain `jnp` code, so bounds are jit-compatible and differentiable
+(alpha-CROWN differentiates through them). Float soundness (see `_float_model`) is applied here:
+when `opts.float_sound` is on, every interval end and every line intercept is moved outward by a
 rigorous allowance covering both the rounding of this computation and the rounding of the program
 being bounded.
 """
@@ -16,7 +16,8 @@ from jax import lax
 
 from . import _float_model as fm
 from . import _smooth
-from ._rules import RULES, Kind, concretize_interval, relax_relu
+from ._drive import Forward, forward_step
+from ._rules import RULES, concretize_interval, relax_relu
 from ._tape import STRUCTURAL, Node, TapeEqn, apply_affine, bind_prim, terms
 
 
@@ -62,7 +63,10 @@ def ibp_affine(e: TapeEqn, in_bounds: list, opts: Options):
         return _clean(yc - yr, yc + yr)
     n_fwd, _ = terms(e)
     c = [(lo + hi) / 2 for lo, hi in in_bounds]
-    r = [jnp.maximum(fm.up(hi - ci), fm.up(ci - lo)) for (lo, hi), ci in zip(in_bounds, c, strict=True)]
+    r = [
+        jnp.maximum(fm.up(hi - ci), fm.up(ci - lo))
+        for (lo, hi), ci in zip(in_bounds, c, strict=True)
+    ]
     yc = apply_affine(e, c)
     # |L| applied to [r; |c| + r] in one pass would need stacking; two passes keep it simple.
     yr = apply_affine(e, r, mode="abs")
@@ -142,25 +146,48 @@ def ibp_select(e: TapeEqn, bounds: dict):
     return lo, hi
 
 
+class Intervals(Forward):
+    """Interval arithmetic as a forward domain (`_drive.forward`): node bounds in `bounds`.
+
+    Every other domain intersects with it: CROWN's pass extends it, the zonotope and the checker
+    read its image of each equation (`image`)."""
+
+    def __init__(self, bounds: dict, opts: Options):
+        self.bounds, self.opts = bounds, opts
+
+    def _ins(self, e: TapeEqn) -> list:
+        return [self.bounds[n.id] for n in e.node_inputs]
+
+    def affine(self, i, e):
+        return ibp_affine(e, self._ins(e), self.opts)
+
+    def unary(self, i, e):
+        return _clean(*e.rule.interval(*self._ins(e)[0], self.opts))
+
+    def mul(self, i, e):
+        return ibp_mul(*self._ins(e), self.opts)
+
+    def select(self, i, e):
+        return ibp_select(e, self.bounds)
+
+    def concretize(self, i, e):
+        return ibp_concretize(e, self.bounds, self.opts)
+
+    def hinted(self, e: TapeEqn, value):
+        """`value` intersected with the equation's interval fact (`TapeEqn.hint`), if any."""
+        return _intersect_hint(e, self.bounds, *value, self.opts) if e.hint else value
+
+    def image(self, i: int, e: TapeEqn):
+        """The interval of equation `i`'s output from its operands' current bounds."""
+        return self.hinted(e, forward_step(self, i, e))
+
+    def leave(self, i, e, value):
+        self.bounds[e.out.id] = self.hinted(e, value)
+
+
 def ibp_eqn(e: TapeEqn, bounds: dict, opts: Options):
-    if e.kind == Kind.SELECT:
-        return ibp_select(e, bounds)
-    if e.kind == Kind.CONCRETIZE:
-        lo, hi = ibp_concretize(e, bounds, opts)
-        if e.hint:
-            lo, hi = _intersect_hint(e, bounds, lo, hi, opts)
-        return lo, hi
-    ins = [bounds[n.id] for n in e.node_inputs]
-    if e.kind == Kind.AFFINE:
-        lo, hi = ibp_affine(e, ins, opts)
-    elif e.kind == Kind.UNARY:
-        lo, hi = e.rule.interval(*ins[0], opts)
-        lo, hi = _clean(lo, hi)
-    else:
-        lo, hi = ibp_mul(ins[0], ins[1], opts)
-    if e.hint:
-        lo, hi = _intersect_hint(e, bounds, lo, hi, opts)
-    return lo, hi
+    """The interval of equation `e`'s output (see `Intervals.image`)."""
+    return Intervals(bounds, opts).image(None, e)
 
 
 def _intersect_hint(e: TapeEqn, bounds: dict, lo, hi, opts: Options):
@@ -220,7 +247,10 @@ def relax_mul(bx, by, opts: Options):
     ax_u, ay_u, c_u = uy, lx, -lx * uy
     if opts.float_sound:
         uu = fm.unit(lx.dtype)
-        zmax = jnp.maximum(jnp.maximum(jnp.abs(lx * ly), jnp.abs(lx * uy)), jnp.maximum(jnp.abs(ux * ly), jnp.abs(ux * uy)))
+        zmax = jnp.maximum(
+            jnp.maximum(jnp.abs(lx * ly), jnp.abs(lx * uy)),
+            jnp.maximum(jnp.abs(ux * ly), jnp.abs(ux * uy)),
+        )
         m = 4.0 * uu * (jnp.abs(c_l) + jnp.abs(c_u) + zmax) + _err(zmax, 1.0, opts)
         c_l = fm.down(c_l - m)
         c_u = fm.up(c_u + m)
@@ -232,4 +262,12 @@ def node_abs_max(b):
     return jnp.maximum(jnp.abs(lo), jnp.abs(hi))
 
 
-__all__ = ["Options", "ibp_eqn", "relax_relu", "relax_unary", "relax_mul", "relax_smooth"]
+__all__ = [
+    "Intervals",
+    "Options",
+    "ibp_eqn",
+    "relax_mul",
+    "relax_relu",
+    "relax_smooth",
+    "relax_unary",
+]

@@ -33,12 +33,12 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import Primitive
 
-from ..core import _jaxpr_compat as compat
+from ..core import compat
 from . import _float_model as fm
 from . import _smooth
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     """The class of a primitive for bounds (the equation kinds of the tape)."""
 
     AFFINE = "affine"
@@ -275,7 +275,7 @@ def unary_rule(prim, params=None) -> UnaryRule:
     return r.unary if r.unary is not None else r.unary_of(params or {})
 
 
-@ft.lru_cache(maxsize=None)
+@ft.cache
 def _pow_rule(y: float) -> UnaryRule:
     return smooth_rule(_smooth.pow_fn(y))
 
@@ -332,4 +332,3 @@ def register(
 def registered() -> dict:
     """{primitive name: kind name} of every primitive the bounds know (the coverage table)."""
     return {p.name: r.kind.value for p, r in sorted(RULES.items(), key=lambda kv: kv[0].name)}
-

@@ -19,9 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError, InvalidBoxError
-from ..core._graph import Graph, _is_array_leaf, trace
+from ..core import Graph, InputError, InvalidBoxError, compat, is_array_leaf, trace
 from ._api import METHODS, bound
 from ._box import Bounds, Box
 
@@ -72,7 +70,9 @@ def _leading(tree, what) -> int:
             f"bound_sharded: every leaf of {what} needs a leading batch axis; got a scalar leaf"
         )
     if len(sizes) != 1:
-        raise InvalidBoxError(f"bound_sharded: leaves of {what} have different batch sizes {sorted(sizes)}")
+        raise InvalidBoxError(
+            f"bound_sharded: leaves of {what} have different batch sizes {sorted(sizes)}"
+        )
     return sizes.pop()
 
 
@@ -173,7 +173,8 @@ def bound_sharded(
     for k, s in enumerate(splits or ()):
         if s is not None and (np.ndim(s) < 1 or np.shape(s)[0] != n):
             raise InputError(
-                f"bound_sharded: relu_splits[{k}] needs a leading batch axis of size {n}, got shape {np.shape(s)}"
+                f"bound_sharded: relu_splits[{k}] needs a leading batch axis of size {n}, got "
+                f"shape {np.shape(s)}"
             )
     # Every box is checked once, concretely, here (inside the sharded program they are tracers).
     Box(jtu.tree_map(np.asarray, lowers), jtu.tree_map(np.asarray, uppers))
@@ -190,7 +191,7 @@ def bound_sharded(
     )
     graph.flatten_inputs(example, *args)  # structure and shapes, with a clear error
     flat_args, args_tree = jtu.tree_flatten(args)
-    dyn_mask = tuple(_is_array_leaf(x) for x in flat_args)
+    dyn_mask = tuple(is_array_leaf(x) for x in flat_args)
     dyn_args = [np.asarray(x) for x, m in zip(flat_args, dyn_mask, strict=True) if m]
     static_args = tuple(None if m else x for x, m in zip(flat_args, dyn_mask, strict=True))
 
@@ -230,7 +231,9 @@ def bound_sharded(
     g_lo = jtu.tree_map(lambda a: _to_global(a, batch, process_local), lo_p)
     g_hi = jtu.tree_map(lambda a: _to_global(a, batch, process_local), hi_p)
     g_sp = (
-        None if sp_p is None else [None if s is None else _to_global(s, batch, process_local) for s in sp_p]
+        None
+        if sp_p is None
+        else [None if s is None else _to_global(s, batch, process_local) for s in sp_p]
     )
     g_args = [_to_global(a, replicated, False) for a in dyn_args]
     lows, highs = run(g_lo, g_hi, g_sp, g_args)

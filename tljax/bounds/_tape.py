@@ -43,12 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import UnsupportedPrimitiveError
-from ..core._semantics import Semantics
-from ..core._walker import eval_jaxpr, unsupported
+from ..core import Semantics, UnsupportedPrimitiveError, compat, eval_jaxpr, unsupported, where
 from . import _rules
-from ._rules import RULES, Kind, bind_prim, recip_p, relu_p, softplus_p, square_p  # noqa: F401
+from ._rules import RULES, Kind, bind_prim, recip_p, relu_p, softplus_p, square_p
 
 compat.register_exclusion(__file__)
 
@@ -56,7 +53,7 @@ compat.register_exclusion(__file__)
 class Node:
     """A value that depends on the bounded input: identified by its position on the tape."""
 
-    __slots__ = ("id", "shape", "dtype", "eqn_index")
+    __slots__ = ("dtype", "eqn_index", "id", "shape")
 
     def __init__(self, id_: int, shape, dtype, eqn_index: int | None):
         self.id = id_
@@ -119,7 +116,6 @@ class TapeEqn:
         return [v for v in self.inputs if isinstance(v, Node)]
 
     def where(self) -> str:
-        from ..core._walker import where
 
         return where(self.eqn, self.path) if self.eqn is not None else "(synthetic)"
 
@@ -192,11 +188,8 @@ _STRUCTURAL = [
     compat.stop_gradient_p,
 ]
 _STRUCTURAL.append(P.scatter_p)  # x.at[i].set(v): writes values unchanged
-for _name in ("copy_p", "stack_p"):  # split has several outputs: not recorded as affine
-    for _mod in (jax.extend.core.primitives, lax):
-        _p = getattr(_mod, _name, None)
-        if _p is not None and _p not in _STRUCTURAL:
-            _STRUCTURAL.append(_p)
+# split has several outputs: not recorded as affine
+_STRUCTURAL += [p for p in compat.primitives_by_name("copy", "stack") if p not in _STRUCTURAL]
 STRUCTURAL = frozenset(_STRUCTURAL)  # exact (no arithmetic), monotone in every node operand
 SUMS = frozenset(
     [
@@ -211,7 +204,6 @@ SUMS = frozenset(
     ]
 )
 CONST_SCALED = frozenset([P.mul_p, P.dot_general_p, P.conv_general_dilated_p, P.div_p])
-
 
 
 def _is_float(x) -> bool:
@@ -322,9 +314,10 @@ def _record_affine(ctx, *invals, **params):
     ):
         raise UnsupportedPrimitiveError(
             f"{ctx.primitive.name} of an integer value that depends on the bounded input (an "
-            f"argmax, a comparison turned into a number)\n  {ctx.where()}\n  Bounds carry "
-            "integer values only through reshapes and selections; index with where/one_hot "
-            "comparisons, or split the box."
+            f"integer leaf of the box, an argmax, a comparison turned into a number)\n  "
+            f"{ctx.where()}\n  Bounds carry integer values only through reshapes and "
+            "selections: give the box float leaves, index with where/one_hot comparisons, or "
+            "split the box."
         )
     return _tape(ctx).record(Kind.AFFINE, ctx.primitive, params, invals, ctx.out_avals[0], ctx=ctx)
 
@@ -334,7 +327,8 @@ def _structural_pred(ctx, invals, params):
     (pred,) = invals
     if ctx.primitive not in STRUCTURAL or len(invals) != 1:
         raise UnsupportedPrimitiveError(
-            f"{ctx.primitive.name} of a boolean that depends on the bounded input\n  {ctx.where()}\n"
+            f"{ctx.primitive.name} of a boolean that depends on the bounded input\n  "
+            f"{ctx.where()}\n"
             "  Bounds support where(cond, x, y) with one comparison as cond."
         )
 
@@ -503,7 +497,7 @@ def _dominated(tape: Tape, node: Node, mp: np.ndarray, x: Node, depth: int) -> n
         return None
     e = tape.eqns[node.eqn_index]
     ins = e.node_inputs
-    if e.kind != "affine":
+    if e.kind != Kind.AFFINE:
         return None
     if e.prim is P.select_n_p:
         which = _known(e.inputs[0])
@@ -531,7 +525,7 @@ def _mul(ctx, a, b, **params):
         # x * x: a square (>= 0, convex), not a product of two independent factors.
         return _square(ctx, a)
     if isinstance(a, Node) and isinstance(b, Node):
-        return _tape(ctx).record("mul", ctx.primitive, params, [a, b], ctx.out_avals[0], ctx=ctx)
+        return _tape(ctx).record(Kind.MUL, ctx.primitive, params, [a, b], ctx.out_avals[0], ctx=ctx)
     return _record_affine(ctx, a, b, **params)
 
 
@@ -568,7 +562,8 @@ def _dot_general(ctx, lhs, rhs, **params):
 def _conv(ctx, lhs, rhs, **params):
     if isinstance(lhs, Node) and isinstance(rhs, Node):
         raise UnsupportedPrimitiveError(
-            f"conv_general_dilated with both operands depending on the bounded input\n  {ctx.where()}"
+            "conv_general_dilated with both operands depending on the bounded input\n  "
+            f"{ctx.where()}"
         )
     return _record_affine(ctx, lhs, rhs, **params)
 
@@ -626,7 +621,7 @@ class Pred:
     ``is_finite(a)``), negated if `negate`. Only `where` (select_n), `not` and conversion to a
     number consume it; each becomes a select equation, exact where the box decides the predicate."""
 
-    __slots__ = ("cmp", "a", "b", "negate", "shape")
+    __slots__ = ("a", "b", "cmp", "negate", "shape")
 
     def __init__(self, cmp, a, b, negate, shape):
         self.cmp, self.a, self.b, self.negate, self.shape = cmp, a, b, negate, tuple(shape)
@@ -720,13 +715,16 @@ def _convert(ctx, x, *, new_dtype, **params):
         return _select(ctx, x, zeros, jnp.ones(aval.shape, aval.dtype), aval)
     if not jnp.issubdtype(new_dtype, jnp.floating):
         raise UnsupportedPrimitiveError(
-            f"convert_element_type of a bounded value to {np.dtype(new_dtype).name}\n  {ctx.where()}"
+            f"convert_element_type of a bounded value to {np.dtype(new_dtype).name}\n  "
+            f"{ctx.where()}\n  Bounds of a bounded value stay float: round with jnp.floor / "
+            "jnp.round (bounded as intervals) instead of casting to an integer type, or cast "
+            "outside the bounded function."
         )
     if np.dtype(new_dtype).itemsize < x.dtype.itemsize:
         raise UnsupportedPrimitiveError(
             f"convert_element_type from {x.dtype.name} to narrower {np.dtype(new_dtype).name} "
-            f"inside the bounded program\n  {ctx.where()}\n  Bound the lower-precision program with "
-            "float_format=... instead."
+            f"inside the bounded program\n  {ctx.where()}\n  Bound the lower-precision program "
+            "with float_format=... instead."
         )
     return _record_affine(ctx, x, new_dtype=new_dtype, **params)
 
@@ -753,7 +751,7 @@ def _reduce_window_max(ctx, x, **params):
             return acc
 
         return _sub_walk(ctx, f, x)
-    return _tape(ctx).record("concretize", ctx.primitive, params, [x], ctx.out_avals[0], ctx=ctx)
+    return _tape(ctx).record(Kind.CONCRETIZE, ctx.primitive, params, [x], ctx.out_avals[0], ctx=ctx)
 
 
 def _logaddexp(ctx, a, b, **params):
@@ -762,9 +760,9 @@ def _logaddexp(ctx, a, b, **params):
         c = np.asarray(b) if not isinstance(b, jax.core.Tracer) else None
         if c is not None and np.all(c == 0):
             return [_unary(ctx, softplus_p, a, ctx.out_avals[0])]
-    jaxpr, consts = compat.open_jaxpr(ctx.eqn.params["call_jaxpr"])
+    sub = compat.sub_jaxpr(ctx.eqn, "call")
     return eval_jaxpr(
-        ctx.semantics, jaxpr, consts, [a, b], path=ctx.path + ("custom_jvp(logaddexp)",)
+        ctx.semantics, sub.jaxpr, sub.consts, [a, b], path=ctx.path + ("custom_jvp(logaddexp)",)
     )
 
 
@@ -778,7 +776,9 @@ def _split(ctx, x, *, sizes, axis):
     # jnp.split, jax.hessian's unstacking: exact slices
     outs, start = [], 0
     for n in sizes:
-        outs.append(_sub_walk(ctx, lambda v, s=start, n=n: lax.slice_in_dim(v, s, s + n, axis=axis), x))
+        outs.append(
+            _sub_walk(ctx, lambda v, s=start, n=n: lax.slice_in_dim(v, s, s + n, axis=axis), x)
+        )
         start += n
     return outs
 
@@ -809,9 +809,7 @@ def _pow(ctx, x, y, **params):
         c = float(yc.flat[0])
         if c == 1.0:
             return _sub_walk(ctx, lambda v: v + 0.0, x)
-        return _tape(ctx).record(
-            Kind.UNARY, P.pow_p, {"y": c}, [x], ctx.out_avals[0], ctx=ctx
-        )
+        return _tape(ctx).record(Kind.UNARY, P.pow_p, {"y": c}, [x], ctx.out_avals[0], ctx=ctx)
     raise UnsupportedPrimitiveError(
         f"pow with a bounded exponent (or one that varies per element)\n  {ctx.where()}\n"
         "  Bounds support x ** c for a constant c (x > 0 unless c is an integer: use "
@@ -829,8 +827,12 @@ def _sort(ctx, *operands, dimension, is_stable, num_keys):
         )
     return [
         _tape(ctx).record(
-            Kind.CONCRETIZE, ctx.primitive, {"dimension": dimension, "is_stable": True,
-                                             "num_keys": 1}, operands, ctx.out_avals[0], ctx=ctx
+            Kind.CONCRETIZE,
+            ctx.primitive,
+            {"dimension": dimension, "is_stable": True, "num_keys": 1},
+            operands,
+            ctx.out_avals[0],
+            ctx=ctx,
         )
     ]
 
@@ -1020,7 +1022,7 @@ def _stop_stabilizers(tape: Tape, mode: str) -> None:
                 *(sources.get(n.id, frozenset()) for n in alt_ins)
             )
         elif (
-            e.kind == "affine"
+            e.kind == Kind.AFFINE
             and e.prim in STRUCTURAL
             and ins
             and all(n.id in sources for n in ins)
@@ -1047,10 +1049,10 @@ def _intervals_for_cut_maxima(tape: Tape) -> bool:
     # inputs of every relaxed equation, and stops at "concretize" equations.
     entered = {o.id for o in tape.outputs if isinstance(o, Node)}
     for e in tape.eqns:
-        if e.kind in ("unary", "mul"):
+        if e.kind in (Kind.UNARY, Kind.MUL):
             entered.update(n.id for n in e.node_inputs)
     for e in reversed(tape.eqns):
-        if e.out.id in entered and e.kind != "concretize":
+        if e.out.id in entered and e.kind != Kind.CONCRETIZE:
             entered.update(n.id for n in e.node_inputs)
     changed = False
     for e in tape.eqns:

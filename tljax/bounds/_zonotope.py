@@ -30,7 +30,8 @@ import numpy as np
 from jax import lax
 
 from . import _float_model as fm
-from ._relax import Options, _clean, ibp_eqn, node_abs_max, select_masks
+from ._drive import Forward, forward
+from ._relax import Intervals, Options, _clean, node_abs_max, select_masks
 from ._rules import Kind, relu_p
 from ._tape import Node, Tape, apply_affine, terms
 
@@ -42,7 +43,7 @@ MAX_SYMBOLS = 4096
 class _Z:
     """c + G·ε + [-r, r]; G has shape (K, *c.shape), K the number of symbols of the pass."""
 
-    __slots__ = ("c", "G", "r")
+    __slots__ = ("G", "c", "r")
 
     def __init__(self, c, G, r):
         self.c, self.G, self.r = c, G, r
@@ -85,11 +86,14 @@ def _abs_gap(l, u, fs):
     return lam, (fm.up(fm.up(hi)) if fs else hi)
 
 
-class _AffinePass:
+class _AffinePass(Forward):
+    """Zonotopes as a forward domain (`_drive.forward`), intersected with intervals."""
+
     def __init__(self, tape: Tape, in_bounds: dict, opts: Options, max_symbols: int):
         self.tape, self.opts = tape, opts
         self.fs = opts.float_sound
         self.bounds = dict(in_bounds)
+        self.intervals = Intervals(self.bounds, opts)
         self.z: dict[int, _Z] = {}
         # Symbols are laid out before propagation (inputs first, then one block per relaxed
         # equation while the budget lasts), so every generator matrix has the same K rows and a
@@ -265,24 +269,16 @@ class _AffinePass:
         gap = mu * jnp.where(finite, fm.up(gap) if self.fs else gap, 0.0)
         return self._fresh(i, c, G, r, gap)
 
-    def run(self):
-        step = {
-            Kind.AFFINE: self.affine,
-            Kind.UNARY: self.unary,
-            Kind.MUL: self.mul,
-            Kind.SELECT: self.select,
-            Kind.CONCRETIZE: self.concretize,
-        }
-        for i, e in enumerate(self.tape.eqns):
-            # Interval rule on the (already intersected) input intervals first: the relaxations
-            # read the output interval for non-finite cases.
-            ilo, ihi = ibp_eqn(e, self.bounds, self.opts)
-            self.bounds[e.out.id] = (ilo, ihi)
-            z = step[e.kind](i, e)
-            zlo, zhi = _concretize(z, self.fs)
-            lo, hi = jnp.maximum(ilo, zlo), jnp.minimum(ihi, zhi)
-            self.bounds[e.out.id] = (lo, hi)
-            self.z[e.out.id] = z
+    def enter(self, i, e):
+        # Interval rule on the (already intersected) input intervals first: the relaxations
+        # read the output interval for non-finite cases.
+        self.bounds[e.out.id] = self.intervals.image(i, e)
+
+    def leave(self, i, e, z):
+        ilo, ihi = self.bounds[e.out.id]
+        zlo, zhi = _concretize(z, self.fs)
+        self.bounds[e.out.id] = (jnp.maximum(ilo, zlo), jnp.minimum(ihi, zhi))
+        self.z[e.out.id] = z
 
     def output(self, o, spec):
         if not isinstance(o, Node):
@@ -306,15 +302,19 @@ class _AffinePass:
             u = fm.unit(lo.dtype)
             g = fm.gamma(o.size + 1, u)
             mag = jnp.abs(C) @ (jnp.abs(z.c) + _radius(z, True)).reshape(-1)
-            r = fm.inflate(r * (1.0 + g) + g * (1.0 + g) * mag, 8.0) + (o.size + 2) * fm.tiny(lo.dtype)
+            r = fm.inflate(r * (1.0 + g) + g * (1.0 + g) * mag, 8.0) + (o.size + 2) * fm.tiny(
+                lo.dtype
+            )
             s = fm.inflate(g * (jnp.abs(C) @ node_abs_max((lo, hi)).reshape(-1)), 8.0)
             ilo, ihi = fm.down(ilo - s), fm.up(ihi + s)
         zlo, zhi = _concretize(_Z(c, G, r), self.fs)
         return jnp.maximum(ilo, zlo), jnp.minimum(ihi, zhi)
 
 
-def run_affine(tape: Tape, in_bounds: dict, opts: Options, spec=None, max_symbols: int | None = None):
+def run_affine(
+    tape: Tape, in_bounds: dict, opts: Options, spec=None, max_symbols: int | None = None
+):
     """Zonotope bounds of every tape output (or of `spec @ output` for a single output)."""
     p = _AffinePass(tape, in_bounds, opts, MAX_SYMBOLS if max_symbols is None else max_symbols)
-    p.run()
+    forward(tape, p)
     return [p.output(o, spec) for o in tape.outputs], p

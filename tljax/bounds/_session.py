@@ -1,0 +1,191 @@
+"""`prepare(fn, box, *args)`: one bound problem (traced graph, tape, input bounds, options).
+
+Every bound computation starts the same way: trace `fn`, record its bound tape with the boxed
+inputs as nodes and the other arguments as constants, attach the box to the input nodes (subnormal
+ends moved outward, as the program reads them as zero) and choose the rounding model. `Problem`
+holds that set-up once; its methods are the computations other packages run on it (CROWN /
+alpha-CROWN bounds, the ReLU input bounds of a box, beta-CROWN bounds of a split domain), so
+they need no private module of `tljax.bounds`.
+
+`prepare` runs eagerly or inside `jax.jit` / `jax.vmap` (a traced box or traced arguments are
+recorded as such); it is cheap next to the computations, so compiled callers prepare inside
+their own jit.
+
+Example:
+  >>> p = tljax.bounds.prepare(fn, tljax.Box(lo, hi), params)
+  >>> (lower, upper), = p.bounds("crown")
+  >>> p.relu_shapes()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import jax.tree_util as jtu
+
+from ..core import Graph, InputError, InvalidBoxError, trace
+from . import _float_model as fm
+from ._box import Box
+from ._crown import root_relu_bounds, run_method, split_bound
+from ._relax import Options
+from ._rules import Kind, relu_p
+from ._tape import Tape, record_graph
+from ._zonotope import run_affine
+
+
+def program_model(float_format=None, who: str = "tljax.bound") -> fm.ProgramModel:
+    """The rounding model of a program in `float_format` (None / "float32", a name of
+    `_float_model.PROGRAM_MODELS` such as "bf16", or a `ProgramModel`)."""
+    if float_format is None or float_format in ("fp32", "float32"):
+        return fm.FLOAT32
+    if isinstance(float_format, fm.ProgramModel):
+        return float_format
+    if not isinstance(float_format, str) or float_format not in fm.PROGRAM_MODELS:
+        raise InputError(
+            f"{who}: float_format={float_format!r} is not supported; use one of "
+            f"{sorted(fm.PROGRAM_MODELS)}, 'float32', or a tljax.bounds.ProgramModel"
+        )
+    return fm.PROGRAM_MODELS[float_format]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Problem:
+    """A bound problem: `fn(x, *args)` with `x` in a box (see `prepare`).
+
+    Attributes:
+      graph: the traced `Graph` of `fn`.
+      tape: its bound tape (boxed inputs are the tape's input nodes).
+      in_bounds: `{input node id: (lower, upper)}`, broadcast to the nodes' shapes.
+      options: the `Options` (float soundness, rounding model) of every computation.
+    """
+
+    graph: Graph
+    tape: Tape
+    in_bounds: dict
+    options: Options
+    name: str = "bound"
+
+    @classmethod
+    def from_graph(
+        cls, graph: Graph, box_leaves, arg_leaves, *, options: Options, name: str = "bound"
+    ) -> Problem:
+        """The problem of a traced `graph` whose first `len(box_leaves)` flat inputs are boxed
+        (`box_leaves`: `(lower, upper)` per leaf) and the rest are `arg_leaves` (flat)."""
+        n_box = len(box_leaves)
+        mask = [True] * n_box + [False] * (len(graph.in_avals) - n_box)
+        tape = record_graph(graph, mask, arg_leaves, name=name)
+        in_bounds = {}
+        for node, (lo, hi) in zip(tape.inputs, box_leaves, strict=True):
+            lo, hi = jnp.asarray(lo, node.dtype), jnp.asarray(hi, node.dtype)
+            if lo.dtype in (jnp.float32, jnp.float64):
+                # subnormal ends moved outward: the program and this computation read them as 0
+                lo, hi = fm.outside_subnormal(lo, up=False), fm.outside_subnormal(hi, up=True)
+            in_bounds[node.id] = (
+                jnp.broadcast_to(lo, node.shape),
+                jnp.broadcast_to(hi, node.shape),
+            )
+        return cls(graph, tape, in_bounds, options, name)
+
+    def relu_shapes(self) -> list[tuple]:
+        """Input shapes of the ReLUs in tape order: the layout of `relu_splits`, `splits`,
+        `relu_bounds` and the per-ReLU parameters below."""
+        return [tuple(e.inputs[0].shape) for e in self.tape.eqns if _is_relu(e)]
+
+    def bounds(
+        self, method: str = "crown", spec=None, *, alpha_iters=20, alpha_lr=0.1, splits=None
+    ) -> list:
+        """`(lower, upper)` of every output (or of `spec @ output` for one output) by `method`
+        ("ibp", "affine", "crown", "crown-ibp" or "alpha-crown"); `splits` as `_Pass.propagate`
+        takes them (per ReLU +1 / -1 / 0, or None)."""
+        if method == "affine":
+            if splits is not None:
+                raise InputError("relu_splits needs method 'crown' or 'alpha-crown' (got 'affine')")
+            return run_affine(self.tape, self.in_bounds, self.options, spec)[0]
+        outs, _ = run_method(
+            self.tape,
+            self.in_bounds,
+            self.options,
+            method,
+            spec,
+            alpha_iters=alpha_iters,
+            alpha_lr=alpha_lr,
+            splits=splits,
+        )
+        return outs
+
+    def root_relu_bounds(self, *, iters: int, lr: float, with_alphas: bool = False):
+        """Bounds of every ReLU input over the box (CROWN, then `iters` alpha-CROWN steps on
+        them): a list of `(lo, hi)` in `relu_shapes` order, valid in every sub-domain."""
+        return root_relu_bounds(
+            self.tape, self.in_bounds, self.options, iters=iters, lr=lr, with_alphas=with_alphas
+        )
+
+    def split_bound(
+        self,
+        lam,
+        *,
+        relu_bounds,
+        splits,
+        alpha,
+        beta,
+        iters,
+        lr: float = 0.1,
+        use_beta: bool = True,
+    ):
+        """beta-CROWN lower bounds of the rows of `lam @ output` over the part of the box where
+        the ReLU `splits` hold, from `relu_bounds` (e.g. `root_relu_bounds` of an enclosing box)
+        and warm-start slopes `alpha` / multipliers `beta` (per ReLU, (rows, *shape)).
+
+        Returns `(lower, alpha, beta, used_bounds, scores, corners)`: the optimised parameters,
+        the ReLU input bounds used, BaBSR branching scores per (row, neuron) and per row the input
+        point minimising the row's linear bound."""
+        return split_bound(
+            self.tape,
+            self.in_bounds,
+            self.options,
+            lam,
+            relu_bounds=relu_bounds,
+            splits=splits,
+            alpha=alpha,
+            beta=beta,
+            iters=iters,
+            lr=lr,
+            use_beta=use_beta,
+        )
+
+
+def _is_relu(e) -> bool:
+    return e.kind == Kind.UNARY and e.prim is relu_p
+
+
+def prepare(
+    fn, box: Box, *args, float_sound: bool = True, float_format=None, name: str = "bound"
+) -> Problem:
+    """The bound problem of `fn(x, *args)` for `x` in `box` (the set-up every bound runs on).
+
+    Arguments:
+      fn: a function (or a traced `Graph`) taking the boxed input first.
+      box: a `Box` over the first argument (a pytree box for pytree inputs); its leaves may be
+        traced.
+      *args: the other arguments (constants of the bound computation; may be traced).
+      float_sound: bounds also cover the float program's rounding and their own.
+      float_format: the program's arithmetic (see `program_model`).
+      name: the tape's name (shown in errors).
+
+    Returns:
+      A `Problem`.
+    """
+    if not isinstance(box, Box):
+        raise InvalidBoxError(
+            f"tljax.bounds.prepare: box must be a tljax.Box, got {type(box).__name__}; build one "
+            "with tljax.Box(lower, upper)"
+        )
+    example = (box.lower, *args)
+    graph = fn if isinstance(fn, Graph) else trace(fn, *example)
+    lows, highs = jtu.tree_leaves(box.lower), jtu.tree_leaves(box.upper)
+    leaves = graph.flatten_inputs(*example)
+    program = program_model(float_format, "tljax.bounds.prepare")
+    opts = Options(float_sound=bool(float_sound), program=program)
+    boxes = list(zip(lows, highs, strict=True))
+    return Problem.from_graph(graph, boxes, leaves[len(lows) :], options=opts, name=name)
