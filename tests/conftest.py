@@ -17,7 +17,9 @@ BENCHMARKS = SHARED / "benchmarks"
 def benchmarks_dir():
     """`../shared/benchmarks` beside the repository, or skip with the reason."""
     if not BENCHMARKS.is_dir():
-        pytest.skip(f"shared benchmark data not found at {BENCHMARKS} (expected ../shared beside the repo)")
+        pytest.skip(
+            f"shared benchmark data not found at {BENCHMARKS} (expected ../shared beside the repo)"
+        )
     return BENCHMARKS
 
 
@@ -27,3 +29,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip_gpu)
+
+
+def pytest_xdist_auto_num_workers(config):
+    # `-n auto` (pyproject addopts): one worker per core, at most 8 (each holds its own JAX caches)
+    del config
+    return max(1, min(os.cpu_count() or 1, 8))

@@ -1,14 +1,9 @@
 """tljax: one jaxpr, many semantics. Execute, emulate, bound and verify the same traced program."""
 
+import importlib
+
 __version__ = "0.1.0"
 
-from . import diffusion as diffusion
-from . import io as io
-from . import layers as layers
-from . import objectives as objectives
-from . import proofs as proofs
-from . import rl as rl
-from . import transforms as transforms
 from .bounds import Bounds as Bounds
 from .bounds import Box as Box
 from .bounds import bound as bound
@@ -31,5 +26,24 @@ from .interpret import get_semantics as get_semantics
 from .interpret import is_exact as is_exact
 from .interpret import register_rule as register_rule
 from .interpret import round_to_format as round_to_format
-from .objectives import train as train
-from .transforms import validate as validate
+
+# The model-side libraries, io and the claims load when first used (`tljax.rl`, ...): most
+# sessions bound or evaluate a program and never pay for sympy, onnx or the claims registry.
+_SUBPACKAGES = frozenset(
+    ["bounds", "core", "diffusion", "interpret", "io", "layers", "objectives", "proofs", "rl",
+     "transforms", "verify"]
+)
+_LAZY = {"train": ("objectives", "train"), "validate": ("transforms", "validate")}
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY:
+        pkg, attr = _LAZY[name]
+        return getattr(importlib.import_module(f"{__name__}.{pkg}"), attr)
+    raise AttributeError(f"module 'tljax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | _SUBPACKAGES | set(_LAZY))

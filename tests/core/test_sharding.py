@@ -50,21 +50,26 @@ SINGLE = MODEL + textwrap.dedent(
     for method in ("ibp", "crown", "alpha-crown"):
         b = bound_sharded(mlp, lo, hi, params, method=method, alpha_iters=3)
         out[method + "_contains"] = bool(np.all((b.lower <= ys) & (ys <= b.upper)))
-        ref = jax.vmap(lambda l, h: tljax.bound(mlp, tljax.Box(l, h), params, method=method, alpha_iters=3))(lo, hi)
-        out[method] = [bool(np.array_equal(b.lower, ref.lower)), bool(np.array_equal(b.upper, ref.upper)),
+        ref = jax.vmap(lambda l, h: tljax.bound(mlp, tljax.Box(l, h), params, method=method,
+        alpha_iters=3))(lo, hi)
+        out[method] = [bool(np.array_equal(b.lower, ref.lower)), bool(np.array_equal(b.upper,
+        ref.upper)),
                        list(b.lower.shape)]
     one = tljax.bound(mlp, tljax.Box(lo[7], hi[7]), params, method="crown")
     b = bound_sharded(mlp, lo, hi, params, method="crown")
-    out["single_box_close"] = float(max(np.max(np.abs(b.lower[7] - one.lower)), np.max(np.abs(b.upper[7] - one.upper))))
+    out["single_box_close"] = float(max(np.max(np.abs(b.lower[7] - one.lower)),
+    np.max(np.abs(b.upper[7] - one.upper))))
     # Branch-and-bound domains: the same box, different ReLU splits.
     (shape,) = relu_shapes(mlp, tljax.Box(lo[0], hi[0]), params)
     splits = np.zeros((6, *shape), np.int32)
-    splits[:, :3] = np.array([[1, 1, 1], [-1, 1, 0], [0, 0, -1], [1, -1, -1], [-1, -1, -1], [0, 0, 0]])
+    splits[:, :3] = np.array([[1, 1, 1], [-1, 1, 0], [0, 0, -1], [1, -1, -1], [-1, -1, -1], [0, 0,
+    0]])
     blo, bhi = np.broadcast_to(lo[0], (6, 8)), np.broadcast_to(hi[0], (6, 8))
     bd = bound_sharded(mlp, blo, bhi, params, method="crown", relu_splits=[splits])
     ok = []
     for i in range(6):
-        r = tljax.bound(mlp, tljax.Box(lo[0], hi[0]), params, method="crown", relu_splits=[splits[i]])
+        r = tljax.bound(mlp, tljax.Box(lo[0], hi[0]), params, method="crown",
+        relu_splits=[splits[i]])
         ok.append(bool(np.allclose(bd.lower[i], r.lower, atol=1e-5, equal_nan=True)
                        and np.allclose(bd.upper[i], r.upper, atol=1e-5, equal_nan=True)))
     out["domains"] = ok
@@ -73,7 +78,8 @@ SINGLE = MODEL + textwrap.dedent(
     fn, run = [v for k, v in _sharding._CACHE.items() if "crown" in k and k[4] is None][-1]
     out["partitions"] = run.lower(*[jax.ShapeDtypeStruct((12, 8), jnp.float32)] * 2, None,
                                   [jax.ShapeDtypeStruct(np.shape(a), jnp.float32) for a in
-                                   jax.tree_util.tree_leaves(params)]).as_text().count("num_partitions = 4")
+                                   jax.tree_util.tree_leaves(params)]).as_text()
+    out["partitions"] = out["partitions"].count("num_partitions = 4")
     print("RESULT" + json.dumps(out))
     """
 )
@@ -98,8 +104,10 @@ MULTI = (
     ref = jax.vmap(lambda l, h: tljax.bound(mlp, tljax.Box(l, h), params, method="crown"))(lo, hi)
     print("RESULT" + json.dumps({
         "global_devices": len(jax.devices()), "local_devices": len(jax.local_devices()),
-        "full": bool(np.array_equal(full.lower, ref.lower) and np.array_equal(full.upper, ref.upper)),
-        "local": bool(np.array_equal(local.lower, ref.lower[mine]) and np.array_equal(local.upper, ref.upper[mine])),
+        "full": bool(np.array_equal(full.lower, ref.lower) and np.array_equal(full.upper,
+        ref.upper)),
+        "local": bool(np.array_equal(local.lower, ref.lower[mine]) and np.array_equal(local.upper,
+        ref.upper[mine])),
     }))
     """
     )
@@ -122,7 +130,12 @@ def _result(stdout: str) -> dict:
 
 def test_sharded_bounds_on_four_devices_equal_the_unsharded_computation():
     proc = subprocess.run(
-        [sys.executable, "-c", SINGLE], env=_env(4), capture_output=True, text=True, timeout=300, cwd=REPO
+        [sys.executable, "-c", SINGLE],
+        env=_env(4),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = _result(proc.stdout)
@@ -134,7 +147,9 @@ def test_sharded_bounds_on_four_devices_equal_the_unsharded_computation():
     # both are sound, which is what is checked.
     assert out["alpha-crown"][2] == [10, 3]
     assert all(out[m + "_contains"] for m in ("ibp", "crown", "alpha-crown"))
-    assert out["single_box_close"] < 1e-5  # vs unbatched bound: only batched-matmul rounding differs
+    assert (
+        out["single_box_close"] < 1e-5
+    )  # vs unbatched bound: only batched-matmul rounding differs
     assert out["domains"] == [True] * 6
     assert out["partitions"] >= 1
 

@@ -34,7 +34,9 @@ def zoo(x):
     y = _cv(y)
     y = jax.lax.cond(y.sum() > 0, lambda z: z * 2, lambda z: z - 1, y)
     y = jax.lax.switch(1, [lambda z: z, lambda z: z + 3.0, lambda z: -z], y)
-    c, ys = jax.lax.scan(lambda c, t: (c * 0.5 + t, c + t), jnp.zeros(3), jnp.stack([y, y * 2]), reverse=True)
+    c, ys = jax.lax.scan(
+        lambda c, t: (c * 0.5 + t, c + t), jnp.zeros(3), jnp.stack([y, y * 2]), reverse=True
+    )
     c2, _ = jax.lax.scan(lambda c, t: (c + t, None), c, jnp.stack([y, y]))
     n = jax.lax.while_loop(lambda s: s[0] < 3, lambda s: (s[0] + 1, s[1] * 1.1), (0, c2))[1]
     n = jax.lax.fori_loop(0, 2, lambda i, v: v + i, n)
@@ -50,7 +52,9 @@ def _bind_rule(ctx, *invals, **params):
 # Recurses into every higher-order primitive, in Python (not traceable): exercises the walker's
 # own recursion rules rather than re-binding jit/scan/cond whole.
 RECURSIVE = Semantics("recursive-reference", default_rule=_bind_rule, recurse=True, traceable=False)
-RECURSIVE_TRACEABLE = Semantics("recursive-traceable", default_rule=_bind_rule, recurse=True, traceable=True)
+RECURSIVE_TRACEABLE = Semantics(
+    "recursive-traceable", default_rule=_bind_rule, recurse=True, traceable=True
+)
 
 
 @pytest.fixture
@@ -143,7 +147,9 @@ def test_trace_keeps_pytree_structure_and_statics():
     assert len(g.in_avals) == 3
     out = g({"a": np.full(2, 3.0, np.float32), "b": np.ones(3, np.float32)}, {"k": 2.0})
     np.testing.assert_array_equal(np.asarray(out["s"]), [6.0, 6.0])
-    with pytest.raises(ShapeMismatchError, match=re.escape("leaf 0: expected shape (2,), got (5,)")):
+    with pytest.raises(
+        ShapeMismatchError, match=re.escape("leaf 0: expected shape (2,), got (5,)")
+    ):
         g({"a": np.ones(5, np.float32), "b": np.ones(3, np.float32)}, {"k": 2.0})
     with pytest.raises(ShapeMismatchError, match="structure"):
         g({"a": np.ones(2, np.float32)}, {"k": 2.0})
@@ -154,12 +160,16 @@ def test_trace_equinox_flax_nnx_and_linen_models_agree_with_direct_calls():
 
     x = np.random.RandomState(2).randn(5).astype(np.float32)
     m = eqx.nn.MLP(5, 2, 8, 2, key=jax.random.PRNGKey(0))
-    np.testing.assert_allclose(np.asarray(tljax.evaluate(m, x, semantics="reference")), np.asarray(m(x)), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(tljax.evaluate(m, x, semantics="reference")), np.asarray(m(x)), rtol=1e-6
+    )
     # an Equinox module as an argument: its array leaves are graph inputs
     g = tljax.trace(lambda mod, v: mod(v), m, x)
     assert len(g.in_avals) > 1
     n = nnx.Linear(5, 3, rngs=nnx.Rngs(0))
-    np.testing.assert_allclose(np.asarray(tljax.evaluate(n, x, semantics="reference")), np.asarray(n(x)), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(tljax.evaluate(n, x, semantics="reference")), np.asarray(n(x)), rtol=1e-6
+    )
     g2 = tljax.trace(lambda mod, v: mod(v), n, x)
     np.testing.assert_allclose(np.asarray(g2(n, x)), np.asarray(n(x)), rtol=1e-6)
     lin = linen.Dense(3)
@@ -193,7 +203,9 @@ def test_unknown_semantics_name_is_a_clear_error():
 
 def test_coverage_table_lists_rules_and_gaps():
     tiny = Semantics("tiny", rules={jax.lax.add_p: lambda ctx, a, b: a + b})
-    table = tljax.interpret.coverage(lambda v: jnp.sin(v) + v, np.ones(2, np.float32), semantics=["exact", tiny])
+    table = tljax.interpret.coverage(
+        lambda v: jnp.sin(v) + v, np.ones(2, np.float32), semantics=["exact", tiny]
+    )
     rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[1:-1]}
     assert rows["sin"] == ["rule", "MISSING"]
     assert rows["add"] == ["rule", "rule"]

@@ -45,19 +45,19 @@ def _run(loss, **kw):
 
 
 def test_epsilon_loss_matches_numpy():
-    x0, noise, t, a, s, pred = _numpy_inputs()
+    _x0, noise, _t, _a, _s, pred = _numpy_inputs()
     want = np.mean((pred - noise) ** 2)
     np.testing.assert_allclose(_run(epsilon_loss), want, rtol=1e-5)
 
 
 def test_v_loss_matches_numpy():
-    x0, noise, t, a, s, pred = _numpy_inputs()
+    x0, noise, _t, a, s, pred = _numpy_inputs()
     want = np.mean((pred - (a * noise - s * x0)) ** 2)
     np.testing.assert_allclose(_run(v_loss), want, rtol=1e-5)
 
 
 def test_score_matching_matches_numpy_for_both_weightings():
-    x0, noise, t, a, s, pred = _numpy_inputs()
+    _x0, noise, _t, _a, s, pred = _numpy_inputs()
     target = -noise / s
     np.testing.assert_allclose(
         _run(score_matching_loss, weighting="none"), np.mean((pred - target) ** 2), rtol=1e-4

@@ -5,6 +5,7 @@ s = sqrt(1 - ab_t), and the optimal predictor is E[eps | x_t] = s (x_t - a mu) /
 The probability-flow ODE keeps the standardised value (x - a mu) / sqrt(a^2 sd^2 + s^2) fixed.
 """
 
+import itertools
 import re
 
 import jax
@@ -154,7 +155,7 @@ def test_spaced_timesteps():
     for T, n in [(1000, 50), (1000, 999), (7, 3), (100, 1)]:
         g = spaced_timesteps(T, n)
         assert len(g) == n + 1 and g[0] == T and g[-1] == 0
-        assert all(a > b for a, b in zip(g[:-1], g[1:]))
+        assert all(a > b for a, b in itertools.pairwise(g))
 
 
 def test_sampler_errors():

@@ -78,7 +78,9 @@ def test_fully_masked_rows_are_zero_with_finite_gradients():
         assert float(jnp.abs(out[0, 2, 1]).max()) == 0.0
         assert float(jnp.abs(out[1, 4]).max()) == 0.0
         assert float(jnp.abs(out[0, 1, 1]).max()) > 0.0
-        grad_fn = jax.jit(jax.grad(lambda q, k, v: fn(q, k, v, mask=mask).sum(), argnums=(0, 1, 2)))
+        grad_fn = jax.jit(
+            jax.grad(lambda q, k, v, fn=fn: fn(q, k, v, mask=mask).sum(), argnums=(0, 1, 2))
+        )
         grads = grad_fn(q, k, v)
         assert all(bool(jnp.isfinite(g).all()) for g in grads)
         assert float(jnp.abs(grads[0][0, 2, 1]).max()) == 0.0  # a masked row has no gradient
@@ -117,7 +119,9 @@ def test_flash_matches_standard_for_dividing_and_non_dividing_blocks(variant):
     }
     for block_q, block_k in blocks[variant]:
         flash = jax.jit(
-            lambda q, k, v: tl.flash_attention(q, k, v, block_q=block_q, block_k=block_k, **kw)
+            lambda q, k, v, block_q=block_q, block_k=block_k: tl.flash_attention(
+                q, k, v, block_q=block_q, block_k=block_k, **kw
+            )
         )
         np.testing.assert_allclose(
             flash(q, k, v), std, rtol=1e-5, atol=2e-6, err_msg=str((block_q, block_k))

@@ -30,7 +30,7 @@ def direct_conv2d(x, w, b, stride, pad, dilation, groups):
     """Independent reference: explicit loops over NCHW / OIHW (float64 numpy)."""
     x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
     x = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[0]), (pad[1], pad[1])))
-    n, c, h, wd = x.shape
+    n, _c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     oh = (h - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (wd - dilation[1] * (kw - 1) - 1) // stride[1] + 1
@@ -250,7 +250,7 @@ def test_batchnorm_in_sequential_threads_state_under_jit():
 
 def test_batchnorm_errors_explain():
     bn = tl.BatchNorm(3)
-    with pytest.raises(ValueError, match="call it outside jax.vmap"):
+    with pytest.raises(ValueError, match=re.escape("call it outside jax.vmap")):
         bn(jnp.ones(3), bn.init_state())
     with pytest.raises(ValueError, match="more than one value per channel"):
         bn(jnp.ones((1, 3)), bn.init_state())

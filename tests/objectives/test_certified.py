@@ -45,7 +45,9 @@ def test_schedules_are_pure_functions_of_the_step():
     assert float(beta_schedule(5, 10, 20)) == 1.0
     assert float(beta_schedule(40, 10, 20)) == 0.0
     # traceable: a jitted schedule of a traced step
-    assert float(jax.jit(lambda s: eps_schedule(s, 0.1, 0, 10))(jnp.int32(5))) == pytest.approx(0.05)
+    assert float(jax.jit(lambda s: eps_schedule(s, 0.1, 0, 10))(jnp.int32(5))) == pytest.approx(
+        0.05
+    )
 
 
 def test_margin_spec():
@@ -70,8 +72,10 @@ def test_losses_are_sound_and_ordered(digits):
     ibp = ibp_loss(apply_model, m, x, y, 0.02, reduction="none")
     assert bool(jnp.all(ibp >= natural - 1e-5))
     # bound ordering of the margins: IBP <= CROWN-IBP <= CROWN (lower bounds)
-    lo = {k: margin_lower_bounds(apply_model, m, x, y, 0.02, method=k)
-          for k in ("ibp", "crown-ibp", "crown")}
+    lo = {
+        k: margin_lower_bounds(apply_model, m, x, y, 0.02, method=k)
+        for k in ("ibp", "crown-ibp", "crown")
+    }
     assert bool(jnp.all(lo["ibp"] <= lo["crown-ibp"] + 1e-5))
     assert bool(jnp.all(lo["crown-ibp"] <= lo["crown"] + 1e-4))
 
@@ -80,22 +84,29 @@ def test_losses_are_differentiable(digits):
     xtr, ytr, _, _ = digits
     m = tl.MLP(64, [32], 10, key=jax.random.key(0))
     x, y = xtr[:16], ytr[:16]
-    for f in (lambda p: ibp_loss(apply_model, p, x, y, 0.05),
-              lambda p: crown_ibp_loss(apply_model, p, x, y, 0.05, 0.5)):
+    for f in (
+        lambda p: ibp_loss(apply_model, p, x, y, 0.05),
+        lambda p: crown_ibp_loss(apply_model, p, x, y, 0.05, 0.5),
+    ):
         g = jax.jit(jax.grad(f))(m)
         leaves = jax.tree_util.tree_leaves(g)
         assert all(bool(jnp.all(jnp.isfinite(a))) for a in leaves)
         assert sum(float(jnp.abs(a).sum()) for a in leaves) > 0
+
     # matches finite differences along a random direction
-    f = lambda p: ibp_loss(apply_model, p, x, y, 0.05)
+    def f(p):
+        return ibp_loss(apply_model, p, x, y, 0.05)
+
     g = jax.grad(f)(m)
     d = jax.tree_util.tree_map(lambda a: jax.random.normal(jax.random.key(3), a.shape), m)
     h = 1e-2
     plus = jax.tree_util.tree_map(lambda a, b: a + h * b, m, d)
     minus = jax.tree_util.tree_map(lambda a, b: a - h * b, m, d)
     fd = (float(f(plus)) - float(f(minus))) / (2 * h)
-    an = sum(float(jnp.vdot(a, b)) for a, b in zip(jax.tree_util.tree_leaves(g),
-                                                    jax.tree_util.tree_leaves(d)))
+    an = sum(
+        float(jnp.vdot(a, b))
+        for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(d), strict=True)
+    )
     assert fd == pytest.approx(an, rel=0.05, abs=1e-2)
 
 

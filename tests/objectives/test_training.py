@@ -12,7 +12,7 @@ import optax
 import pytest
 
 import tljax.layers as tl
-from tljax.core._errors import InputError
+from tljax.core import InputError
 from tljax.objectives._losses import accuracy, cross_entropy
 from tljax.objectives._training import EarlyStopping, load_checkpoint, save_checkpoint, train
 
@@ -267,7 +267,7 @@ def test_batchnorm_state_is_threaded_through_training(digits):
         logits, _ = eqx.nn.inference_mode(model)(xte, state)
         return accuracy(logits, yte)
 
-    (model, state), _, hist = train(
+    (_model, state), _, hist = train(
         net,
         loss,
         ADAM,

@@ -82,3 +82,24 @@ def test_every_registered_claim_states_its_scope():
             assert c.family.strip() and _claims.declares_family(c.statement), name
         else:
             assert c.method not in ("exact-enumerated", "numeric"), name
+
+
+def test_importing_tljax_proofs_alone_registers_every_topic():
+    # A fresh interpreter that imports only tljax.proofs: the claim modules must be found by
+    # ordinary imports, with no list of module-name strings to load later.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tljax.proofs as p\n"
+        "tags = {t for c in p.registry().values() for t in c.tags}\n"
+        "print(sorted(tags & {'rl', 'diffusion', 'ssl', 'softmax'}))\n"
+        "import importlib.util as u\n"
+        "old = ['tljax.rl._claims', 'tljax.diffusion._claims', 'tljax.objectives._claims']\n"
+        "print([m for m in old if m in sys.modules or u.find_spec(m) is not None])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    ).stdout.splitlines()
+    assert out[0] == "['diffusion', 'rl', 'softmax', 'ssl']", out
+    assert out[1] == "[]", f"claim modules outside tljax.proofs still exist: {out[1]}"

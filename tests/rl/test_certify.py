@@ -1,4 +1,5 @@
-"""certify_policy_region: certified policy regions, checked against independent references.
+"""tljax.proofs.certify_policy_region: certified policy regions, checked against independent
+references.
 
 References are derived without the code under test: for linear policies the exact minimum of a
 linear margin over a box (one endpoint per coordinate); for the trained policy float32 execution
@@ -15,7 +16,8 @@ import pytest
 
 import tljax
 from tljax import rl
-from tljax.core._errors import InputError, InvalidBoxError, ShapeMismatchError
+from tljax.core import InputError, InvalidBoxError, ShapeMismatchError
+from tljax.proofs import certify_policy_region
 
 # Pole leaning and falling right, cart near the centre and slow: pushing right (+10 N) is correct.
 FALLING_RIGHT = ([-1.0, -0.5, 0.05, 0.5], [1.0, 0.5, 0.2094, 2.0])
@@ -97,7 +99,7 @@ def test_linear_policy_certified_margin_is_sound_and_tight():
     lo, hi = [-0.25, -1.0, 0.25, 0.0], [0.25, 1.0, 0.5, 1.0]
     exact = _min_linear(C2, C2_0, lo, hi)  # 0.125 - 0.25 - 0.25 + 0.75 + 0 = 0.375
     assert exact == 0.375
-    res = rl.certify_policy_region(_linear_params(W2, B2), lo, hi, action=1)
+    res = certify_policy_region(_linear_params(W2, B2), lo, hi, action=1)
     assert res.verdict == "certified", res.detail
     assert res.certified and res.counterexample is None
     assert res.min_margin <= exact  # a lower bound of the true minimum ...
@@ -110,7 +112,7 @@ def test_linear_policy_certified_margin_is_sound_and_tight():
 def test_linear_policy_violated_region_is_refuted_with_a_real_counterexample():
     lo, hi = [-1.0, -1.0, 0.0, 0.0], [1.0, 1.0, 0.5, 1.0]
     assert _min_linear(C2, C2_0, lo, hi) < 0  # = 0.125 - 1 - 0.25 = -1.125 at x=1, x_dot=-1, θ=0
-    res = rl.certify_policy_region(_linear_params(W2, B2), lo, hi, action=1)
+    res = certify_policy_region(_linear_params(W2, B2), lo, hi, action=1)
     assert res.verdict == "refuted", res.detail
     assert not res.certified and res.num_boxes == 0 and np.isnan(res.min_margin)
     x = res.counterexample
@@ -128,12 +130,12 @@ def test_a_tie_on_the_box_boundary_is_not_certified():
     w[2, 1] = 1.0
     params = _linear_params(w, [0.25, 0.0])
     lo, hi = [-1.0, -1.0, 0.25, -1.0], [1.0, 1.0, 0.5, 1.0]
-    res = rl.certify_policy_region(params, lo, hi, action=1)
+    res = certify_policy_region(params, lo, hi, action=1)
     assert res.verdict != "certified", res.detail
     if res.verdict == "refuted":
         assert float(res.counterexample[2]) == 0.25 and res.counterexample_margin == 0.0
     # moved 2^-10 inside, the same claim is certified, with a margin bound of at most 2^-10
-    res = rl.certify_policy_region(params, [-1.0, -1.0, 0.25 + 2**-10, -1.0], hi, action=1)
+    res = certify_policy_region(params, [-1.0, -1.0, 0.25 + 2**-10, -1.0], hi, action=1)
     assert res.verdict == "certified", res.detail
     assert 0 < res.min_margin <= 2**-10
 
@@ -143,29 +145,29 @@ def test_three_actions_every_other_logit_must_lose():
     w = np.zeros((2, 3), np.float32)
     w[0, 0] = w[1, 1] = 1.0
     params = _linear_params(w, np.zeros(3))
-    res = rl.certify_policy_region(params, [-1.0, -1.0], [-0.5, -0.25], action=2)
+    res = certify_policy_region(params, [-1.0, -1.0], [-0.5, -0.25], action=2)
     assert res.verdict == "certified", res.detail
     assert res.min_margin == pytest.approx(0.25, abs=1e-5)  # min over the box of -max(s0, s1)
     assert res.min_margin <= 0.25
-    res = rl.certify_policy_region(params, [-1.0, -1.0], [-0.5, 0.25], action=2)
+    res = certify_policy_region(params, [-1.0, -1.0], [-0.5, 0.25], action=2)
     assert res.verdict == "refuted", res.detail
     x = np.asarray(res.counterexample, np.float64)
     assert max(x[0], x[1]) >= 0  # another action's logit >= logit 2 = 0 there
-    res = rl.certify_policy_region(params, [-1.0, -1.0], [-0.5, -0.25], action=0)
+    res = certify_policy_region(params, [-1.0, -1.0], [-0.5, -0.25], action=0)
     assert res.verdict == "refuted"  # action 2 beats action 0 there
 
 
 def test_a_tljax_box_is_accepted_as_the_region():
     lo, hi = [-0.25, -1.0, 0.25, 0.0], [0.25, 1.0, 0.5, 1.0]
     box = tljax.Box(np.asarray(lo, np.float32), np.asarray(hi, np.float32))
-    res = rl.certify_policy_region(_linear_params(W2, B2), box, action=1)
+    res = certify_policy_region(_linear_params(W2, B2), box, action=1)
     assert res.verdict == "certified", res.detail
     np.testing.assert_array_equal(res.lower, lo)
     np.testing.assert_array_equal(res.upper, hi)
 
 
 def test_budget_exhausted_is_unknown_not_certified():
-    res = rl.certify_policy_region(
+    res = certify_policy_region(
         _linear_params(W2, B2), [-0.25, -1.0, 0.25, 0.0], [0.25, 1.0, 0.5, 1.0], timeout=1e-9
     )
     assert res.verdict == "unknown" and not res.certified
@@ -177,33 +179,33 @@ def test_bad_inputs_are_rejected_with_clear_errors():
     params = _linear_params(W2, B2)
     box = ([0.0] * 4, [1.0] * 4)
     with pytest.raises(InvalidBoxError, match="must be equal 1-D shapes"):
-        rl.certify_policy_region(params, [0.0] * 3, [1.0] * 4)
+        certify_policy_region(params, [0.0] * 3, [1.0] * 4)
     with pytest.raises(InvalidBoxError, match="must be equal 1-D shapes"):
-        rl.certify_policy_region(params, np.zeros((2, 4)), np.ones((2, 4)))
+        certify_policy_region(params, np.zeros((2, 4)), np.ones((2, 4)))
     with pytest.raises(InvalidBoxError, match=r"\(index, lower, upper\) = \[\(2, 1.0, 0.0\)\]"):
-        rl.certify_policy_region(params, [0, 0, 1, 0], [1, 1, 0, 1])
+        certify_policy_region(params, [0, 0, 1, 0], [1, 1, 0, 1])
     with pytest.raises(InvalidBoxError, match="finite"):
-        rl.certify_policy_region(params, [0, 0, 0, -np.inf], [1, 1, 1, 1])
+        certify_policy_region(params, [0, 0, 0, -np.inf], [1, 1, 1, 1])
     with pytest.raises(InvalidBoxError, match="finite"):
-        rl.certify_policy_region(params, [0, 0, np.nan, 0], [1, 1, 1, 1])
+        certify_policy_region(params, [0, 0, np.nan, 0], [1, 1, 1, 1])
     with pytest.raises(InvalidBoxError, match="needs `lower` and `upper`"):
-        rl.certify_policy_region(params, [0.0] * 4)
+        certify_policy_region(params, [0.0] * 4)
     with pytest.raises(InvalidBoxError, match="not both"):
-        rl.certify_policy_region(params, tljax.Box(np.zeros(4), np.ones(4)), [1.0] * 4)
+        certify_policy_region(params, tljax.Box(np.zeros(4), np.ones(4)), [1.0] * 4)
     with pytest.raises(InvalidBoxError, match="must be numeric"):
-        rl.certify_policy_region(params, ["a"] * 4, [1.0] * 4)
+        certify_policy_region(params, ["a"] * 4, [1.0] * 4)
     with pytest.raises(ShapeMismatchError, match=r"state of shape \(3,\)"):
-        rl.certify_policy_region(params, [0.0] * 3, [1.0] * 3)
+        certify_policy_region(params, [0.0] * 3, [1.0] * 3)
     with pytest.raises(InputError, match=r"action must be an int in \[0, 2\)"):
-        rl.certify_policy_region(params, *box, action=2)
+        certify_policy_region(params, *box, action=2)
     with pytest.raises(InputError, match="action must be an int"):
-        rl.certify_policy_region(params, *box, action=True)
+        certify_policy_region(params, *box, action=True)
     with pytest.raises(InputError, match="unknown method"):
-        rl.certify_policy_region(params, *box, method="exact")
+        certify_policy_region(params, *box, method="exact")
     with pytest.raises(InputError, match="timeout must be a positive"):
-        rl.certify_policy_region(params, *box, timeout=0)
+        certify_policy_region(params, *box, timeout=0)
     with pytest.raises(ShapeMismatchError, match="logit vector"):
-        rl.certify_policy_region(params, *box, policy=lambda p, s: jnp.sum(s))
+        certify_policy_region(params, *box, policy=lambda p, s: jnp.sum(s))
 
 
 # --- the trained PPO policy ----------------------------------------------------------------------
@@ -211,7 +213,7 @@ def test_bad_inputs_are_rejected_with_clear_errors():
 
 @pytest.fixture(scope="module")
 def falling_right(trained):
-    return rl.certify_policy_region(trained.params, *FALLING_RIGHT, action=1)
+    return certify_policy_region(trained.params, *FALLING_RIGHT, action=1)
 
 
 def test_trained_policy_region_is_certified(trained, falling_right):
@@ -262,7 +264,7 @@ def test_certified_region_agrees_with_float32_execution(trained, falling_right):
 
 
 def test_wrong_action_on_the_region_is_refuted(trained):
-    res = rl.certify_policy_region(trained.params, *FALLING_RIGHT, action=0)
+    res = certify_policy_region(trained.params, *FALLING_RIGHT, action=0)
     assert res.verdict == "refuted", res.detail
     assert _in_box(res.counterexample, *FALLING_RIGHT)
     logits = np.asarray(rl.policy_logits(trained.params, jnp.asarray(res.counterexample)))
@@ -288,7 +290,7 @@ def _mixed_region(params):
 def test_region_where_the_policy_sometimes_pushes_left_is_refuted(trained):
     box, sampled_left = _mixed_region(trained.params)
     assert sampled_left.shape[0] > 0  # sampling shows action 0 is taken somewhere in the box
-    res = rl.certify_policy_region(trained.params, *box, action=1)
+    res = certify_policy_region(trained.params, *box, action=1)
     assert res.verdict == "refuted", res.detail
     assert res.num_boxes == 0
     assert _in_box(res.counterexample, *box)
@@ -297,6 +299,6 @@ def test_region_where_the_policy_sometimes_pushes_left_is_refuted(trained):
     assert res.check().accepted
     # and the claim on the box holding only the most clearly left sampled state is not certified
     p = sampled_left[0]
-    res = rl.certify_policy_region(trained.params, p, p, action=1)
+    res = certify_policy_region(trained.params, p, p, action=1)
     assert res.verdict == "refuted", res.detail
     np.testing.assert_array_equal(res.counterexample, p)

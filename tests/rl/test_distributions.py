@@ -1,4 +1,5 @@
-"""Distributions: closed forms against distrax (when installed) and against Monte Carlo / quadrature."""
+"""Distributions: closed forms against distrax (when installed) and against Monte Carlo /
+quadrature."""
 
 import re
 

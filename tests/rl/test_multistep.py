@@ -159,7 +159,7 @@ def test_td_lambda_views_agree_in_float():
 def test_shape_errors_name_the_argument_and_the_fix():
     with pytest.raises(ShapeMismatchError, match=re.escape("gae: `values` has shape (3,)")):
         rl.gae(jnp.ones(3), jnp.ones(3), 0.5, jnp.ones(3))
-    with pytest.raises(ShapeMismatchError, match="use jax.vmap for batches"):
+    with pytest.raises(ShapeMismatchError, match=re.escape("use jax.vmap for batches")):
         rl.lambda_returns(jnp.ones((2, 3)), jnp.ones((2, 3)), jnp.ones((2, 3)), 0.5)
     with pytest.raises(ShapeMismatchError, match=re.escape("`r_t` (3,), `discount_t` (4,)")):
         rl.lambda_returns(jnp.ones(3), jnp.ones(4), jnp.ones(3))

@@ -1,4 +1,5 @@
-"""PPO on cart-pole: training reaches the stated return; the trained policy's behaviour on a region."""
+"""PPO on cart-pole: training reaches the stated return; the trained policy's behaviour on a
+region."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 
 from tljax import rl
-from tljax.core._errors import InputError
+from tljax.core import InputError
+from tljax.proofs import policy_region_claim
 
 TARGET = 150.0  # stated goal: mean episode return ≥ 150 (episodes truncated at 500 steps)
 # Pole leaning and falling right, cart near the centre and slow: pushing right (+10 N) is correct.
@@ -24,7 +26,7 @@ def test_train_ppo_reaches_target_quickly(trained):
 
 
 def test_policy_prefers_pushing_right_when_pole_falls_right(trained):
-    c = rl.policy_region_claim(
+    c = policy_region_claim(
         trained.params, *FALLING_RIGHT, name="rl: trained PPO pushes right when falling right"
     )
     assert c.method == "certified-bound"  # proved by tljax.bound (see test_certify.py)
@@ -34,7 +36,7 @@ def test_policy_prefers_pushing_right_when_pole_falls_right(trained):
 
 
 def test_numeric_region_claim_is_marked_as_evidence_only(trained):
-    c = rl.policy_region_claim(
+    c = policy_region_claim(
         trained.params, *FALLING_RIGHT, name="numeric", method="numeric", num_random=10_000
     )
     assert c.method == "numeric"
@@ -45,7 +47,7 @@ def test_numeric_region_claim_is_marked_as_evidence_only(trained):
 
 @pytest.mark.parametrize("method", ["certified-bound", "numeric"])
 def test_wrong_region_claim_is_refuted_with_a_counterexample(trained, method):
-    c = rl.policy_region_claim(
+    c = policy_region_claim(
         trained.params, *FALLING_RIGHT, name="wrong: pushes left", prefer=0, method=method
     )
     ev = c.check()
@@ -60,11 +62,11 @@ def test_wrong_region_claim_is_refuted_with_a_counterexample(trained, method):
 
 def test_region_claim_rejects_bad_options(trained):
     with pytest.raises(InputError, match="prefer must be 0 or 1"):
-        rl.policy_region_claim(trained.params, *FALLING_RIGHT, name="x", prefer=2)
+        policy_region_claim(trained.params, *FALLING_RIGHT, name="x", prefer=2)
     with pytest.raises(InputError, match="method must be"):
-        rl.policy_region_claim(trained.params, *FALLING_RIGHT, name="x", method="exact")
+        policy_region_claim(trained.params, *FALLING_RIGHT, name="x", method="exact")
     with pytest.raises(InputError, match="only apply to method='numeric'"):
-        rl.policy_region_claim(trained.params, *FALLING_RIGHT, name="x", num_random=10)
+        policy_region_claim(trained.params, *FALLING_RIGHT, name="x", num_random=10)
 
 
 def test_margin_fn_is_logit_difference_and_traceable(trained):

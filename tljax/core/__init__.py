@@ -1,6 +1,6 @@
 """tljax.core: tracing, the one jaxpr walker, semantics records, errors."""
 
-from . import _jaxpr_compat as compat
+from . import _jaxpr_compat
 from ._errors import CertificateError as CertificateError
 from ._errors import InputError as InputError
 from ._errors import InvalidBoxError as InvalidBoxError
@@ -10,18 +10,22 @@ from ._errors import ShapeMismatchError as ShapeMismatchError
 from ._errors import TljaxError as TljaxError
 from ._errors import UnsupportedPrimitiveError as UnsupportedPrimitiveError
 from ._graph import Graph as Graph
+from ._graph import is_array_leaf as is_array_leaf
+from ._graph import iter_eqns as iter_eqns
+from ._graph import trace as trace
+from ._json import load_json as load_json
+from ._json import save_json as save_json
 from ._kernel import Kernel as Kernel
+from ._kernel import KernelCheck as KernelCheck
+from ._kernel import KernelContract as KernelContract
 from ._kernel import KernelContractError as KernelContractError
 from ._kernel import KernelEvidence as KernelEvidence
-from ._kernel import attention_kernel as attention_kernel
+from ._kernel import Tolerance as Tolerance
 from ._kernel import check_kernel as check_kernel
-from ._kernel import flash_attention_kernel as flash_attention_kernel
 from ._kernel import format_contracts as format_contracts
 from ._kernel import kernel as kernel
 from ._kernel import kernel_contracts as kernel_contracts
 from ._kernel import kernel_p as kernel_p
-from ._graph import iter_eqns as iter_eqns
-from ._graph import trace as trace
 from ._semantics import Semantics as Semantics
 from ._typed import typed as typed
 from ._walker import HIGHER_ORDER as HIGHER_ORDER
@@ -30,4 +34,7 @@ from ._walker import bind as bind
 from ._walker import eval_closed as eval_closed
 from ._walker import eval_eqn as eval_eqn
 from ._walker import eval_jaxpr as eval_jaxpr
+from ._walker import unsupported as unsupported
 from ._walker import where as where
+
+compat = _jaxpr_compat  # the one module with version-sensitive JAX knowledge, by its public name

@@ -17,8 +17,14 @@ from ._errors import InputError, ShapeMismatchError
 compat.register_exclusion(__file__)
 
 
-def _is_array_leaf(x) -> bool:
-    return isinstance(x, jax.Array | np.ndarray | np.generic | float | int | complex) and not isinstance(x, bool)
+def is_array_leaf(x) -> bool:
+    """Whether a pytree leaf is traced as an array (jax/numpy arrays and Python numbers, no
+    bools)."""
+    return isinstance(
+        x, jax.Array | np.ndarray | np.generic | float | int | complex
+    ) and not isinstance(x, bool)
+
+
 
 
 def _nnx():
@@ -70,7 +76,9 @@ def _callable(fn):
         graphdef, state = nnx.split(fn)
         return lambda *a: nnx.merge(graphdef, state)(*a)
     if not callable(fn):
-        raise InputError(f"tljax.trace expects a callable (function or module), got {type(fn).__name__}")
+        raise InputError(
+            f"tljax.trace expects a callable (function or module), got {type(fn).__name__}"
+        )
     return fn
 
 
@@ -111,7 +119,8 @@ class Graph:
         return [v.aval for v in self.jaxpr.outvars]
 
     def flatten_inputs(self, *args) -> list:
-        """The traced leaves of `args`, checked against the example's structure, shapes and dtypes."""
+        """The traced leaves of `args`, checked against the example's structure, shapes and
+        dtypes."""
         args = _split_modules(args)
         leaves, tree = jtu.tree_flatten(args)
         if tree != self.in_tree:
@@ -131,7 +140,10 @@ class Graph:
             out.append(leaf)
         if problems:
             raise ShapeMismatchError(
-                f"inputs of {self.name!r} do not match the traced example:\n  " + "\n  ".join(problems)
+                f"inputs of {self.name!r} do not match the traced example:\n  "
+                + "\n  ".join(problems)
+                + "\n  Pass arrays shaped like the example given to tljax.trace, or trace the "
+                "function again with an example of the new shape."
             )
         return out
 
@@ -161,27 +173,16 @@ class Graph:
         return head + f"primitives: {census}\n" + str(self.closed_jaxpr)
 
     def __repr__(self) -> str:
-        return f"<Graph {self.name!r} in={[str(a) for a in self.in_avals]} out={[str(a) for a in self.out_avals]}>"
+        ins, outs = [str(a) for a in self.in_avals], [str(a) for a in self.out_avals]
+        return f"<Graph {self.name!r} in={ins} out={outs}>"
 
 
 def iter_eqns(jaxpr):
     """All equations of a jaxpr and (depth first) of its higher-order sub-jaxprs."""
-    from ._walker import HIGHER_ORDER
-
     for eqn in jaxpr.eqns:
         yield eqn
-        if eqn.primitive in HIGHER_ORDER:
-            for sub in _subjaxprs(eqn):
-                yield from iter_eqns(sub)
-
-
-def _subjaxprs(eqn):
-    p = eqn.params
-    for key in ("jaxpr", "call_jaxpr", "cond_jaxpr", "body_jaxpr"):
-        if key in p:
-            yield compat.open_jaxpr(p[key])[0]
-    for b in p.get("branches", ()):
-        yield compat.open_jaxpr(b)[0]
+        for sub in compat.sub_jaxprs(eqn):
+            yield from iter_eqns(sub.jaxpr)
 
 
 def trace(fn, *example_args, name: str | None = None) -> Graph:
@@ -211,7 +212,7 @@ def trace(fn, *example_args, name: str | None = None) -> Graph:
     call = _callable(fn)
     args = _split_modules(example_args)
     leaves, in_tree = jtu.tree_flatten(args)
-    mask = tuple(_is_array_leaf(x) for x in leaves)
+    mask = tuple(is_array_leaf(x) for x in leaves)
     static = tuple(None if m else x for x, m in zip(leaves, mask, strict=True))
     traced = [jnp.asarray(x) for x, m in zip(leaves, mask, strict=True) if m]
 

@@ -10,7 +10,8 @@ fails there first.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.extend.core as jcore
@@ -69,8 +70,127 @@ def scan_layout(params: dict) -> tuple[int, int]:
     return n_consts, n_carry
 
 
+# ----------------------------------------------------------------------------------------------
+# Where higher-order primitives keep their sub-jaxprs. Everything that walks, rewrites or searches
+# sub-jaxprs asks `sub_jaxprs`; nobody else reads these params.
+
+
+class SubJaxpr(NamedTuple):
+    """One sub-jaxpr of a higher-order equation.
+
+    Attributes:
+      role: ``"call"`` (jit, closed_call, custom_jvp/vjp_call: runs once on the equation's inputs),
+        ``"remat"``, ``"branch"`` (cond), ``"body"`` (scan, while) or ``"cond"`` (while's
+        predicate),
+        or what `register_sub_jaxprs` gave.
+      param: the equation param holding it (``"jaxpr"``, ``"call_jaxpr"``, ``"branches"``, ...).
+      index: position inside a tuple param (cond's branches), else None.
+      jaxpr: the open jaxpr; consts: the values of its constvars (empty for an open param).
+    """
+
+    role: str
+    param: str
+    index: int | None
+    jaxpr: Any
+    consts: list
+
+
+def _one(role: str, param: str):
+    def get(params: dict) -> tuple[SubJaxpr, ...]:
+        return (SubJaxpr(role, param, None, *open_jaxpr(params[param])),)
+
+    return get
+
+
+def _cond_subs(params: dict) -> tuple[SubJaxpr, ...]:
+    # branches[0] is the FALSE branch of lax.cond; the index operand is an int32.
+    return tuple(
+        SubJaxpr("branch", "branches", i, *open_jaxpr(b)) for i, b in enumerate(params["branches"])
+    )
+
+
+def _while_subs(params: dict) -> tuple[SubJaxpr, ...]:
+    return (
+        SubJaxpr("cond", "cond_jaxpr", None, *open_jaxpr(params["cond_jaxpr"])),
+        SubJaxpr("body", "body_jaxpr", None, *open_jaxpr(params["body_jaxpr"])),
+    )
+
+
+# The closed set of higher-order primitives. scatter's `update_jaxpr` is a combiner, not a call,
+# so blind `jaxprs_in_params` recursion is never used.
+_SUB_JAXPRS: dict[Any, Callable[[dict], tuple[SubJaxpr, ...]]] = {
+    jit_p: _one("call", "jaxpr"),
+    closed_call_p: _one("call", "call_jaxpr"),
+    custom_jvp_call_p: _one("call", "call_jaxpr"),
+    custom_vjp_call_p: _one("call", "call_jaxpr"),
+    remat_p: _one("remat", "jaxpr"),  # an OPEN jaxpr: no consts
+    cond_p: _cond_subs,
+    scan_p: _one("body", "jaxpr"),
+    while_p: _while_subs,
+}
+CALL_PRIMITIVES = frozenset([jit_p, closed_call_p, custom_jvp_call_p, custom_vjp_call_p])
+
+
+def sub_jaxprs(eqn: Any) -> tuple[SubJaxpr, ...]:
+    """The sub-jaxprs of a higher-order equation with their roles; () for a first-order one."""
+    get = _SUB_JAXPRS.get(eqn.primitive)
+    return () if get is None else get(eqn.params)
+
+
+def sub_jaxpr(eqn: Any, role: str) -> SubJaxpr:
+    """The single sub-jaxpr of `eqn` with `role` (e.g. a call's ``"call"``, a scan's ``"body"``)."""
+    found = [s for s in sub_jaxprs(eqn) if s.role == role]
+    if len(found) != 1:
+        roles = [s.role for s in sub_jaxprs(eqn)]
+        raise ValueError(
+            f"primitive {eqn.primitive.name!r} has sub-jaxpr roles {roles}, not exactly one "
+            f"{role!r}; use `sub_jaxprs(eqn)` for several"
+        )
+    return found[0]
+
+
+def is_higher_order(prim: Any) -> bool:
+    """Whether `prim` carries sub-jaxprs that evaluation recurses into."""
+    return prim in _SUB_JAXPRS
+
+
+def register_sub_jaxprs(prim: Any, get: Callable[[dict], tuple[SubJaxpr, ...]]) -> None:
+    """Declares where a tljax-defined higher-order primitive (e.g. `kernel_p`) keeps sub-jaxprs."""
+    _SUB_JAXPRS[prim] = get
+
+
+# ----------------------------------------------------------------------------------------------
+# Primitives by name (as printed in jaxprs). Tables are keyed by Primitive objects; names are
+# resolved here once, because printed names and attribute names differ and change across versions.
+
+_PRINTED_TO_ATTR = {"add_any": "add_jaxvals", "remat2": "remat", "pjit": "jit"}
+
+
+def primitive_by_name(name: str) -> Any | None:
+    """The primitive printed as `name` in jaxprs (``"add_any"``, ``"scatter-add"``, ``"remat2"``
+    work too), from `jax.lax` or `jax.extend.core.primitives`; None where this JAX lacks it."""
+    attr = _PRINTED_TO_ATTR.get(name, name).replace("-", "_") + "_p"
+    for mod in (jax.lax, _prims):
+        p = getattr(mod, attr, None)
+        if isinstance(p, Primitive):
+            return p
+    return None
+
+
+def primitives_by_name(*names: str) -> list:
+    """`primitive_by_name` for each name, skipping those this JAX version lacks."""
+    found = (primitive_by_name(n) for n in names)
+    return [p for p in found if p is not None]
+
+
+def while_layout(params: dict) -> tuple[int, int]:
+    """(number of predicate consts, number of body consts) of a while equation."""
+    return int(params["cond_nconsts"]), int(params["body_nconsts"])
+
+
 def bind_params(prim: Any, params: dict) -> dict:
-    """Params to pass to `prim.bind` when re-binding an equation (call-like primitives need this)."""
+    """Params to pass to `prim.bind` when re-binding an equation (call-like primitives need
+    this)."""
     out = prim.get_bind_params(params)
     if isinstance(out, tuple):  # JAX < 0.9.2 returned (subfuns, params)
         subfuns, p = out

@@ -44,16 +44,17 @@ from jax.interpreters import ad, batching, mlir
 
 from . import _jaxpr_compat as compat
 from ._errors import InputError, TljaxError
+from ._graph import Graph, is_array_leaf, iter_eqns, trace
 from ._walker import HIGHER_ORDER, eval_jaxpr
 
 compat.register_exclusion(__file__)
 
 __all__ = [
-    "KernelEvidence",
     "Kernel",
     "KernelCheck",
     "KernelContract",
     "KernelContractError",
+    "KernelEvidence",
     "Tolerance",
     "check_kernel",
     "format_contracts",
@@ -80,7 +81,9 @@ _PLATFORM_KEYS = {
 _LOWERING_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 
-def _impl_key_for(implementations: Mapping[str, Callable], lowering_platform: str | None) -> str | None:
+def _impl_key_for(
+    implementations: Mapping[str, Callable], lowering_platform: str | None
+) -> str | None:
     """The implementation key serving a lowering platform ("cuda" before "gpu"), or None."""
     if lowering_platform is None:
         return None
@@ -307,7 +310,9 @@ def _batch(args, dims, *, kernel, jaxpr, vmap_axes, **params):
     moved = [x if d is None else jnp.moveaxis(x, d, 0) for x, d in zip(args, dims, strict=True)]
     size = next(jnp.shape(x)[0] for x, d in zip(moved, dims, strict=True) if d is not None)
     batched = kernel._batched_jaxpr(jaxpr, axes, int(size))
-    out = kernel_p.bind(*moved, kernel=kernel, jaxpr=batched, vmap_axes=(*vmap_axes, axes), **params)
+    out = kernel_p.bind(
+        *moved, kernel=kernel, jaxpr=batched, vmap_axes=(*vmap_axes, axes), **params
+    )
     return out, [0] * len(out)
 
 
@@ -316,23 +321,21 @@ batching.primitive_batchers[kernel_p] = _batch
 
 def _walk_reference(ctx, invals):
     """Recursion rule of every semantics that recurses: walk the reference jaxpr."""
-    inner, consts = _open(ctx.eqn.params["jaxpr"])
+    ref = compat.sub_jaxpr(ctx.eqn, "reference")
     label = f"kernel({ctx.eqn.params['name']})"
-    return eval_jaxpr(ctx.semantics, inner, consts, invals, path=ctx.path + (label,))
+    return eval_jaxpr(ctx.semantics, ref.jaxpr, ref.consts, invals, path=ctx.path + (label,))
 
 
-# The walker's extension point: all recursing semantics see the reference from now on.
+# The walker's extension points: all recursing semantics (and `iter_eqns`, which asks compat for
+# sub-jaxprs) see the reference from now on.
+compat.register_sub_jaxprs(
+    kernel_p, lambda params: (compat.SubJaxpr("reference", "jaxpr", None, *_open(params["jaxpr"])),)
+)
 HIGHER_ORDER[kernel_p] = _walk_reference
 
 
 # ----------------------------------------------------------------------------------------------
 # The user-facing kernel object.
-
-
-def _is_array_leaf(x) -> bool:
-    return isinstance(x, jax.Array | np.ndarray | np.generic | int | float | complex) and not isinstance(
-        x, bool
-    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -375,7 +378,11 @@ class Kernel:
 
     def _flatten(self, args) -> tuple[list, Any]:
         leaves, in_tree = jtu.tree_flatten(args)
-        bad = [k for k, x in enumerate(leaves) if not (_is_array_leaf(x) or isinstance(x, jax.core.Tracer))]
+        bad = [
+            k
+            for k, x in enumerate(leaves)
+            if not (is_array_leaf(x) or isinstance(x, jax.core.Tracer))
+        ]
         if bad:
             kinds = ", ".join(f"leaf {k}: {type(leaves[k]).__name__}" for k in bad)
             raise InputError(
@@ -514,14 +521,19 @@ def kernel(
       >>> tljax.check_kernel(k, x)                        # records the evidence
     """
     if reference is None:
-        return lambda fn: kernel(fn, implementations=implementations, tolerance=tolerance, name=name, vjp=vjp)
+        return lambda fn: kernel(
+            fn, implementations=implementations, tolerance=tolerance, name=name, vjp=vjp
+        )
     if not callable(reference):
-        raise InputError(f"tljax.kernel: reference must be a function, got {type(reference).__name__}")
+        raise InputError(
+            f"tljax.kernel: reference must be a function, got {type(reference).__name__}"
+        )
     impls = dict(implementations or {})
     bad = [k for k in impls if k not in _PLATFORM_KEYS]
     if bad:
         raise InputError(
-            f"tljax.kernel: unknown platform(s) {bad} in implementations; use {sorted(_PLATFORM_KEYS)}"
+            f"tljax.kernel: unknown platform(s) {bad} in implementations; use "
+            f"{sorted(_PLATFORM_KEYS)}"
         )
     not_callable = [k for k, f in impls.items() if not callable(f)]
     if not_callable:
@@ -604,7 +616,9 @@ class KernelCheck:
 
     def __str__(self) -> str:
         lines = [str(e) for e in self.evidence]
-        lines += [f"SKIP kernel {self.kernel.name!r} impl {k!r}: {why}" for k, why in self.skipped.items()]
+        lines += [
+            f"SKIP kernel {self.kernel.name!r} impl {k!r}: {why}" for k, why in self.skipped.items()
+        ]
         return "\n".join(lines) if lines else f"kernel {self.kernel.name!r}: nothing to check"
 
 
@@ -627,7 +641,9 @@ def _random_like(x: np.ndarray, rng: np.random.Generator, scale: float) -> np.nd
     return (rng.standard_normal(x.shape) * scale).astype(dt)
 
 
-def _cases(example: list[np.ndarray], n_random: int, seed: int, edge_cases: bool) -> list[tuple[str, list]]:
+def _cases(
+    example: list[np.ndarray], n_random: int, seed: int, edge_cases: bool
+) -> list[tuple[str, list]]:
     """Input cases: the example, random draws at the example's scale, and edge cases."""
     rng = np.random.default_rng(seed)
     cases = [("example", list(example))]
@@ -715,11 +731,12 @@ def check_kernel(
         (the failing evidence is recorded first).
 
     Returns:
-      A `KernelCheck` with one `KernelEvidence` per checked implementation and the skipped ones (platform
+      A `KernelCheck` with one `KernelEvidence` per checked implementation and the skipped ones
+      (platform
       not present here) with the reason.
 
     Example:
-      >>> report = tljax.check_kernel(tljax.core.flash_attention_kernel, q, k, v)
+      >>> report = tljax.check_kernel(tljax.layers.flash_attention_kernel, q, k, v)
       >>> print(report)
     """
     if not isinstance(k, Kernel):
@@ -738,7 +755,8 @@ def check_kernel(
     unknown = [key for key in keys if key not in k.implementations]
     if unknown:
         raise InputError(
-            f"check_kernel: kernel {k.name!r} has no implementation(s) {unknown}; it has {sorted(k.implementations)}"
+            f"check_kernel: kernel {k.name!r} has no implementation(s) {unknown}; it has "
+            f"{sorted(k.implementations)}"
         )
 
     def run_kernel(*flat):
@@ -752,7 +770,8 @@ def check_kernel(
         devs = _devices_for(key)
         if not devs:
             skipped[key] = (
-                f"no {key} device present (platforms here: {sorted({d.platform for d in jax.devices()})})"
+                f"no {key} device present (platforms here: "
+                f"{sorted({d.platform for d in jax.devices()})})"
             )
             continue
         dev = devs[0]
@@ -794,7 +813,8 @@ def check_kernel(
             "kernel implementation outside its declared tolerance:\n  "
             + "\n  ".join(str(e) for e in failed)
             + "\n  Fix the implementation, or declare the tolerance it really meets "
-            "(tljax.kernel(..., tolerance=...)); results of tljax semantics are about the reference."
+            "(tljax.kernel(..., tolerance=...)); results of tljax semantics are about the "
+            "reference."
         )
     return report
 
@@ -843,7 +863,8 @@ class KernelContract:
     def __str__(self) -> str:
         tols = ", ".join(f"{k}: {v}" for k, v in self.tolerances.items())
         head = (
-            f"kernel {self.name!r} x{self.occurrences}: implementations {list(self.implementations)} "
+            f"kernel {self.name!r} x{self.occurrences}: implementations "
+            f"{list(self.implementations)} "
             f"promise [{tols}] against the reference; checked {list(self.checked)}, unchecked "
             f"{list(self.unchecked)}" + (f", FAILED {list(self.failed)}" if self.failed else "")
         )
@@ -867,8 +888,6 @@ def kernel_contracts(graph_or_jaxpr) -> tuple[KernelContract, ...]:
       >>> g = tljax.trace(model, params, x)
       >>> for c in tljax.kernel_contracts(g): print(c)
     """
-    from ._graph import Graph, iter_eqns, trace
-
     obj = graph_or_jaxpr
     if isinstance(obj, tuple) and obj and callable(obj[0]):
         obj = trace(obj[0], *obj[1:])
@@ -905,97 +924,3 @@ def format_contracts(graph_or_jaxpr) -> str:
     return "results rest on these kernel contracts (implementation vs reference):\n" + "\n".join(
         "  " + str(c).replace("\n", "\n  ") for c in contracts
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# FlashAttention as a kernel: tiled reference (tljax.layers.flash_attention), fused implementation.
-
-_HALF = ("bfloat16", "float16")
-
-
-def attention_kernel(
-    *,
-    is_causal: bool = False,
-    scale: float | None = None,
-    block_q: int = 128,
-    block_k: int = 128,
-    gpu_implementation: str | None = "auto",
-    platforms: tuple[str, ...] = ("gpu",),
-    tolerance=None,
-    name: str = "flash_attention",
-) -> Kernel:
-    """FlashAttention declared as a kernel.
-
-    The reference is `tljax.layers.flash_attention` (tiled, online softmax, plain lax), so every
-    tljax semantics sees the tiled algorithm; bfloat16/float16 inputs are computed in float32 and
-    the output rounded back, as fused kernels accumulate. The implementation is
-    `jax.nn.dot_product_attention`: cuDNN's fused attention for bfloat16/float16 inputs and XLA's
-    attention for float32 (cuDNN has no float32 path) with ``gpu_implementation="auto"``; float32
-    inputs run with float32 matmul precision (not TF32), so the float32 contract can be tight.
-
-    Args:
-      is_causal: causal masking (top-left aligned, as `jax.nn`).
-      scale: score multiplier, default ``1/sqrt(H)``.
-      block_q, block_k: tile sizes of the reference.
-      gpu_implementation: ``"auto"``, ``"cudnn"``, ``"xla"`` or None (JAX's choice), passed as
-        `implementation=` to `jax.nn.dot_product_attention`.
-      platforms: where the fused implementation is used (``("gpu",)``; add ``"cpu"`` to run XLA's
-        attention on CPU too).
-      tolerance: default ``{"float32": (2e-5, 2e-5), "bfloat16": (2e-2, 2e-2), "float16": (2e-3, 2e-3)}``.
-      name: kernel name.
-
-    Returns:
-      A `Kernel` taking ``(query (B,T,N,H), key (B,S,K,H), value (B,S,K,Hv))`` (or unbatched
-      ``(T,N,H)``...) and returning ``(B,T,N,Hv)``. No mask/bias arguments: fully masked rows are
-      where the two definitions differ (see `tljax.layers._attention`), and causal masking never
-      produces one.
-
-    Example:
-      >>> attn = attention_kernel(is_causal=True)
-      >>> out = jax.jit(attn)(q, k, v)          # cuDNN on GPU (bf16), tiled reference on CPU
-    """
-    if gpu_implementation not in ("auto", "cudnn", "xla", None):
-        raise InputError(
-            f"gpu_implementation must be 'auto', 'cudnn', 'xla' or None, got {gpu_implementation!r}"
-        )
-
-    def reference(query, key, value):
-        from ..layers._attention import flash_attention  # layers build on core, not the reverse
-
-        dtype = jnp.result_type(query, key, value)
-        # Fused kernels accumulate half-precision attention in float32; so does the reference.
-        compute = jnp.float32 if dtype.name in _HALF else dtype
-        out = flash_attention(
-            query.astype(compute),
-            key.astype(compute),
-            value.astype(compute),
-            block_q=block_q,
-            block_k=block_k,
-            is_causal=is_causal,
-            scale=scale,
-        )
-        return out.astype(dtype)
-
-    def fused(query, key, value, *, platform):
-        impl = gpu_implementation if platform in ("gpu", "cuda", "rocm") else "xla"
-        half = jnp.result_type(query).name in _HALF
-        if impl == "auto":
-            impl = "cudnn" if half else "xla"
-        # float32 attention in true float32: GPUs would otherwise run its matmuls in TF32, far
-        # outside a float32 contract (use bfloat16 inputs for the fast path).
-        precision = "default" if half else "float32"
-        with jax.default_matmul_precision(precision):
-            return jax.nn.dot_product_attention(
-                query, key, value, scale=scale, is_causal=is_causal, implementation=impl
-            )
-
-    reference.__name__ = name
-    if tolerance is None:
-        tolerance = {"float32": (2e-5, 2e-5), "bfloat16": (2e-2, 2e-2), "float16": (2e-3, 2e-3)}
-    impls = {p: ft.partial(fused, platform=p) for p in platforms}
-    return kernel(reference, implementations=impls, tolerance=tolerance, name=name)
-
-
-flash_attention_kernel = attention_kernel()
-"""FlashAttention as a kernel: tiled `tljax.layers.flash_attention` as reference, cuDNN (bf16/fp16)
-or XLA (fp32) fused attention via `jax.nn.dot_product_attention` on GPU; non-causal."""

@@ -1,4 +1,5 @@
-"""A semantics is data: a rule table keyed by primitive plus a few hooks. The walker does the rest."""
+"""A semantics is data: a rule table keyed by primitive plus a few hooks. The walker does the
+rest."""
 
 from __future__ import annotations
 
@@ -71,7 +72,9 @@ class Semantics:
         object.__setattr__(self, "rules", MappingProxyType(dict(self.rules)))
         object.__setattr__(self, "call_rules", MappingProxyType(dict(self.call_rules)))
 
-    def derive(self, *, name: str | None = None, rules: Mapping | None = None, **changes) -> Semantics:
+    def derive(
+        self, *, name: str | None = None, rules: Mapping | None = None, **changes
+    ) -> Semantics:
         """A variant: `rules` are merged over this table, other fields replaced."""
         new_rules = dict(self.rules)
         if rules:

@@ -117,7 +117,7 @@ def _parse(dim_str: str) -> tuple[_Dim, ...]:
 def _eval_expr(expr: str, bound: dict[str, Any]) -> int | None:
     names = {k: v for k, v in bound.items() if isinstance(v, int)}
     try:
-        value = eval(expr, {"__builtins__": {}}, names)  # noqa: S307 - names are ints only
+        value = eval(expr, {"__builtins__": {}}, names)
     except NameError:
         return None
     return int(value)
@@ -295,7 +295,7 @@ def _plain_ok(value: Any, ann: Any) -> bool:
     if _is_bearable is not None:
         try:
             return bool(_is_bearable(value, ann))
-        except Exception:  # beartype refuses some hints (e.g. jaxtyping PyTree); do not guess
+        except Exception:  # noqa: BLE001 - beartype refuses some hints (e.g. jaxtyping PyTree); do not guess
             return True
     if isinstance(ann, type):
         return isinstance(value, ann)
@@ -346,7 +346,7 @@ def typed(fn: _F) -> _F:
         if hints is None:  # resolved lazily so annotations may refer to later definitions
             try:
                 hints = typing.get_type_hints(fn, include_extras=True)
-            except Exception:  # unresolvable string annotations: use what is there
+            except Exception:  # noqa: BLE001 - unresolvable string annotations: use what is there
                 hints = {
                     k: v
                     for k, v in getattr(fn, "__annotations__", {}).items()

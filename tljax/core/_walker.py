@@ -48,7 +48,9 @@ class Context:
 
     def walk(self, jaxpr, consts, args, *, label: str = "") -> list:
         """Evaluates a sub-jaxpr under the same semantics (for rules that recurse themselves)."""
-        return eval_jaxpr(self.semantics, jaxpr, consts, args, path=self.path + ((label,) if label else ()))
+        return eval_jaxpr(
+            self.semantics, jaxpr, consts, args, path=self.path + ((label,) if label else ())
+        )
 
 
 def where(eqn, path=()) -> str:
@@ -74,7 +76,8 @@ def _format_params(params: dict) -> str:
 
 _ADD_RULE_MSG = (
     "Register one with `tljax.register_rule({sem!r}, {prim})` or evaluate this sub-function under "
-    "a semantics that supports it (`Graph.census()` and `tljax.interpret.coverage(fn, *args)` list what each "
+    "a semantics that supports it (`Graph.census()` and `tljax.interpret.coverage(fn, *args)` list "
+    "what each "
     "semantics supports)."
 )
 
@@ -124,7 +127,7 @@ def eval_jaxpr(sem: Semantics, jaxpr, consts, args, *, path: tuple[str, ...] = (
         raise TljaxError(f"jaxpr expects {len(jaxpr.invars)} inputs, got {len(args)}")
     for v, a in zip(jaxpr.invars, args, strict=True):
         env[v] = a
-    for i, eqn in enumerate(jaxpr.eqns):
+    for _i, eqn in enumerate(jaxpr.eqns):
         invals = [read(v) for v in eqn.invars]
         outvals = eval_eqn(sem, eqn, invals, path)
         for v, o in zip(eqn.outvars, outvals, strict=True):
@@ -177,9 +180,23 @@ def _guard(ctx: Context, thunk, wrap_located: bool = True):
     try:
         return thunk()
     except Exception as err:
-        if _located(err) or not wrap_located and isinstance(err, TljaxError):
+        if _located(err) or (not wrap_located and isinstance(err, TljaxError)):
             raise
-        if isinstance(err, jax.errors.ConcretizationTypeError | jax.errors.TracerBoolConversionError):
+        if isinstance(err, TljaxError):
+            # raised on purpose by the rule: its message is for the user; add the place only
+            where = ctx.where()
+            if where in str(err):
+                err.tljax_located = True
+                raise
+            try:
+                new = type(err)(f"{err}\n  {where}")
+            except Exception:  # noqa: BLE001 - exotic constructor: keep the rule's error
+                raise err from None
+            new.tljax_located = True
+            raise new from err
+        if isinstance(
+            err, jax.errors.ConcretizationTypeError | jax.errors.TracerBoolConversionError
+        ):
             hint = (
                 "a rule needed a concrete value but got a traced one; evaluate this semantics "
                 "outside jax.jit or make the value static"
@@ -204,29 +221,28 @@ def _guard(ctx: Context, thunk, wrap_located: bool = True):
 # Higher-order primitives: one recursion rule each, shared by every semantics.
 
 
-def _call(param: str, label: str):
+def _call(label: str):
     def rule(ctx: Context, invals):
-        sub = ctx.eqn.params[param]
-        jaxpr, consts = compat.open_jaxpr(sub)
+        sub = compat.sub_jaxpr(ctx.eqn, "call")
         name = compat.call_name(ctx.eqn)
-        return eval_jaxpr(ctx.semantics, jaxpr, consts, invals, path=ctx.path + (f"{label}({name})",))
+        path = ctx.path + (f"{label}({name})",)
+        return eval_jaxpr(ctx.semantics, sub.jaxpr, sub.consts, invals, path=path)
 
     return rule
 
 
 def _remat(ctx: Context, invals):
-    jaxpr, consts = compat.open_jaxpr(ctx.eqn.params["jaxpr"])
-    return eval_jaxpr(ctx.semantics, jaxpr, consts, invals, path=ctx.path + ("remat",))
+    sub = compat.sub_jaxpr(ctx.eqn, "remat")
+    return eval_jaxpr(ctx.semantics, sub.jaxpr, sub.consts, invals, path=ctx.path + ("remat",))
 
 
-def _walk_fn(sem, closed, path):
-    jaxpr, consts = compat.open_jaxpr(closed)
-    return lambda *args: eval_jaxpr(sem, jaxpr, consts, list(args), path=path)
+def _walk_fn(sem, sub: compat.SubJaxpr, path):
+    return lambda *args: eval_jaxpr(sem, sub.jaxpr, sub.consts, list(args), path=path)
 
 
 def _cond(ctx: Context, invals):
     sem = ctx.semantics
-    branches = ctx.eqn.params["branches"]
+    branches = compat.sub_jaxprs(ctx.eqn)
     index, ops = invals[0], invals[1:]
     idx = sem.concrete(index)
     if idx is not None:
@@ -265,8 +281,9 @@ def _scan(ctx: Context, invals):
     sem, p = ctx.semantics, ctx.eqn.params
     n_consts, n_carry = compat.scan_layout(p)
     length, reverse = int(p["length"]), bool(p["reverse"])
-    consts, carry, xs = invals[:n_consts], invals[n_consts:n_consts + n_carry], invals[n_consts + n_carry:]
-    body = p["jaxpr"]
+    consts, carry = invals[:n_consts], invals[n_consts : n_consts + n_carry]
+    xs = invals[n_consts + n_carry :]
+    body = compat.sub_jaxpr(ctx.eqn, "body")
     if sem.traceable:
         f = _walk_fn(sem, body, ctx.path + ("scan",))
 
@@ -276,9 +293,8 @@ def _scan(ctx: Context, invals):
 
         c, ys = jax.lax.scan(step, tuple(carry), tuple(xs), length=length, reverse=reverse)
         return [*c, *ys]
-    x_avals = [v.aval for v in ctx.eqn.invars[n_consts + n_carry:]]
-    body_jaxpr, body_consts = compat.open_jaxpr(body)
-    y_avals = [v.aval for v in body_jaxpr.outvars[n_carry:]]
+    x_avals = [v.aval for v in ctx.eqn.invars[n_consts + n_carry :]]
+    y_avals = [v.aval for v in body.jaxpr.outvars[n_carry:]]
     ys_steps = []
     order = range(length - 1, -1, -1) if reverse else range(length)
     for i in order:
@@ -287,7 +303,7 @@ def _scan(ctx: Context, invals):
             _apply_closed(sem, _index_jaxpr(a.shape, a.dtype, i), [x], path)[0]
             for a, x in zip(x_avals, xs, strict=True)
         ]
-        out = eval_jaxpr(sem, body_jaxpr, body_consts, [*consts, *carry, *x_i], path=path)
+        out = eval_jaxpr(sem, body.jaxpr, body.consts, [*consts, *carry, *x_i], path=path)
         carry, ys_steps_i = out[:n_carry], out[n_carry:]
         ys_steps.append(ys_steps_i)
     if reverse:
@@ -299,7 +315,10 @@ def _scan(ctx: Context, invals):
         else:
             ys.append(
                 _apply_closed(
-                    sem, _stack_jaxpr(a.shape, a.dtype, length), [s[k] for s in ys_steps], ctx.path + ("scan[stack]",)
+                    sem,
+                    _stack_jaxpr(a.shape, a.dtype, length),
+                    [s[k] for s in ys_steps],
+                    ctx.path + ("scan[stack]",),
                 )[0]
             )
     return [*carry, *ys]
@@ -307,10 +326,10 @@ def _scan(ctx: Context, invals):
 
 def _while(ctx: Context, invals):
     sem, p = ctx.semantics, ctx.eqn.params
-    nc, nb = int(p["cond_nconsts"]), int(p["body_nconsts"])
-    cconsts, bconsts, carry = invals[:nc], invals[nc:nc + nb], invals[nc + nb:]
-    cond_f = _walk_fn(sem, p["cond_jaxpr"], ctx.path + ("while[cond]",))
-    body_f = _walk_fn(sem, p["body_jaxpr"], ctx.path + ("while[body]",))
+    nc, nb = compat.while_layout(p)
+    cconsts, bconsts, carry = invals[:nc], invals[nc : nc + nb], invals[nc + nb :]
+    cond_f = _walk_fn(sem, compat.sub_jaxpr(ctx.eqn, "cond"), ctx.path + ("while[cond]",))
+    body_f = _walk_fn(sem, compat.sub_jaxpr(ctx.eqn, "body"), ctx.path + ("while[body]",))
     if sem.traceable:
         out = jax.lax.while_loop(
             lambda c: cond_f(*cconsts, *c)[0], lambda c: tuple(body_f(*bconsts, *c)), tuple(carry)
@@ -332,13 +351,13 @@ def _while(ctx: Context, invals):
 
 
 HIGHER_ORDER = {
-    compat.jit_p: _call("jaxpr", "jit"),
-    compat.closed_call_p: _call("call_jaxpr", "call"),
-    compat.custom_jvp_call_p: _call("call_jaxpr", "custom_jvp"),
-    compat.custom_vjp_call_p: _call("call_jaxpr", "custom_vjp"),
+    compat.jit_p: _call("jit"),
+    compat.closed_call_p: _call("call"),
+    compat.custom_jvp_call_p: _call("custom_jvp"),
+    compat.custom_vjp_call_p: _call("custom_vjp"),
     compat.remat_p: _remat,
     compat.cond_p: _cond,
     compat.scan_p: _scan,
     compat.while_p: _while,
 }
-_CALL_PRIMS = frozenset([compat.jit_p, compat.closed_call_p, compat.custom_jvp_call_p, compat.custom_vjp_call_p])
+_CALL_PRIMS = compat.CALL_PRIMITIVES

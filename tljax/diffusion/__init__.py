@@ -2,7 +2,7 @@
 
 Schedules are frozen pytrees of tables indexed by t = 0..T (0 = data); samplers are pure
 `(init, step)` pairs run by `sample` with `lax.scan`. Claims about the formulas live in
-`tljax.diffusion._claims` and are registered with `tljax.proofs`.
+`tljax.proofs.claims.diffusion`; `tljax.diffusion` imports core only.
 """
 
 from ._example import Distances as Distances

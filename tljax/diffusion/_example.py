@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from tljax.core._errors import InputError
+from tljax.core import InputError
 
 from ._losses import epsilon_loss, training_inputs
 from ._metrics import median_bandwidth, mmd_gaussian, sliced_wasserstein
@@ -142,7 +142,7 @@ def toy_data(seed: int, n: int, dataset: str = "moons", noise: float = 0.05) -> 
       Array of shape `(n, 2)`, each coordinate with zero mean and unit variance (exactly, over
       these `n` points).
     """
-    from sklearn.datasets import make_moons, make_swiss_roll
+    from sklearn.datasets import make_moons, make_swiss_roll  # lazy: slow import, toy data only
 
     if dataset == "moons":
         pts, _ = make_moons(n, noise=noise, random_state=seed)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from tljax.core._errors import InputError
+from tljax.core import InputError
 
 from ._process import q_sample
 from ._schedule import Schedule, _at, check_timesteps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from tljax.core._errors import InputError
+from tljax.core import InputError
 
 
 def _check_points(where, x, y, same_size=False):

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from tljax.core._errors import InputError
+from tljax.core import InputError
 
 from ._schedule import Schedule, StepCoefficients, _at, check_timesteps, posterior_coefficients
 

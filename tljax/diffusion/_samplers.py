@@ -12,6 +12,7 @@ Every sampler walks a decreasing grid of times `timesteps = (T, ..., 0)`; step i
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from tljax.core._errors import InputError
+from tljax.core import InputError
 
 from ._process import _check_parameterization, _consecutive, _eps_and_x0
 from ._schedule import Schedule, StepCoefficients, posterior_coefficients
@@ -193,7 +194,7 @@ def _grid(where: str, schedule: Schedule, num_steps, timesteps) -> tuple[int, ..
         len(grid) >= 2
         and grid[-1] == 0
         and grid[0] <= T
-        and all(a > b for a, b in zip(grid[:-1], grid[1:]))
+        and all(a > b for a, b in itertools.pairwise(grid))
     )
     if not ok:
         raise InputError(

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tljax.core._errors import InputError
+from tljax.core import InputError
 
 
 class StepCoefficients(NamedTuple):

@@ -13,8 +13,10 @@ from tljax.layers._activations import Softplus as Softplus
 from tljax.layers._activations import Tanh as Tanh
 from tljax.layers._attention import FlashAttention as FlashAttention
 from tljax.layers._attention import MultiheadAttention as MultiheadAttention
+from tljax.layers._attention import attention_kernel as attention_kernel
 from tljax.layers._attention import dot_product_attention as dot_product_attention
 from tljax.layers._attention import flash_attention as flash_attention
+from tljax.layers._attention import flash_attention_kernel as flash_attention_kernel
 from tljax.layers._containers import MLP as MLP
 from tljax.layers._containers import Sequential as Sequential
 from tljax.layers._conv import AvgPool2d as AvgPool2d

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from tljax.core import InputError, Kernel, kernel
 from tljax.layers._linear import Linear
 from tljax.layers._misc import named_scope
 
@@ -309,6 +310,101 @@ def flash_attention(
 
 
 # ------------------------------------------------------------------------------------------------
+# FlashAttention as a kernel: tiled reference (`flash_attention`), fused implementation. It lives
+# here, next to its reference: core's kernel boundary knows nothing about attention.
+# ------------------------------------------------------------------------------------------------
+
+_HALF = ("bfloat16", "float16")
+
+
+def attention_kernel(
+    *,
+    is_causal: bool = False,
+    scale: float | None = None,
+    block_q: int = 128,
+    block_k: int = 128,
+    gpu_implementation: str | None = "auto",
+    platforms: tuple[str, ...] = ("gpu",),
+    tolerance=None,
+    name: str = "flash_attention",
+) -> Kernel:
+    """FlashAttention declared as a kernel.
+
+    The reference is `flash_attention` (tiled, online softmax, plain lax), so every
+    tljax semantics sees the tiled algorithm; bfloat16/float16 inputs are computed in float32 and
+    the output rounded back, as fused kernels accumulate. The implementation is
+    `jax.nn.dot_product_attention`: cuDNN's fused attention for bfloat16/float16 inputs and XLA's
+    attention for float32 (cuDNN has no float32 path) with ``gpu_implementation="auto"``; float32
+    inputs run with float32 matmul precision (not TF32), so the float32 contract can be tight.
+
+    Args:
+      is_causal: causal masking (top-left aligned, as `jax.nn`).
+      scale: score multiplier, default ``1/sqrt(H)``.
+      block_q, block_k: tile sizes of the reference.
+      gpu_implementation: ``"auto"``, ``"cudnn"``, ``"xla"`` or None (JAX's choice), passed as
+        `implementation=` to `jax.nn.dot_product_attention`.
+      platforms: where the fused implementation is used (``("gpu",)``; add ``"cpu"`` to run XLA's
+        attention on CPU too).
+      tolerance: default ``{"float32": (2e-5, 2e-5), "bfloat16": (2e-2, 2e-2), "float16": (2e-3,
+      2e-3)}``.
+      name: kernel name.
+
+    Returns:
+      A `Kernel` taking ``(query (B,T,N,H), key (B,S,K,H), value (B,S,K,Hv))`` (or unbatched
+      ``(T,N,H)``...) and returning ``(B,T,N,Hv)``. No mask/bias arguments: fully masked rows are
+      where the two definitions differ (see this module's docstring), and causal masking never
+      produces one.
+
+    Example:
+      >>> attn = attention_kernel(is_causal=True)
+      >>> out = jax.jit(attn)(q, k, v)          # cuDNN on GPU (bf16), tiled reference on CPU
+    """
+    if gpu_implementation not in ("auto", "cudnn", "xla", None):
+        raise InputError(
+            f"gpu_implementation must be 'auto', 'cudnn', 'xla' or None, got {gpu_implementation!r}"
+        )
+
+    def reference(query, key, value):
+        dtype = jnp.result_type(query, key, value)
+        # Fused kernels accumulate half-precision attention in float32; so does the reference.
+        compute = jnp.float32 if dtype.name in _HALF else dtype
+        out = flash_attention(
+            query.astype(compute),
+            key.astype(compute),
+            value.astype(compute),
+            block_q=block_q,
+            block_k=block_k,
+            is_causal=is_causal,
+            scale=scale,
+        )
+        return out.astype(dtype)
+
+    def fused(query, key, value, *, platform):
+        impl = gpu_implementation if platform in ("gpu", "cuda", "rocm") else "xla"
+        half = jnp.result_type(query).name in _HALF
+        if impl == "auto":
+            impl = "cudnn" if half else "xla"
+        # float32 attention in true float32: GPUs would otherwise run its matmuls in TF32, far
+        # outside a float32 contract (use bfloat16 inputs for the fast path).
+        precision = "default" if half else "float32"
+        with jax.default_matmul_precision(precision):
+            return jax.nn.dot_product_attention(
+                query, key, value, scale=scale, is_causal=is_causal, implementation=impl
+            )
+
+    reference.__name__ = name
+    if tolerance is None:
+        tolerance = {"float32": (2e-5, 2e-5), "bfloat16": (2e-2, 2e-2), "float16": (2e-3, 2e-3)}
+    impls = {p: ft.partial(fused, platform=p) for p in platforms}
+    return kernel(reference, implementations=impls, tolerance=tolerance, name=name)
+
+
+flash_attention_kernel = attention_kernel()
+"""FlashAttention as a kernel: tiled `tljax.layers.flash_attention` as reference, cuDNN (bf16/fp16)
+or XLA (fp32) fused attention via `jax.nn.dot_product_attention` on GPU; non-causal."""
+
+
+# ------------------------------------------------------------------------------------------------
 # Layers
 # ------------------------------------------------------------------------------------------------
 
@@ -317,7 +413,7 @@ class FlashAttention(eqx.Module):
     """`flash_attention` as a (parameter-free) layer with fixed tiling and options.
 
     With `fused=True` (default) and no `bias`/`mask`, the layer is one `tljax.kernel` equation
-    (`tljax.core.attention_kernel`): compiled for a GPU it runs fused attention (cuDNN for
+    (`tljax.layers.attention_kernel`): compiled for a GPU it runs fused attention (cuDNN for
     bfloat16/float16, XLA's for float32), elsewhere the tiled reference; every tljax semantics
     (exact, float emulation, bounds) walks the tiled reference, and `tljax.kernel_contracts`
     lists the contract that links the two. Half-precision inputs are then computed in float32
@@ -369,8 +465,6 @@ class FlashAttention(eqx.Module):
 @ft.cache
 def _attention_kernel(is_causal, scale, block_q, block_k):
     # One Kernel per configuration: evidence from `check_kernel` accumulates on it.
-    from tljax.core import attention_kernel
-
     return attention_kernel(
         is_causal=is_causal, scale=scale, block_q=block_q, block_k=block_k, name="FlashAttention"
     )

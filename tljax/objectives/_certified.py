@@ -38,7 +38,7 @@ import numpy as np
 from jax import lax
 
 from ..bounds import Box, bound
-from ..core._errors import InputError
+from ..core import InputError, ShapeMismatchError
 from ._losses import accuracy, cross_entropy
 
 __all__ = [
@@ -123,6 +123,76 @@ def _margins_fn(model_fn: Callable) -> Callable:
     return margins
 
 
+def _split_params(params):
+    """`(arrays, rebuild)`: the array leaves of `params` and a function putting them back.
+
+    Equinox modules carry non-array leaves (activation functions, ints), which `jax.eval_shape`
+    and `jax.jit` refuse as arguments; those stay in `rebuild` as static data."""
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    mask = tuple(isinstance(v, jax.Array | np.ndarray | np.generic) for v in leaves)
+    arrays = [v for v, m in zip(leaves, mask, strict=True) if m]
+    static = tuple(None if m else v for v, m in zip(leaves, mask, strict=True))
+
+    def rebuild(arrs):
+        it = iter(arrs)
+        return jax.tree_util.tree_unflatten(
+            tree, [next(it) if m else s for m, s in zip(mask, static, strict=True)]
+        )
+
+    return arrays, rebuild, (tree, mask, static)
+
+
+def _model(model_fn, params, who: str):
+    """`(model_fn, params)` with a module given whole (`certify(mlp, None, ...)`) turned into
+    `(apply_model, mlp)`, after checking what was passed."""
+    if not callable(model_fn):
+        raise InputError(
+            f"{who}: model_fn must be callable as model_fn(x, params), got "
+            f"{type(model_fn).__name__}"
+        )
+    leaves = jax.tree_util.tree_leaves(model_fn)
+    if params is None and any(isinstance(v, jax.Array | np.ndarray) for v in leaves):
+        # a module with array leaves, called as model(x): its arrays are the parameters
+        return apply_model, model_fn
+    return model_fn, params
+
+
+def _num_classes(model_fn, x0, params, who: str) -> int:
+    arrays, rebuild, _ = _split_params(params)
+    try:
+        out = jax.eval_shape(lambda a: model_fn(x0, rebuild(a)), arrays)
+    except (TypeError, ValueError) as err:
+        raise InputError(
+            f"{who}: calling model_fn(x[0], params) on one example of shape {tuple(x0.shape)} "
+            f"failed ({type(err).__name__}: {str(err).splitlines()[0]}); model_fn must take one "
+            "unbatched example and the params and return the logits (pass "
+            "tljax.objectives.apply_model with an Equinox module as params)"
+        ) from err
+    if not hasattr(out, "shape"):
+        raise InputError(
+            f"{who}: model_fn returned {type(out).__name__}; it must return one logits array (K,)"
+        )
+    return int(np.prod(out.shape))
+
+
+def _check_batch(x, y, eps, who: str):
+    x = jnp.asarray(x)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ShapeMismatchError(
+            f"{who}: x has shape {tuple(x.shape)}; give a batch (B, *input_shape) with B >= 1 "
+            "(one example: x[None])"
+        )
+    y_shape = tuple(np.shape(y))
+    if y_shape != (x.shape[0],):
+        raise ShapeMismatchError(
+            f"{who}: y has shape {y_shape} but x holds {x.shape[0]} example(s); give one integer "
+            f"label per example, shape ({x.shape[0]},)"
+        )
+    if not isinstance(eps, jax.core.Tracer) and not (np.all(np.asarray(eps) >= 0)):
+        raise InputError(f"{who}: eps={eps!r} must be >= 0 (the L-inf radius)")
+    return x
+
+
 def _box(x, eps, clip):
     lo, hi = x - eps, x + eps
     if clip is not None:
@@ -162,12 +232,13 @@ def margin_lower_bounds(
 
     Entry `y` of each row is 0 (the margin of the label with itself).
     """
+    who = "tljax.objectives.margin_lower_bounds"
     if method not in METHODS:
-        raise InputError(f"tljax.objectives: unknown bound method {method!r}; use one of {METHODS}")
-    x = jnp.asarray(x)
+        raise InputError(f"{who}: unknown bound method={method!r}; use one of {METHODS}")
+    model_fn, params = _model(model_fn, params, who)
+    x = _check_batch(x, y, eps, who)
     if num_classes is None:
-        out = jax.eval_shape(model_fn, x[0], params)
-        num_classes = int(np.prod(out.shape))
+        num_classes = _num_classes(model_fn, x[0], params, who)
     c = margin_spec(y, num_classes)
     fn = _margins_fn(model_fn)
 
@@ -314,12 +385,24 @@ def _pairwise_spec(k: int) -> np.ndarray:
     return (eye[:, None, :] - eye[None, :, :]).reshape(k * k, k)
 
 
-@ft.lru_cache(maxsize=16)
-def _certify_fn(model_fn, method, float_sound, clip, k):
+_CERTIFY_CACHE: dict = {}
+
+
+def _certify_fn(model_fn, method, float_sound, clip, k, rebuild, static_key):
+    # Jitted over the params' array leaves only; the rest (an Equinox module's functions) is
+    # static, part of the cache key when hashable.
+    try:
+        key = (model_fn, method, float_sound, clip, k, static_key)
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _CERTIFY_CACHE:
+        return _CERTIFY_CACHE[key]
     spec = _pairwise_spec(k)
 
     @jax.jit
-    def lows(xb, params, eps):
+    def lows(xb, arrays, eps):
+        params = rebuild(arrays)
         return jax.vmap(
             lambda xi: bound(
                 model_fn, _box(xi, eps, clip), params, method=method, float_sound=float_sound,
@@ -327,6 +410,10 @@ def _certify_fn(model_fn, method, float_sound, clip, k):
             ).lower
         )(xb)
 
+    if key is not None:
+        if len(_CERTIFY_CACHE) >= 16:
+            _CERTIFY_CACHE.pop(next(iter(_CERTIFY_CACHE)))
+        _CERTIFY_CACHE[key] = lows
     return lows
 
 
@@ -348,10 +435,27 @@ def certify(
 
     Default: float-sound CROWN. Runs `chunk` examples per vmapped call.
     """
-    x, y = jnp.asarray(x), np.asarray(y)
-    k = int(np.prod(jax.eval_shape(model_fn, x[0], params).shape))
-
-    lows = _certify_fn(model_fn, method, bool(float_sound), clip, k)
+    who = "tljax.objectives.certify"
+    if method not in ("ibp", "crown-ibp", "crown", "alpha-crown"):
+        raise InputError(
+            f"{who}: unknown method={method!r}; use 'crown' (default), 'alpha-crown', 'crown-ibp' "
+            "or 'ibp'"
+        )
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise InputError(f"{who}: chunk={chunk!r} must be a positive int (examples per call)")
+    model_fn, params = _model(model_fn, params, who)
+    x = _check_batch(x, y, eps, who)
+    y = np.asarray(y)
+    k = _num_classes(model_fn, x[0], params, who)
+    if y.dtype.kind not in "iu" or np.any((y < 0) | (y >= k)):
+        raise InputError(
+            f"{who}: labels y must be integers in [0, {k}) (the model has {k} outputs), got "
+            f"{y.dtype} values in [{y.min()}, {y.max()}]"
+        )
+    arrays, rebuild, (tree, mask, static) = _split_params(params)
+    lows = _certify_fn(
+        model_fn, method, bool(float_sound), clip, k, rebuild, (tree, mask, static)
+    )
 
     out = []
     for s in range(0, len(x), chunk):
@@ -359,7 +463,7 @@ def certify(
         pad = chunk - len(xb)
         if pad:
             xb = jnp.concatenate([xb, jnp.repeat(xb[-1:], pad, axis=0)])
-        out.append(np.asarray(lows(xb, params, jnp.float32(eps)))[: chunk - pad])
+        out.append(np.asarray(lows(xb, arrays, jnp.float32(eps)))[: chunk - pad])
     low = np.concatenate(out).reshape(len(x), k, k)[np.arange(len(x)), y]  # (B, K)
     low[np.arange(len(x)), y] = np.inf
     return np.all(low > 0, axis=1)

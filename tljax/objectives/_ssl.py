@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tljax.core._errors import InputError
+from tljax.core import InputError
 
 # ----------------------------------------------------------------------------------------------
 # Masked autoencoding (He et al. 2022, "Masked Autoencoders Are Scalable Vision Learners")

@@ -49,7 +49,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from tljax.core._errors import InputError
+from tljax.core import InputError
 
 __all__ = ["EarlyStopping", "load_checkpoint", "save_checkpoint", "train"]
 
@@ -197,7 +197,7 @@ class _Hashed:
             return self.tree is other.tree
         try:
             return bool(self._key == other._key)
-        except Exception:  # leaves whose == is elementwise: treat as different
+        except Exception:  # noqa: BLE001 - leaves whose == is elementwise: treat as different
             return False
 
 

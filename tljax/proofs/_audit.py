@@ -32,8 +32,8 @@ import numpy as np
 import sympy
 from jax import lax
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import TljaxError, UnsupportedPrimitiveError
+from ..core import TljaxError, UnsupportedPrimitiveError, compat
+from ..interpret import get_semantics
 from ._symbolic_api import symbolic, symbols
 
 compat.register_exclusion(__file__)
@@ -780,8 +780,6 @@ _NOT_AUDITABLE = {
 
 def audited_primitives() -> dict[str, str]:
     """``{primitive name: semantics}`` for every primitive with an exact or symbolic rule."""
-    from ..interpret._registry import get_semantics
-
     out: dict[str, str] = {}
     for sem_name in ("exact", "symbolic"):
         try:

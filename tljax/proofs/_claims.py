@@ -25,20 +25,21 @@ evaluate listed cases (``"exact-enumerated"``, ``"numeric"``) cannot be ``"gener
 a check that reports finite evidence (``Evidence(scope="family")``) under a ``"general"`` claim
 is an error, not a pass.
 
-Modules that ship claims register them at import time with `@claim(...)`; the module must be
-listed in `CLAIM_MODULES` so that `check_all` imports it.
+Modules that ship claims register them at import time with `@claim(...)`. They live in
+`tljax.proofs` (`_library`, and one module per topic under `tljax.proofs.claims`), and
+`tljax.proofs` imports them, so the registry is complete once `tljax.proofs` is imported. The
+packages the claims speak of (`tljax.rl`, `tljax.diffusion`, ...) never import `tljax.proofs`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..core._errors import TljaxError
+from ..core import TljaxError
 
 METHODS = ("symbolic", "exact-all", "exact-enumerated", "certified-bound", "numeric")
 SCOPES = ("general", "family")
@@ -78,14 +79,6 @@ def declares_family(text: str) -> bool:
     return _has_word(text, FAMILY_MARKERS) is not None or bool(
         re.search(_COUNT, text, re.IGNORECASE)
     )
-
-# Modules whose import registers claims; missing modules are skipped (listed in the table).
-CLAIM_MODULES = (
-    "tljax.proofs._library",
-    "tljax.rl._claims",
-    "tljax.diffusion._claims",
-    "tljax.objectives._claims",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +168,7 @@ def _refuse_overclaim(c: Claim) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Result:
+class ClaimResult:
     """The outcome of running one claim's check."""
 
     claim: Claim
@@ -246,26 +239,12 @@ def claim(
     return deco
 
 
-def load_claim_modules() -> list[str]:
-    """Imports every module in CLAIM_MODULES; returns the ones that could not be imported."""
-    missing = []
-    for mod in CLAIM_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as err:
-            if err.name != mod:
-                raise
-            missing.append(mod)
-    return missing
-
-
 def registry() -> dict[str, Claim]:
-    """All registered claims by name (after loading the claim modules)."""
-    load_claim_modules()
+    """All registered claims by name (`tljax.proofs` imports every module that ships claims)."""
     return dict(_REGISTRY)
 
 
-def run_claim(c: Claim) -> Result:
+def run_claim(c: Claim) -> ClaimResult:
     """Runs one claim's check, timing it; an exception is recorded as an error result."""
     t0 = time.perf_counter()
     try:
@@ -279,12 +258,14 @@ def run_claim(c: Claim) -> Result:
                 f"evidence on a finite family only ({ev.detail}); declare scope='family' and "
                 "say which family in the statement"
             )
-        return Result(c, ev, time.perf_counter() - t0)
+        return ClaimResult(c, ev, time.perf_counter() - t0)
     except Exception as err:  # noqa: BLE001 - a crashing check is reported, not hidden
-        return Result(c, Evidence(False), time.perf_counter() - t0, error=f"{type(err).__name__}: {err}")
+        return ClaimResult(
+            c, Evidence(False), time.perf_counter() - t0, error=f"{type(err).__name__}: {err}"
+        )
 
 
-def check(name: str) -> Result:
+def check(name: str) -> ClaimResult:
     """Runs the claim called `name`."""
     reg = registry()
     if name not in reg:
@@ -292,7 +273,7 @@ def check(name: str) -> Result:
     return run_claim(reg[name])
 
 
-def check_all(tags: Iterable[str] | None = None) -> list[Result]:
+def check_all(tags: Iterable[str] | None = None) -> list[ClaimResult]:
     """Runs every registered claim (optionally only those with one of `tags`)."""
     tags = None if tags is None else set(tags)
     out = []
@@ -303,7 +284,7 @@ def check_all(tags: Iterable[str] | None = None) -> list[Result]:
     return out
 
 
-def format_table(results: list[Result]) -> str:
+def format_table(results: list[ClaimResult]) -> str:
     """A plain-text table: claim, method (and scope), result, time, detail."""
     rows = [("claim", "method", "result", "time", "detail")]
     for r in results:

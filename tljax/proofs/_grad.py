@@ -33,9 +33,8 @@ import numpy as np
 import sympy
 from flint import arb, ctx, fmpq
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError, TljaxError
-from ..interpret._symbolic import as_object_array
+from ..core import InputError, TljaxError, compat
+from ..interpret import as_object_array, evaluate, get_semantics
 from ._audit import is_zero
 from ._symbolic_api import symbolic, symbols
 
@@ -194,8 +193,6 @@ def kinks_at(expr, point: dict) -> list[str]:
 
 
 def _exact_available() -> bool:
-    from ..interpret._registry import get_semantics
-
     try:
         get_semantics("exact")
     except TljaxError:
@@ -268,8 +265,6 @@ def check_grad(fn, x, *, method: str = "auto") -> GradCheck:
     grad_fn = jax.grad(fn)
     fallback = ""
     if method == "exact":
-        from ..interpret._registry import evaluate
-
         try:
             got = jtu.tree_leaves(evaluate(grad_fn, x, semantics="exact"), is_leaf=_is_leaf)
         except TljaxError as err:

@@ -33,13 +33,23 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import ml_dtypes
 import numpy as np
 import sympy
 from flint import arb, ctx, fmpq
 
-from ..core._errors import TljaxError
-from ..interpret._symbolic import round_fraction
+from ..bounds import Box, Options, bound, relax_relu, relax_smooth
+from ..core import TljaxError
+from ..interpret import evaluate, get_semantics, round_fraction
+from ..layers import (
+    dot_product_attention,
+    flash_attention,
+    linear_recurrence_parallel,
+    linear_recurrence_sequential,
+)
+from ._audit import audit_rules, audit_totals
 from ._claims import Evidence, claim
+from ._grad import check_grad
 from ._symbolic_api import symbolic, symbols
 
 Fraction = fractions.Fraction
@@ -55,8 +65,6 @@ class Unavailable(TljaxError, RuntimeError):
 
 def exact_available() -> bool:
     """Whether the ``"exact"`` semantics is installed."""
-    from ..interpret._registry import get_semantics
-
     try:
         get_semantics("exact")
     except TljaxError:
@@ -88,8 +96,6 @@ def exact_outputs(fn, *args) -> tuple[list[np.ndarray], str]:
     enclosure, a closed form with exp) raises `TypeError`.
     """
     if exact_available():
-        from ..interpret._registry import evaluate
-
         out, how = evaluate(fn, *args, semantics="exact"), "exact"
     else:
         out, how = symbolic(fn, *args), "symbolic"
@@ -124,10 +130,6 @@ def _exp2(x):
 
 
 def _attention_fns():
-    try:
-        from ..layers._attention import dot_product_attention, flash_attention
-    except ImportError as err:
-        raise Unavailable(f"tljax.layers attention is not installed ({err})") from err
     return flash_attention, dot_product_attention
 
 
@@ -325,10 +327,6 @@ def recurrence_evidence(
     family="recurrence_evidence(): 9 seeded dyadic (a, b, h0), lengths 1..9",
 )
 def _scan_claim() -> Evidence:
-    try:
-        from ..layers._ssm import linear_recurrence_parallel, linear_recurrence_sequential
-    except ImportError as err:
-        raise Unavailable(f"tljax.layers SSM recurrences are not installed ({err})") from err
     return recurrence_evidence(linear_recurrence_parallel, linear_recurrence_sequential)
 
 
@@ -359,6 +357,7 @@ def _assoc_claim() -> Evidence:
                 )
     # It is the composition of the maps: apply(e1∘e2, h) == apply(e2, apply(e1, h)).
     h = symbols("h", 2)
+
     def apply_composed(e1, e2, h):
         c = _compose(e1, e2)
         return c[0] @ h + c[1]
@@ -539,7 +538,9 @@ def relu_relaxation_evidence(
     n = 0
     for alpha in alphas:
         al = None if alpha is None else jnp.full(lo.shape, alpha, jnp.float32)
-        lines = [np.asarray(v, np.float32) for v in relax_relu(jnp.asarray(lo), jnp.asarray(hi), al)]
+        lines = [
+            np.asarray(v, np.float32) for v in relax_relu(jnp.asarray(lo), jnp.asarray(hi), al)
+        ]
         lines = [np.broadcast_to(v, lo.shape) for v in lines]
         for i in range(len(lo)):
             a_l, b_l, a_u, b_u = (Fraction(float(v[i])) for v in lines)
@@ -580,10 +581,6 @@ def relu_relaxation_evidence(
     family=f"relu_family(): {len(relu_family())} float32 boxes (seed 1) x 4 alphas",
 )
 def _relu_library_claim() -> Evidence:
-    try:
-        from ..bounds import relax_relu
-    except ImportError as err:
-        raise Unavailable(f"tljax.bounds relaxations are not installed ({err})") from err
     return relu_relaxation_evidence(relax_relu)
 
 
@@ -661,8 +658,14 @@ SMOOTH_ARB = {
     "erfc": (arb.erfc, lambda x: -_gauss(x), _inflection_at_zero(-1), (-math.inf, math.inf)),
     # sin'' = -sin, cos'' = -cos: the sign of f on the ball decides the curvature.
     "sin": (arb.sin, arb.cos, lambda lo, hi, X: -_sign_of(X.sin()), (-math.inf, math.inf)),
-    "cos": (arb.cos, lambda x: -x.sin(), lambda lo, hi, X: -_sign_of(X.cos()), (-math.inf, math.inf)),
+    "cos": (
+        arb.cos,
+        lambda x: -x.sin(),
+        lambda lo, hi, X: -_sign_of(X.cos()),
+        (-math.inf, math.inf),
+    ),
 }
+
 
 def _pm(x: arb) -> list[arb]:
     return [-x, x]
@@ -936,14 +939,6 @@ def smooth_relaxation_evidence(
 
 
 def _smooth_claim(fn: str, float_sound: bool) -> Evidence:
-    try:
-        from ..bounds import relax_smooth
-    except ImportError as err:
-        raise Unavailable(f"tljax.bounds relaxations are not installed ({err})") from err
-    try:
-        from ..bounds import Options
-    except ImportError:  # not public yet
-        from ..bounds._relax import Options
     opts = Options(float_sound=float_sound)
     try:
         relax_smooth(fn, jnp.float32(1.0), jnp.float32(2.0), opts)
@@ -979,15 +974,6 @@ _register_smooth_claims()
 
 # ----------------------------------------------------------------------------------------------
 # IBP of an affine layer.
-
-
-def _bound_fn():
-    try:
-        from ..bounds._api import bound
-        from ..bounds._box import Box
-    except ImportError as err:
-        raise Unavailable(f"tljax.bound is not installed ({err})") from err
-    return bound, Box
 
 
 def ibp_affine_evidence(bound: Callable, Box, *, seed: int = 0, cases: int = 4) -> Evidence:
@@ -1051,7 +1037,6 @@ def ibp_affine_evidence(bound: Callable, Box, *, seed: int = 0, cases: int = 4) 
     family="ibp_affine_evidence(): 4 layers and boxes from seed 0",
 )
 def _ibp_claim() -> Evidence:
-    bound, Box = _bound_fn()
     return ibp_affine_evidence(bound, Box)
 
 
@@ -1065,8 +1050,6 @@ _F32_MIN_NORMAL = Fraction(2) ** -126
 
 def _format_values(fmt: str, bits: np.ndarray) -> np.ndarray:
     """float32 arrays holding values of the format, from raw bit patterns."""
-    import ml_dtypes
-
     if fmt == "fp32":
         return bits.astype(np.uint32).view(np.float32)
     if fmt == "fp16":
@@ -1103,8 +1086,6 @@ def _specials(fmt: str) -> np.ndarray:
     if fmt == "fp16":
         out = out.astype(np.float16).astype(np.float32)
     elif fmt == "bf16":
-        import ml_dtypes
-
         out = out.astype(ml_dtypes.bfloat16).astype(np.float32)
     return out
 
@@ -1145,7 +1126,7 @@ def _ieee_reference(op: str, x: float, y: float, fmt: str) -> float:
             return math.nan if (x == 0 or y == 0) else math.copysign(math.inf, sign)
         return rnd(Fraction(x) * Fraction(y), sign)
     if op == "div":
-        if math.isinf(x) and math.isinf(y) or (x == 0 and y == 0):
+        if (math.isinf(x) and math.isinf(y)) or (x == 0 and y == 0):
             return math.nan
         if math.isinf(x) or y == 0:
             return math.copysign(math.inf, sign)
@@ -1216,8 +1197,6 @@ def float_rounding_evidence(
         X, Y = np.concatenate(xs), np.concatenate(ys)
         if fmt != "fp32":
             X, Y = _round_to(fmt, X), _round_to(fmt, Y)
-        from ..interpret._registry import evaluate
-
         outs = {
             "add": evaluate(lambda a, b: a + b, X, Y, semantics=sem),
             "sub": evaluate(lambda a, b: a - b, X, Y, semantics=sem),
@@ -1236,8 +1215,7 @@ def float_rounding_evidence(
                 subnormal = any(
                     _is_f32_subnormal(Fraction(a)) for a in args if math.isfinite(a)
                 ) or (
-                    math.isfinite(want)
-                    and _is_f32_subnormal(Fraction(want))
+                    (math.isfinite(want) and _is_f32_subnormal(Fraction(want)))
                     or (want == 0 and _exact_nonzero(op, x, y))
                 )
                 same = (math.isnan(g) and math.isnan(want)) or (
@@ -1280,8 +1258,6 @@ def _exact_nonzero(op, x, y) -> bool:
 
 
 def _round_to(fmt: str, a: np.ndarray) -> np.ndarray:
-    import ml_dtypes
-
     dt = np.float16 if fmt == "fp16" else ml_dtypes.bfloat16
     with np.errstate(over="ignore", invalid="ignore"):  # out-of-range samples become ±inf: wanted
         return a.astype(dt).astype(np.float32)
@@ -1302,8 +1278,6 @@ def _round_to(fmt: str, a: np.ndarray) -> np.ndarray:
     "(fp32, fp16, bf16)",
 )
 def _float_claim() -> Evidence:
-    from ..interpret._registry import get_semantics
-
     try:
         get_semantics("float[fp16]")
     except TljaxError as err:
@@ -1376,13 +1350,13 @@ def reference_evidence(programs=None, *, against: str = "jit") -> Evidence:
       programs: ``[(name, f, args)]`` (default: the claim zoo).
       against: ``"jit"`` (``jax.jit(f)(*args)``) or ``"eager"`` (``f(*args)``, op by op).
     """
-    from ..interpret._registry import evaluate
-
     names, mismatches = [], []
     for name, f, args in programs if programs is not None else _zoo():
         if against == "jit":
             # The reference semantics run under jit must equal jax.jit(f): XLA sees the same ops.
-            ref = jtu.tree_leaves(jax.jit(lambda *a, f=f: evaluate(f, *a, semantics="reference"))(*args))
+            ref = jtu.tree_leaves(
+                jax.jit(lambda *a, f=f: evaluate(f, *a, semantics="reference"))(*args)
+            )
         else:
             ref = jtu.tree_leaves(evaluate(f, *args, semantics="reference"))
         other = jtu.tree_leaves(jax.jit(f)(*args) if against == "jit" else f(*args))
@@ -1460,8 +1434,6 @@ def _reference_eager_claim() -> Evidence:
     family="default_cases(): one or more programs per audited primitive",
 )
 def _audit_claim() -> Evidence:
-    from ._audit import audit_rules, audit_totals
-
     rows = audit_rules()
     t = audit_totals(rows)
     failed = [r for r in rows if r.auditable and not r.passed]
@@ -1514,8 +1486,6 @@ def _softmax_tanh_loss(x):
     family="two losses at one stated point each",
 )
 def _grad_claim() -> Evidence:
-    from ._grad import check_grad
-
     w = np.asarray([[0.5, 0.25], [1.0, -1.0], [-0.75, 0.5]], np.float32)
     r1 = check_grad(_mlp_loss, w)
     r2 = check_grad(_softmax_tanh_loss, np.asarray([0.5, -1.0, 2.0], np.float32))

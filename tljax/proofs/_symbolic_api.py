@@ -13,11 +13,8 @@ import jax.tree_util as jtu
 import numpy as np
 import sympy
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError
-from ..core._graph import trace
-from ..interpret._registry import get_semantics, run
-from ..interpret._symbolic import as_object_array
+from ..core import InputError, compat, trace
+from ..interpret import as_object_array, get_semantics, run
 
 compat.register_exclusion(__file__)
 
@@ -99,7 +96,7 @@ def symbolic(fn, *args, dtype=jnp.float32):
     name = getattr(fn, "__name__", "fn")
     graph = trace(fn, *placeholders, name=name)
     flat_args, tree = jtu.tree_flatten(args, is_leaf=_is_symbolic_leaf)
-    flat_ph, tree_ph = jtu.tree_flatten(placeholders)
+    _flat_ph, tree_ph = jtu.tree_flatten(placeholders)
     if tree != tree_ph:
         raise InputError(
             f"symbolic({name}): arguments have an unexpected structure {tree}; pass pytrees of "

@@ -1,4 +1,5 @@
-"""tljax.rl: reinforcement learning as pure, unbatched JAX functions (rlax conventions) plus exact checks.
+"""tljax.rl: reinforcement learning as pure, unbatched JAX functions (rlax conventions) plus exact
+checks.
 
 - Finite MDPs as arrays (`MDP`), built-in environments (`gridworld`, `chain`, `random_mdp`) and a
   pure-JAX cart-pole (`cartpole_reset`, `cartpole_step`).
@@ -8,13 +9,12 @@
   `lambda_returns`, `n_step_returns`, `gae`, offline tabular TD(λ) in both views.
 - Policy-gradient losses: `policy_gradient_loss`, `clipped_surrogate_loss`, `value_loss`,
   `entropy_loss`; a jit-compiled PPO example `train_ppo` on cart-pole.
-- Certified policy regions: `certify_policy_region` proves (with `tljax.bound` and input
-  splitting) or refutes "the trained policy takes action a at every state of a box";
-  `policy_region_claim` wraps it as a `tljax.proofs` claim.
+- Certified policy regions live one floor up, in `tljax.proofs` (`certify_policy_region`,
+  `policy_region_claim`), because they use `tljax.bound`; `sample_box` stays here.
 - Distributions (`Categorical`, `Bernoulli`, `Normal`, `DiagGaussian`) and finite Markov kernels
   (composition, push-forward, stationary distributions, Metropolis-Hastings), float and exact.
 
-Claims about these functions are registered with `tljax.proofs` by `tljax.rl._claims`.
+Claims about these functions live in `tljax.proofs.claims.rl`; `tljax.rl` imports core only.
 """
 
 from ._cartpole import DEFAULT_CARTPOLE_PARAMS as DEFAULT_CARTPOLE_PARAMS
@@ -22,8 +22,6 @@ from ._cartpole import CartPoleParams as CartPoleParams
 from ._cartpole import cartpole_accelerations as cartpole_accelerations
 from ._cartpole import cartpole_reset as cartpole_reset
 from ._cartpole import cartpole_step as cartpole_step
-from ._certify import PolicyRegionResult as PolicyRegionResult
-from ._certify import certify_policy_region as certify_policy_region
 from ._distributions import Bernoulli as Bernoulli
 from ._distributions import Categorical as Categorical
 from ._distributions import DiagGaussian as DiagGaussian
@@ -87,8 +85,6 @@ from ._ppo import policy_logit_margin_fn as policy_logit_margin_fn
 from ._ppo import policy_logits as policy_logits
 from ._ppo import state_value as state_value
 from ._ppo import train_ppo as train_ppo
-from ._regions import check_nonnegative_numeric as check_nonnegative_numeric
-from ._regions import policy_region_claim as policy_region_claim
 from ._regions import sample_box as sample_box
 from ._value_learning import q_learning as q_learning
 from ._value_learning import q_learning_tabular as q_learning_tabular

@@ -1,4 +1,5 @@
-"""Cart-pole balancing as pure JAX functions: `cartpole_reset(key)` and `cartpole_step(state, action)`.
+"""Cart-pole balancing as pure JAX functions: `cartpole_reset(key)` and `cartpole_step(state,
+action)`.
 
 The dynamics are the frictionless cart-pole of Barto, Sutton & Anderson (1983), with the constants
 that became standard in the classic-control literature: g = 9.8 m/s², cart mass 1.0 kg, pole mass
@@ -25,7 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from tljax.core._errors import ShapeMismatchError
+from tljax.core import ShapeMismatchError
 
 
 class CartPoleParams(NamedTuple):
@@ -48,7 +49,8 @@ DEFAULT_CARTPOLE_PARAMS = CartPoleParams()
 def cartpole_accelerations(
     state: jax.Array, force: jax.Array, params: CartPoleParams = DEFAULT_CARTPOLE_PARAMS
 ):
-    """(ẍ, θ̈) for `state` = (x, ẋ, θ, θ̇) under horizontal `force` (closed form, see module docstring)."""
+    """(ẍ, θ̈) for `state` = (x, ẋ, θ, θ̇) under horizontal `force` (closed form, see module
+    docstring)."""
     _, _, theta, theta_dot = state[0], state[1], state[2], state[3]
     total = params.mass_cart + params.mass_pole
     ml = params.mass_pole * params.half_length
@@ -84,7 +86,8 @@ def cartpole_step(
     state = jnp.asarray(state)
     if state.shape != (4,):
         raise ShapeMismatchError(
-            f"cartpole_step: `state` has shape {state.shape}, expected (4,) = (x, x_dot, theta, theta_dot); "
+            f"cartpole_step: `state` has shape {state.shape}, expected (4,) = (x, x_dot, theta, "
+            f"theta_dot); "
             "use jax.vmap for batches."
         )
     force = jnp.where(jnp.asarray(action) == 1, params.force_mag, -params.force_mag).astype(

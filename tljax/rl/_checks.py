@@ -11,9 +11,12 @@ from collections.abc import Mapping
 
 import jax.numpy as jnp
 
-from tljax.core._errors import ShapeMismatchError
+from tljax.core import ShapeMismatchError
 
-_VMAP_HINT = "these functions are unbatched (rlax convention): pass one trajectory and use jax.vmap for batches"
+_VMAP_HINT = (
+    "these functions are unbatched (rlax convention): pass one trajectory and use jax.vmap for "
+    "batches"
+)
 
 
 def _shape(x) -> tuple[int, ...]:

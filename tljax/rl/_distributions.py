@@ -21,7 +21,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from tljax.core._errors import InputError
+from tljax.core import InputError
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -61,8 +61,10 @@ class Distribution(eqx.Module):
     def _same_family(self, other: Distribution, where: str) -> None:
         if type(other) is not type(self):
             raise InputError(
-                f"{type(self).__name__}.{where}: closed form needs another {type(self).__name__}, got "
-                f"{type(other).__name__}; compute it by Monte Carlo with sample_and_log_prob instead."
+                f"{type(self).__name__}.{where}: closed form needs another {type(self).__name__}, "
+                f"got "
+                f"{type(other).__name__}; compute it by Monte Carlo with sample_and_log_prob "
+                f"instead."
             )
 
 

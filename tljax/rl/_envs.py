@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tljax.core._errors import InputError
+from tljax.core import InputError
 from tljax.rl._mdp import MDP
 
 # Action order of `gridworld`: row/column deltas.
@@ -102,7 +102,8 @@ def chain(
 ) -> MDP:
     """The chain of Strens (2000): exploring forward pays off late, going back pays a little now.
 
-    Action 0 ("forward") moves from state s to s+1 with reward 0, and from the last state stays there
+    Action 0 ("forward") moves from state s to s+1 with reward 0, and from the last state stays
+    there
     with reward `large_reward`. Action 1 ("back") returns to state 0 with reward `small_reward`.
     With probability `slip` the other action is executed instead. Rewards are expected rewards
     `R[s, a]`.
@@ -134,7 +135,8 @@ def random_mdp(
     reward_range: tuple[float, float] = (-1.0, 1.0),
     transition_rewards: bool = False,
 ) -> MDP:
-    """A random MDP from a seed (numpy `default_rng(seed)`, so it is reproducible across JAX versions).
+    """A random MDP from a seed (numpy `default_rng(seed)`, so it is reproducible across JAX
+    versions).
 
     Arguments:
       - `seed`: integer seed.

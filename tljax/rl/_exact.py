@@ -20,7 +20,7 @@ from typing import Any
 import flint
 import numpy as np
 
-from tljax.core._errors import InputError, ShapeMismatchError
+from tljax.core import InputError, ShapeMismatchError
 
 
 def to_fraction(x: Any) -> Fraction:
@@ -60,12 +60,14 @@ def to_fraction(x: Any) -> Fraction:
         except (TypeError, ValueError) as err:
             raise InputError(f"to_fraction: cannot convert {x!r} exactly: {err}") from err
     raise InputError(
-        f"to_fraction: cannot convert {type(x).__name__} {x!r} to an exact rational; pass a float, int or Fraction."
+        f"to_fraction: cannot convert {type(x).__name__} {x!r} to an exact rational; pass a float, "
+        f"int or Fraction."
     )
 
 
 def fraction_array(x: Any) -> np.ndarray:
-    """An object array of `Fraction`s with the shape of `x`, each entry converted by `to_fraction`."""
+    """An object array of `Fraction`s with the shape of `x`, each entry converted by
+    `to_fraction`."""
     if isinstance(x, np.ndarray) and x.dtype == object:
         arr = x
     elif hasattr(x, "__array__") and not isinstance(x, (list, tuple)):
@@ -106,7 +108,8 @@ def solve_exact(A: Any, b: Any) -> np.ndarray:
       `x` as an object array of `Fraction`s with the shape of `b`.
 
     Raises:
-      InputError: when `A` is singular (the message says so; check the chain is irreducible or γ < 1).
+      InputError: when `A` is singular (the message says so; check the chain is irreducible or γ <
+      1).
     """
     A = fraction_array(A)
     b = fraction_array(b)
@@ -119,14 +122,17 @@ def solve_exact(A: Any, b: Any) -> np.ndarray:
         x = _fmpq_mat(A).solve(_fmpq_mat(b2))
     except ZeroDivisionError as err:
         raise InputError(
-            f"solve_exact: the {A.shape[0]}×{A.shape[0]} matrix is singular over ℚ; for policy evaluation "
-            "check γ < 1, for a stationary distribution check the chain has a single recurrent class."
+            f"solve_exact: the {A.shape[0]}×{A.shape[0]} matrix is singular over ℚ; for policy "
+            f"evaluation "
+            "check γ < 1, for a stationary distribution check the chain has a single recurrent "
+            "class."
         ) from err
     return _from_fmpq_mat(x).reshape(b.shape)
 
 
 def matmul_exact(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Exact product of two object arrays of Fractions (via flint), shapes (n, k) @ (k, m) or (k,)."""
+    """Exact product of two object arrays of Fractions (via flint), shapes (n, k) @ (k, m) or
+    (k,)."""
     A, B = fraction_array(A), fraction_array(B)
     vec = B.ndim == 1
     out = _from_fmpq_mat(_fmpq_mat(A) * _fmpq_mat(B.reshape(B.shape[0], -1)))
@@ -193,7 +199,8 @@ def rational_mdp(
         ]
         if bad or not (0 <= g < 1):
             raise InputError(
-                f"rational_mdp: not an exact MDP: rows (s, a, sum) {bad[:5]} are not exactly stochastic"
+                f"rational_mdp: not an exact MDP: rows (s, a, sum) {bad[:5]} are not exactly "
+                f"stochastic"
                 f"{'' if 0 <= g < 1 else f', gamma={g} outside [0, 1)'}. Use dyadic probabilities "
                 "(random_mdp(..., denominator=8)) or Fractions, or pass check=False."
             )
@@ -210,7 +217,8 @@ def _stochastic_policy_exact(mdp: RationalMDP, policy: Any) -> np.ndarray:
     if pol.shape == (mdp.n_states, mdp.n_actions):
         return fraction_array(pol)
     raise ShapeMismatchError(
-        f"policy has shape {pol.shape} (dtype {pol.dtype}); expected int (S,) = ({mdp.n_states},) or "
+        f"policy has shape {pol.shape} (dtype {pol.dtype}); expected int (S,) = ({mdp.n_states},) "
+        f"or "
         f"(S, A) = ({mdp.n_states}, {mdp.n_actions})."
     )
 
@@ -246,8 +254,10 @@ def evaluate_policy_exact(mdp: Any, policy: Any) -> np.ndarray:
     """V^π exactly: solves (I − γ P_π) V = r_π over ℚ with flint's `fmpq_mat.solve`.
 
     Arguments:
-      - `mdp`: an `MDP` (floats converted exactly), a `RationalMDP`, or anything `rational_mdp` takes.
-      - `policy`: deterministic int (S,) or stochastic (S, A) (floats converted exactly, Fractions kept).
+      - `mdp`: an `MDP` (floats converted exactly), a `RationalMDP`, or anything `rational_mdp`
+      takes.
+      - `policy`: deterministic int (S,) or stochastic (S, A) (floats converted exactly, Fractions
+      kept).
 
     Returns:
       object array (S,) of `Fraction`s.
@@ -293,7 +303,8 @@ def policy_iteration_exact(mdp: Any, policy0: Any = None, max_iterations: int = 
             return pi, v, k
         pi = new
     raise InputError(
-        f"policy_iteration_exact: no convergence in {max_iterations} iterations (raise max_iterations)."
+        f"policy_iteration_exact: no convergence in {max_iterations} iterations (raise "
+        f"max_iterations)."
     )
 
 

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tljax.core._errors import InputError, ShapeMismatchError
+from tljax.core import InputError, ShapeMismatchError
 from tljax.rl._distributions import Categorical
 from tljax.rl._exact import fraction_array, matmul_exact, solve_exact
 
@@ -65,7 +65,8 @@ def compose(*kernels: jax.Array) -> jax.Array:
     for i, (a, b) in enumerate(itertools.pairwise(Ks)):
         if a.shape[1] != b.shape[0]:
             raise ShapeMismatchError(
-                f"compose: kernel {i} maps to {a.shape[1]} states but kernel {i + 1} starts from {b.shape[0]}."
+                f"compose: kernel {i} maps to {a.shape[1]} states but kernel {i + 1} starts from "
+                f"{b.shape[0]}."
             )
     out = Ks[0]
     for K in Ks[1:]:
@@ -179,7 +180,8 @@ def stationary_distribution_exact(K: Any) -> np.ndarray:
 
 
 def compose_exact(*kernels: Any) -> np.ndarray:
-    """Exact Chapman-Kolmogorov product of kernels given as floats (converted exactly) or Fractions."""
+    """Exact Chapman-Kolmogorov product of kernels given as floats (converted exactly) or
+    Fractions."""
     out = fraction_array(kernels[0])
     for K in kernels[1:]:
         out = matmul_exact(out, fraction_array(K))
@@ -211,7 +213,8 @@ def check_detailed_balance_exact(K: Any, pi: Any):
 def metropolis_hastings(proposal: jax.Array, target: jax.Array) -> jax.Array:
     """The Metropolis-Hastings transition matrix for a proposal Q and a target π (float, traceable).
 
-    K(x, y) = Q(x, y)·min(1, π(y)Q(y, x) / (π(x)Q(x, y))) for y ≠ x, i.e. min(π(x)Q(x,y), π(y)Q(y,x))/π(x);
+    K(x, y) = Q(x, y)·min(1, π(y)Q(y, x) / (π(x)Q(x, y))) for y ≠ x, i.e. min(π(x)Q(x,y),
+    π(y)Q(y,x))/π(x);
     K(x, x) = 1 − Σ_{y≠x} K(x, y). K is reversible with respect to π (detailed balance).
 
     Arguments:
@@ -253,7 +256,8 @@ def metropolis_hastings_exact(proposal: Any, target: Any) -> np.ndarray:
     bad = [x for x in range(n) if p[x] <= 0 or sum(Q[x]) != 1 or any(q < 0 for q in Q[x])]
     if bad:
         raise InputError(
-            f"metropolis_hastings_exact: states {bad[:10]} have π ≤ 0 or a proposal row that is not exactly "
+            f"metropolis_hastings_exact: states {bad[:10]} have π ≤ 0 or a proposal row that is "
+            f"not exactly "
             "stochastic; pass Fractions or dyadic floats and a positive target."
         )
     K = np.full((n, n), Fraction(0), dtype=object)

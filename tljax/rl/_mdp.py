@@ -1,13 +1,14 @@
-"""Finite Markov decision processes as arrays, policies, Bellman operators, value and policy iteration.
+"""Finite MDPs as arrays, policies, Bellman operators, value and policy iteration.
 
 An MDP with S states and A actions is the frozen pytree `MDP(P, R, gamma)`:
 
 - `P[s, a, s′]` = Pr(s′ | s, a), shape (S, A, S), rows summing to 1;
-- `R[s, a]` (expected reward) or `R[s, a, s′]` (reward of the transition), shapes (S, A) / (S, A, S);
+- `R[s, a]` (expected reward) or `R[s, a, s′]` (reward of the transition), shapes (S, A) or
+  (S, A, S);
 - `gamma` ∈ [0, 1), the discount.
 
-Policies are arrays too: a deterministic policy is an integer array `pi[s] ∈ {0..A-1}` of shape (S,),
-a stochastic one a float array `pi[s, a]` of shape (S, A) with rows summing to 1.
+Policies are arrays too: a deterministic policy is an integer array `pi[s] ∈ {0..A-1}` of
+shape (S,), a stochastic one a float array `pi[s, a]` of shape (S, A) with rows summing to 1.
 
 Everything here is traceable JAX (`jit`, `vmap` over MDPs work); the exact rational counterparts
 (policy evaluation by a linear solve over ℚ) live in `tljax.rl._exact`.
@@ -28,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tljax.core._errors import InputError, ShapeMismatchError
+from tljax.core import InputError, ShapeMismatchError
 
 
 class MDP(eqx.Module):
@@ -61,13 +62,14 @@ class MDP(eqx.Module):
     def __check_init__(self):
         if self.P.ndim != 3 or self.P.shape[0] != self.P.shape[2]:
             raise ShapeMismatchError(
-                f"MDP: `P` must have shape (S, A, S) with P[s, a, s′] = Pr(s′ | s, a); got {self.P.shape}."
+                f"MDP: `P` must have shape (S, A, S) with P[s, a, s′] = Pr(s′ | s, a); got "
+                f"{self.P.shape}."
             )
         s, a, _ = self.P.shape
         if self.R.shape not in ((s, a), (s, a, s)):
             raise ShapeMismatchError(
-                f"MDP: `R` has shape {self.R.shape}, expected ({s}, {a}) for R[s, a] or ({s}, {a}, {s}) "
-                "for R[s, a, s′] (matching `P`)."
+                f"MDP: `R` has shape {self.R.shape}, expected ({s}, {a}) for R[s, a] or "
+                f"({s}, {a}, {s}) for R[s, a, s′] (matching `P`)."
             )
         if self.gamma.ndim != 0:
             raise ShapeMismatchError(
@@ -83,7 +85,8 @@ class MDP(eqx.Module):
         return self.P.shape[1]
 
     def expected_reward(self) -> jax.Array:
-        """r(s, a) = Σ_s′ P(s′|s,a) R(s,a,s′) (or `R` itself when it is already R[s, a]); shape (S, A)."""
+        """r(s, a) = Σ_s′ P(s′|s,a) R(s,a,s′) (or `R` itself when it is already R[s, a]); shape (S,
+        A)."""
         if self.R.ndim == 2:
             return self.R
         return jnp.sum(self.P * self.R, axis=-1)
@@ -139,8 +142,10 @@ def as_stochastic_policy(policy: jax.Array, n_actions: int) -> jax.Array:
     ):
         return policy
     raise ShapeMismatchError(
-        f"policy has shape {policy.shape} and dtype {policy.dtype}; expected an integer array pi[s] of "
-        f"shape (S,) (deterministic) or a float array pi[s, a] of shape (S, {n_actions}) (stochastic)."
+        f"policy has shape {policy.shape} and dtype {policy.dtype}; expected an integer array "
+        f"pi[s] of "
+        f"shape (S,) (deterministic) or a float array pi[s, a] of shape (S, {n_actions}) "
+        f"(stochastic)."
     )
 
 
@@ -156,7 +161,8 @@ def _check_policy(mdp: MDP, policy: jax.Array, where: str) -> jax.Array:
 def _check_values(mdp: MDP, v: jax.Array, where: str) -> None:
     if jnp.shape(v) != (mdp.n_states,):
         raise ShapeMismatchError(
-            f"{where}: `v` has shape {jnp.shape(v)}, expected ({mdp.n_states},) (one value per state)."
+            f"{where}: `v` has shape {jnp.shape(v)}, expected ({mdp.n_states},) (one value per "
+            f"state)."
         )
 
 
@@ -195,7 +201,8 @@ def bellman_expectation(mdp: MDP, policy: jax.Array, v: jax.Array) -> jax.Array:
 
 
 def bellman_optimality(mdp: MDP, v: jax.Array) -> jax.Array:
-    """The Bellman optimality operator (T v)(s) = max_a [r(s,a) + γ Σ_s′ P(s′|s,a) v(s′)]; shape (S,).
+    """The Bellman optimality operator (T v)(s) = max_a [r(s,a) + γ Σ_s′ P(s′|s,a) v(s′)]; shape
+    (S,).
 
     T is a γ-contraction in the sup norm (Puterman Thm 6.2.3); its fixed point is V*.
     """
@@ -203,7 +210,8 @@ def bellman_optimality(mdp: MDP, v: jax.Array) -> jax.Array:
 
 
 def greedy_policy(mdp: MDP, v: jax.Array) -> jax.Array:
-    """π(s) = argmax_a Q(s, a) for Q = `q_values(mdp, v)` (lowest index on ties); int32, shape (S,)."""
+    """π(s) = argmax_a Q(s, a) for Q = `q_values(mdp, v)` (lowest index on ties); int32, shape
+    (S,)."""
     return jnp.argmax(q_values(mdp, v), axis=-1).astype(jnp.int32)
 
 

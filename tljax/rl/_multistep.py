@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from tljax.core._errors import ShapeMismatchError
+from tljax.core import ShapeMismatchError
 from tljax.rl._checks import check_equal_shapes, check_ranks
 
 
@@ -99,7 +99,8 @@ def n_step_returns(
 ) -> jax.Array:
     """n-step bootstrapped returns, truncated at the end of the trajectory:
 
-        G_t^{(n)} = Σ_{k<m} (Π_{j<k} γ_{t+j}) r_{t+k} + (Π_{j<m} γ_{t+j}) v_{t+m−1},  m = min(n, T − t).
+        G_t^{(n)} = Σ_{k<m} (Π_{j<k} γ_{t+j}) r_{t+k} + (Π_{j<m} γ_{t+j}) v_{t+m−1},  m = min(n, T
+        − t).
 
     Computed by applying G ← r + γ·shift(G) n times starting from v (each pass adds one step).
 

@@ -7,7 +7,7 @@ The losses are this package's own (`gae`, `clipped_surrogate_loss`, `value_loss`
 
 The trained policy is an MLP `policy_logits(params, state)`; `policy_logit_margin_fn(params)`
 exposes logit(push right) − logit(push left) as a pure function of the state, the quantity to
-bound over regions of the state space (see `tljax.rl.certify_policy_region`).
+bound over regions of the state space (see `tljax.proofs.certify_policy_region`).
 
 References:
   Schulman et al., "Proximal policy optimization algorithms", arXiv:1707.06347 (2017).
@@ -183,7 +183,8 @@ def make_train(
     batch = c.num_envs * c.num_steps
     if batch % c.num_minibatches:
         raise ValueError(
-            f"PPOConfig: num_envs·num_steps = {batch} must be divisible by num_minibatches = {c.num_minibatches}."
+            f"PPOConfig: num_envs·num_steps = {batch} must be divisible by num_minibatches = "
+            f"{c.num_minibatches}."
         )
     mb = batch // c.num_minibatches
     total_updates = c.num_iterations * c.update_epochs * c.num_minibatches
@@ -311,7 +312,8 @@ def evaluate_policy(
     greedy: bool = True,
     env_params: CartPoleParams = DEFAULT_CARTPOLE_PARAMS,
 ) -> jax.Array:
-    """Returns of `num_episodes` cart-pole episodes under the policy (greedy or sampled), shape (num_episodes,)."""
+    """Returns of `num_episodes` cart-pole episodes under the policy (greedy or sampled), shape
+    (num_episodes,)."""
 
     def episode(k):
         k_reset, k_run = jax.random.split(k)

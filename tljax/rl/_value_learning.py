@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from tljax.core._errors import ShapeMismatchError
+from tljax.core import ShapeMismatchError
 from tljax.rl._checks import check_equal_shapes, check_ranks
 from tljax.rl._mdp import MDP
 from tljax.rl._multistep import lambda_returns
@@ -34,7 +34,8 @@ def td_learning(
 ) -> jax.Array:
     """TD(0) error δ = r_t + γ_t v_t − v_{t−1} for one transition (all scalars).
 
-    The target r_t + γ_t v_t is wrapped in `stop_gradient` by default, so ½δ² is a semi-gradient loss.
+    The target r_t + γ_t v_t is wrapped in `stop_gradient` by default, so ½δ² is a semi-gradient
+    loss.
     """
     check_ranks(
         "td_learning",
@@ -101,7 +102,8 @@ def _check_episode(where, v, s_t, r_t, discount_t):
     check_equal_shapes(where, {"r_t": r_t, "discount_t": discount_t})
     if s_t.shape[0] != r_t.shape[0] + 1:
         raise ShapeMismatchError(
-            f"{where}: `s_t` has shape {s_t.shape} but `r_t` has {r_t.shape}; pass the T+1 visited states "
+            f"{where}: `s_t` has shape {s_t.shape} but `r_t` has {r_t.shape}; pass the T+1 visited "
+            f"states "
             "s_0..s_T (s_T is the bootstrap state; give it discount 0 if the episode terminated)."
         )
     if not jnp.issubdtype(jnp.asarray(s_t).dtype, jnp.integer):

@@ -22,9 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tljax.proofs._claims import Evidence, claim
-
-from ._ssl import (
+from tljax.objectives import (
     barlow_twins_cross_correlation,
     barlow_twins_loss,
     barlow_twins_loss_from_correlation,
@@ -33,6 +31,8 @@ from ._ssl import (
     vicreg_terms,
     vicreg_variance_term,
 )
+
+from .._claims import Evidence, claim
 
 _ABOUT = "tljax.objectives (self-supervised)"
 _TAGS = ("ssl", "objectives")

@@ -1,4 +1,4 @@
-"""Claims about tljax.rl, registered with `tljax.proofs` (imported by `tljax.proofs.check_all`).
+"""Claims about `tljax.rl`, registered with `tljax.proofs` when `tljax.proofs` is imported.
 
 How the exact checks work: inputs are generated with dyadic rational entries (k/2^m with few
 bits) so that the float32 JAX functions compute every intermediate exactly; their outputs are
@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
-from tljax.proofs import Evidence, claim
-from tljax.rl import _exact, _kernels, _losses, _mdp, _multistep, _value_learning
-from tljax.rl._envs import random_mdp
+from tljax import rl
+from tljax.rl import random_mdp
+
+from .._claims import Evidence, claim
 
 F = Fraction
 _ONE = Fraction(1)
@@ -44,7 +45,8 @@ def _qa(a) -> list:
 
 
 def _dyadic(rng, shape, num, den) -> np.ndarray:
-    """Random integers in [−num, num] divided by `den` (exact in float32 for small num, den = 2^m)."""
+    """Random integers in [−num, num] divided by `den` (exact in float32 for small num, den =
+    2^m)."""
     return (rng.integers(-num, num + 1, size=shape) / den).astype(np.float32)
 
 
@@ -91,7 +93,7 @@ def _sup(xs) -> Fraction:
 
 
 def check_expectation_contraction(
-    operator: Callable = _mdp.bellman_expectation,
+    operator: Callable = rl.bellman_expectation,
     *,
     num_mdps: int = 12,
     pairs_per_mdp: int = 40,
@@ -173,7 +175,7 @@ def check_expectation_contraction(
 
 
 def check_optimality_contraction(
-    operator: Callable = _mdp.bellman_optimality,
+    operator: Callable = rl.bellman_optimality,
     *,
     num_mdps: int = 12,
     pairs_per_mdp: int = 60,
@@ -237,7 +239,9 @@ def check_optimality_contraction(
     about="tljax.rl.bellman_expectation",
     tags=("rl", "dp"),
     scope="family",
-    family="generated dyadic MDPs, policies and value pairs (check_expectation_contraction defaults)",
+    family=(
+        "generated dyadic MDPs, policies and value pairs (check_expectation_contraction defaults)"
+    ),
 )
 def _expectation_contraction_exact():
     return check_expectation_contraction()
@@ -258,7 +262,8 @@ def _optimality_contraction_exact():
 
 
 def check_expectation_contraction_symbolic(sizes=(2, 3)) -> Evidence:
-    """sympy: for n-state MDPs with symbolic stochastic rows, T^π is a γ-contraction (see claim text)."""
+    """sympy: for n-state MDPs with symbolic stochastic rows, T^π is a γ-contraction (see claim
+    text)."""
     gamma = sp.Symbol("gamma", nonnegative=True)
     M = sp.Symbol("M", nonnegative=True)
     for n in sizes:
@@ -296,7 +301,8 @@ def check_expectation_contraction_symbolic(sizes=(2, 3)) -> Evidence:
     return Evidence(
         True,
         f"sympy, n ∈ {tuple(sizes)} states, any number of actions and any policy (P_π has "
-        "stochastic rows p_ij ≥ 0, Σ_j p_ij = 1), symbolic r, γ ≥ 0, v, u: expand(Tv − Tu − γP(v−u)) "
+        "stochastic rows p_ij ≥ 0, Σ_j p_ij = 1), symbolic r, γ ≥ 0, v, u: expand(Tv − Tu − "
+        "γP(v−u)) "
         "= 0 and γM ∓ (Tv − Tu)_i = γM(1 − Σ_j p_ij) + γΣ_j p_ij c_j with c_j ≥ 0 whenever "
         "|v_j − u_j| ≤ M (identity by expand, sign from sympy assumptions); M = ‖v − u‖_∞ gives "
         "the claim. Larger n is the same identity but is not checked; this is the maths, not the "
@@ -322,7 +328,8 @@ def _expectation_contraction_symbolic():
 
 
 def _bellman_residual_exact(P, r, g, pol, v):
-    """max_s |max_a Q(s,a) − v(s)| and whether pol(s) attains the max, exact, independent of _exact."""
+    """max_s |max_a Q(s,a) − v(s)| and whether pol(s) attains the max, exact, independent of
+    _exact."""
     S, A = len(P), len(P[0])
     worst = F(0)
     for s in range(S):
@@ -332,13 +339,13 @@ def _bellman_residual_exact(P, r, g, pol, v):
 
 
 def check_policy_iteration_fixed_point(
-    solver: Callable = _mdp.policy_iteration, *, num_mdps: int = 15
+    solver: Callable = rl.policy_iteration, *, num_mdps: int = 15
 ) -> Evidence:
     """The policy returned by `solver` is greedy w.r.t. its own exact value, so V^π = T V^π = V*."""
     solver = jax.jit(solver)
     for mdp, _ in _mdp_cases(num_mdps, seed=3):
         pol = np.asarray(solver(mdp).policy)
-        v = list(_exact.evaluate_policy_exact(mdp, pol))
+        v = list(rl.evaluate_policy_exact(mdp, pol))
         P, R = _qa(mdp.P), _qa(mdp.R)
         res = _bellman_residual_exact(P, _expected_reward_frac(P, R), _q(mdp.gamma), pol, v)
         if res != 0:
@@ -363,7 +370,8 @@ def check_policy_iteration_fixed_point(
 
 @claim(
     "rl: policy iteration returns an exact fixed point",
-    "on generated dyadic MDPs, the policy π returned by policy_iteration satisfies T V^π = V^π = T^π V^π "
+    "on generated dyadic MDPs, the policy π returned by policy_iteration satisfies T V^π = V^π = "
+    "T^π V^π "
     "in exact rational arithmetic (hence π is optimal)",
     "exact-enumerated",
     about="tljax.rl.policy_iteration",
@@ -376,7 +384,7 @@ def _policy_iteration_fixed_point():
 
 
 def check_value_iteration_bound(
-    solver: Callable = _mdp.value_iteration,
+    solver: Callable = rl.value_iteration,
     *,
     num_mdps: int = 12,
     epsilons=_VI_EPSILONS,
@@ -385,12 +393,12 @@ def check_value_iteration_bound(
     n = 0
     run = jax.jit(lambda mdp, eps: solver(mdp, eps=eps))
     for mdp, _ in _mdp_cases(num_mdps, seed=4):
-        _, v_star, _ = _exact.policy_iteration_exact(mdp)
+        _, v_star, _ = rl.policy_iteration_exact(mdp)
         for eps in epsilons:
             res = run(mdp, jnp.float32(eps))
             pol = np.asarray(res.policy)
             gap = _sup(
-                [a - b for a, b in zip(_exact.evaluate_policy_exact(mdp, pol), v_star, strict=True)]
+                [a - b for a, b in zip(rl.evaluate_policy_exact(mdp, pol), v_star, strict=True)]
             )
             if not bool(res.converged) or gap > eps:
                 return Evidence(
@@ -405,12 +413,9 @@ def check_value_iteration_bound(
                         "policy": pol.tolist(),
                     },
                 )
-            _, pol_x, _, diff = _exact.value_iteration_exact(mdp, eps)
+            _, pol_x, _, diff = rl.value_iteration_exact(mdp, eps)
             gap_x = _sup(
-                [
-                    a - b
-                    for a, b in zip(_exact.evaluate_policy_exact(mdp, pol_x), v_star, strict=True)
-                ]
+                [a - b for a, b in zip(rl.evaluate_policy_exact(mdp, pol_x), v_star, strict=True)]
             )
             g = _q(mdp.gamma)
             if gap_x > 2 * g * diff / (1 - g) or not gap_x < eps:
@@ -423,7 +428,8 @@ def check_value_iteration_bound(
     return Evidence(
         True,
         f"{n} (MDP, ε) cases, ε ∈ {{1/2, 1/10, 1/100}}: the greedy policy from float32 "
-        "value_iteration (ε passed as float32) has ‖V^π − V*‖_∞ ≤ ε with V^π and V* = V^{π*} (exact policy iteration) "
+        "value_iteration (ε passed as float32) has ‖V^π − V*‖_∞ ≤ ε with V^π and V* = V^{π*} "
+        "(exact policy iteration) "
         "solved over ℚ; exact value iteration also meets 2γ/(1−γ)‖V_{k+1} − V_k‖ < ε",
     )
 
@@ -460,7 +466,8 @@ def _trajectory_cases(num: int, seed: int):
 
 
 def _ref_lambda_return(r, d, v_next, lam):
-    """Forward sum: G^λ_t = Σ_{k≥t} (Π_{j<k} γ_j λ)(r_k + γ_k (1−λ) v_k) + (Π γ_j λ) γ_{T−1} λ v_{T−1}, exact."""
+    """Forward sum: G^λ_t = Σ_{k≥t} (Π_{j<k} γ_j λ)(r_k + γ_k (1−λ) v_k) + (Π γ_j λ) γ_{T−1} λ
+    v_{T−1}, exact."""
     T = len(r)
     out = []
     for t in range(T):
@@ -479,8 +486,8 @@ def _ref_td_errors(r, d, values):
 
 
 def check_gae_identities(
-    gae_fn: Callable = _multistep.gae,
-    lambda_fn: Callable = _multistep.lambda_returns,
+    gae_fn: Callable = rl.gae,
+    lambda_fn: Callable = rl.lambda_returns,
     *,
     which: str = "all",
     num: int = 300,
@@ -555,7 +562,8 @@ def _gae_zero():
 
 @claim(
     "rl: GAE(lambda=1) equals return minus value",
-    "gae(r, γ, 1, V)_t = Σ_{k≥t} (Π γ) r_k + (Π γ) V(s_T) − V(s_t) on generated dyadic trajectories",
+    "gae(r, γ, 1, V)_t = Σ_{k≥t} (Π γ) r_k + (Π γ) V(s_T) − V(s_t) on generated dyadic "
+    "trajectories",
     "exact-enumerated",
     about="tljax.rl.gae",
     tags=("rl", "returns"),
@@ -568,7 +576,8 @@ def _gae_one():
 
 @claim(
     "rl: GAE plus value equals the lambda-return",
-    "gae(r, γ, λ, V)_t + V(s_t) = lambda_returns(r, γ, V(s_{1..T}), λ)_t = the forward-sum λ-return, "
+    "gae(r, γ, λ, V)_t + V(s_t) = lambda_returns(r, γ, V(s_{1..T}), λ)_t = the forward-sum "
+    "λ-return, "
     "λ ∈ {0, 1/2, 3/4, 1}, on generated dyadic trajectories",
     "exact-enumerated",
     about="tljax.rl.gae, tljax.rl.lambda_returns",
@@ -581,12 +590,13 @@ def _gae_lambda_return():
 
 
 def check_td_lambda_views(
-    forward: Callable = _value_learning.td_lambda_forward,
-    backward: Callable = _value_learning.td_lambda_backward,
+    forward: Callable = rl.td_lambda_forward,
+    backward: Callable = rl.td_lambda_backward,
     *,
     num: int = 200,
 ) -> Evidence:
-    """Offline forward (λ-return) and backward (accumulating traces) TD(λ) give the same table (exact)."""
+    """Offline forward (λ-return) and backward (accumulating traces) TD(λ) give the same table
+    (exact)."""
     rng = np.random.default_rng(6)
     n_states = 3  # few states so that episodes revisit them (where the trace matters)
     fwd_j, bwd_j = jax.jit(forward), jax.jit(backward)
@@ -614,7 +624,8 @@ def check_td_lambda_views(
         if out_f != ref or out_b != ref:
             return Evidence(
                 False,
-                "forward and backward offline TD(λ) differ (or differ from the exact λ-return update)",
+                "forward and backward offline TD(λ) differ (or differ from the exact λ-return "
+                "update)",
                 {
                     "states": s.tolist(),
                     "r_t": [str(x) for x in rq],
@@ -636,7 +647,8 @@ def check_td_lambda_views(
 
 @claim(
     "rl: forward and backward TD(lambda) agree",
-    "offline tabular TD(λ) via λ-returns (forward view) and via accumulating eligibility traces (backward "
+    "offline tabular TD(λ) via λ-returns (forward view) and via accumulating eligibility traces "
+    "(backward "
     "view) produce the same value table, on generated dyadic episodes",
     "exact-enumerated",
     about="tljax.rl.td_lambda_forward, tljax.rl.td_lambda_backward",
@@ -661,7 +673,8 @@ def check_ppo_clipping_symbolic() -> Evidence:
 
     A_pos = sp.Symbol("A", positive=True)
     A_neg = -sp.Symbol("B", positive=True)
-    # ρ parametrised so sympy knows the region: above 1+ε, below 1−ε, or inside (ρ = 1−ε + 2ε·w/(1+w)).
+    # ρ parametrised so sympy knows the region: above 1+ε, below 1−ε, or inside (ρ = 1−ε +
+    # 2ε·w/(1+w)).
     regions = {
         "above": 1 + eps + t,
         "below": 1 - eps - t,
@@ -709,8 +722,9 @@ def _ppo_clipping_symbolic():
     return check_ppo_clipping_symbolic()
 
 
-def check_ppo_clipping_grid(objective: Callable = _losses.clipped_surrogate_objective) -> Evidence:
-    """On a dyadic grid: JAX L ≤ ρA exactly, and jax.grad w.r.t. ρ is 0 where the clip binds, A elsewhere."""
+def check_ppo_clipping_grid(objective: Callable = rl.clipped_surrogate_objective) -> Evidence:
+    """On a dyadic grid: JAX L ≤ ρA exactly, and jax.grad w.r.t. ρ is 0 where the clip binds, A
+    elsewhere."""
     ratios = np.arange(0, 97, dtype=np.float32) / 32  # 0, 1/32, …, 3
     advs = np.arange(-16, 17, dtype=np.float32) / 8  # −2, …, 2
     rr, aa = (x.ravel() for x in np.meshgrid(ratios, advs, indexing="ij"))
@@ -735,15 +749,18 @@ def check_ppo_clipping_grid(objective: Callable = _losses.clipped_surrogate_obje
             if _q(grad) != (0 if binds else aq):
                 return Evidence(
                     False,
-                    f"dL/dρ at ρ={rq}, A={aq}, ε={eps} is {_q(grad)}, expected {0 if binds else aq}",
+                    f"dL/dρ at ρ={rq}, A={aq}, ε={eps} is {_q(grad)}, expected "
+                    f"{0 if binds else aq}",
                     {"ratio": str(rq), "adv": str(aq), "eps": str(eps), "grad": str(_q(grad))},
                 )
             n_grad += 1
     return Evidence(
         True,
-        f"exhaustive on the grid ρ ∈ {{k/32: 0 ≤ k ≤ 96}} × A ∈ {{k/8: |k| ≤ 16}} × ε ∈ {{1/4, 1/8, "
-        f"3/16}}: {n} values of the float32 JAX objective equal the exact Fraction value and are ≤ ρA; "
-        f"{n_grad} jax.grad values (kinks and A = 0 skipped) are exactly 0 where the clip binds, A elsewhere",
+        f"exhaustive on the grid ρ ∈ {{k/32: 0 ≤ k ≤ 96}} × A ∈ {{k/8: |k| ≤ 16}} × ε ∈ "
+        f"{{1/4, 1/8, 3/16}}: {n} values of the float32 JAX objective equal the exact Fraction "
+        "value and are ≤ ρA; "
+        f"{n_grad} jax.grad values (kinks and A = 0 skipped) are exactly 0 where the clip binds, A "
+        f"elsewhere",
     )
 
 
@@ -770,9 +787,7 @@ def _random_kernel_chain(rng):
     return [_dyadic_stochastic(rng, sizes[i], sizes[i + 1]) for i in range(3)]
 
 
-def check_kernel_composition(
-    compose_fn: Callable = _kernels.compose, *, num: int = 150
-) -> Evidence:
+def check_kernel_composition(compose_fn: Callable = rl.compose, *, num: int = 150) -> Evidence:
     """(AB)C = A(BC) and rows of AB sum to 1, exactly; JAX `compose` equals the exact product."""
     rng = np.random.default_rng(7)
     compose_fn = jax.jit(compose_fn)
@@ -810,7 +825,8 @@ def check_kernel_composition(
 
 @claim(
     "rl: kernel composition is associative and preserves row sums",
-    "for generated dyadic stochastic matrices A, B, C: compose(compose(A, B), C) = compose(A, compose(B, C)) "
+    "for generated dyadic stochastic matrices A, B, C: compose(compose(A, B), C) = compose(A, "
+    "compose(B, C)) "
     "and every row of a composition sums to 1 (exact)",
     "exact-enumerated",
     about="tljax.rl.compose",
@@ -823,16 +839,17 @@ def _kernel_composition():
 
 
 def check_mh_detailed_balance(
-    mh_fn: Callable = _kernels.metropolis_hastings_exact, *, num: int = 150
+    mh_fn: Callable = rl.metropolis_hastings_exact, *, num: int = 150
 ) -> Evidence:
-    """The exact MH matrix is stochastic, satisfies detailed balance and has the target as stationary law."""
+    """The exact MH matrix is stochastic, satisfies detailed balance and has the target as
+    stationary law."""
     rng = np.random.default_rng(8)
     for _ in range(num):
         n = int(rng.integers(2, 6))
         Q = _dyadic_stochastic(rng, n, n)  # asymmetric, often with zeros
         target = [F(int(k)) for k in rng.integers(1, 10, size=n)]
         K = mh_fn(Q, target)
-        Kq = [[_exact.to_fraction(x) for x in row] for row in np.asarray(K, dtype=object)]
+        Kq = [[rl.to_fraction(x) for x in row] for row in np.asarray(K, dtype=object)]
         case = {"Q": Q.tolist(), "target": [str(x) for x in target]}
         if any(sum(row) != 1 or min(row) < 0 for row in Kq):
             return Evidence(
@@ -846,7 +863,8 @@ def check_mh_detailed_balance(
                     return Evidence(
                         False,
                         f"detailed balance fails at ({x}, {y}): "
-                        f"π(x)K(x,y) = {target[x] * Kq[x][y]} ≠ π(y)K(y,x) = {target[y] * Kq[y][x]}",
+                        f"π(x)K(x,y) = {target[x] * Kq[x][y]} ≠ π(y)K(y,x) = "
+                        f"{target[y] * Kq[y][x]}",
                         {**case, "x": x, "y": y},
                     )
         z = sum(target)
@@ -856,14 +874,16 @@ def check_mh_detailed_balance(
     return Evidence(
         True,
         f"{num} random dyadic proposals (2-5 states, asymmetric, with zeros) and integer targets: "
-        "metropolis_hastings_exact is stochastic, π(x)K(x,y) = π(y)K(y,x) for all pairs and πK = π, "
+        "metropolis_hastings_exact is stochastic, π(x)K(x,y) = π(y)K(y,x) for all pairs and πK = "
+        "π, "
         "all in Fractions",
     )
 
 
 @claim(
     "rl: Metropolis-Hastings kernel satisfies detailed balance",
-    "for generated proposals Q and targets π, the exact MH matrix K is stochastic and π(x)K(x,y) = π(y)K(y,x)",
+    "for generated proposals Q and targets π, the exact MH matrix K is stochastic and π(x)K(x,y) = "
+    "π(y)K(y,x)",
     "exact-enumerated",
     about="tljax.rl.metropolis_hastings_exact",
     tags=("rl", "kernels"),
@@ -875,9 +895,10 @@ def _mh_detailed_balance():
 
 
 def check_stationary_exact(
-    solver: Callable = _kernels.stationary_distribution_exact, *, num: int = 100
+    solver: Callable = rl.stationary_distribution_exact, *, num: int = 100
 ) -> Evidence:
-    """stationary_distribution_exact returns π ≥ 0 with Σπ = 1 and πK = π exactly (irreducible K)."""
+    """stationary_distribution_exact returns π ≥ 0 with Σπ = 1 and πK = π exactly (irreducible
+    K)."""
     rng = np.random.default_rng(9)
     for _ in range(num):
         n = int(rng.integers(2, 6))
@@ -899,7 +920,8 @@ def check_stationary_exact(
 
 @claim(
     "rl: exact stationary distribution is stationary",
-    "for generated irreducible dyadic chains K, stationary_distribution_exact(K) = π satisfies πK = π and Σπ = 1",
+    "for generated irreducible dyadic chains K, stationary_distribution_exact(K) = π satisfies πK "
+    "= π and Σπ = 1",
     "exact-enumerated",
     about="tljax.rl.stationary_distribution_exact",
     tags=("rl", "kernels"),

@@ -1,12 +1,15 @@
 """Certified statements "the policy takes action a everywhere in a box of states".
 
-`certify_policy_region` turns the sampled region claims of `tljax.rl._regions` into proofs. The
+`certify_policy_region` turns sampled region claims (`check_nonnegative_numeric`) into proofs. The
 unsafe set "some other action's logit is at least action a's" is handed to `tljax.verify`, which
 falsifies (random points and PGD), bounds the logit margins with `tljax.bound` (CROWN by default,
 float-sound) over the box, and bisects the box (input splitting: the coordinate with the largest
 width × |gradient|) until every sub-box is certified, a counterexample is confirmed, or the time
 budget runs out. A certified verdict is then re-checked: the leaf boxes must cover the box
 (checked exactly, in rational arithmetic) and every leaf's certified margin must be > 0.
+
+`policy_region_claim` wraps either check as a `Claim`. These live in `tljax.proofs`, not in
+`tljax.rl`, because they use `tljax.bound` and `tljax.verify`: `tljax.rl` builds on core only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from tljax.bounds import Box
-from tljax.core._errors import InputError, InvalidBoxError, ShapeMismatchError
+from tljax.core import InputError, InvalidBoxError, ShapeMismatchError
+from tljax.io import Property
+from tljax.rl import policy_logit_margin_fn, policy_logits, sample_box
+from tljax.verify import verify
+
+from ._claims import Claim, Evidence
 
 VERDICTS = ("certified", "refuted", "unknown")
 METHODS = ("crown", "alpha-crown", "ibp")
@@ -107,25 +115,23 @@ class PolicyRegionResult:
         return self.result.check(rebound=rebound)
 
 
-def _box64(lower, upper) -> tuple[np.ndarray, np.ndarray]:
+def _box64(lower, upper, who: str = "certify_policy_region") -> tuple[np.ndarray, np.ndarray]:
     if isinstance(lower, Box):
         if upper is not None:
             raise InvalidBoxError(
-                "certify_policy_region: pass either a tljax.Box or `lower` and `upper`, not both."
+                f"{who}: pass either a tljax.Box or `lower` and `upper`, not both."
             )
         lower, upper = lower.lower, lower.upper
     elif upper is None:
-        raise InvalidBoxError(
-            "certify_policy_region: the box needs `lower` and `upper` (or one tljax.Box)."
-        )
+        raise InvalidBoxError(f"{who}: the box needs `lower` and `upper` (or one tljax.Box).")
     try:
         lo = np.asarray(lower, np.float64)
         hi = np.asarray(upper, np.float64)
     except (TypeError, ValueError) as err:
-        raise InvalidBoxError(f"certify_policy_region: the box must be numeric ({err})") from err
+        raise InvalidBoxError(f"{who}: the box must be numeric ({err})") from err
     if lo.shape != hi.shape or lo.ndim != 1:
         raise InvalidBoxError(
-            f"certify_policy_region: `lower` {lo.shape} and `upper` {hi.shape} must be equal 1-D "
+            f"{who}: `lower` {lo.shape} and `upper` {hi.shape} must be equal 1-D "
             "shapes (one entry per state coordinate)."
         )
     bad = [
@@ -135,7 +141,7 @@ def _box64(lower, upper) -> tuple[np.ndarray, np.ndarray]:
     ]
     if bad:
         raise InvalidBoxError(
-            "certify_policy_region: every coordinate needs finite lower <= upper; offending "
+            f"{who}: every coordinate needs finite lower <= upper; offending "
             f"(index, lower, upper) = {bad}."
         )
     return lo, hi
@@ -219,11 +225,6 @@ def certify_policy_region(
       >>> c.verdict, c.num_boxes, c.min_margin > 0  # doctest: +SKIP
       ('certified', 3, True)
     """
-    from tljax.io import Property
-    from tljax.verify import verify
-
-    from ._ppo import policy_logits
-
     t0 = time.perf_counter()
     if method not in METHODS:
         raise InputError(
@@ -326,4 +327,126 @@ def certify_policy_region(
         detail,
         res,
         prop,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Region statements as claims.
+
+CARTPOLE_STATE_NAMES = ("x", "x_dot", "theta", "theta_dot")
+
+
+def check_nonnegative_numeric(
+    fn: Callable[[jax.Array], jax.Array],
+    lower: Sequence[float],
+    upper: Sequence[float],
+    *,
+    key: jax.Array | None = None,
+    grid_points_per_dim: int = 9,
+    num_random: int = 100_000,
+    names: Sequence[str] | None = None,
+) -> Evidence:
+    """Numeric evidence for "fn(s) ≥ 0 for all s in [lower, upper]": evaluates `fn` on samples.
+
+    Arguments:
+      - `fn`: scalar function of one point (vmapped here).
+      - `lower`, `upper`: the box, 1-D.
+      - `key`: PRNG key for the random points (default `jax.random.key(0)`).
+      - `grid_points_per_dim`, `num_random`: sampling density.
+      - `names`: coordinate names for the counterexample.
+
+    Returns:
+      `Evidence(holds, detail, counterexample)`; `holds` means "no sampled point violates it" (not a
+      proof); the counterexample is the sampled point with the most negative value, as a dict.
+    """
+    key = jax.random.key(0) if key is None else key
+    pts = sample_box(
+        key, lower, upper, grid_points_per_dim=grid_points_per_dim, num_random=num_random
+    )
+    vals = np.asarray(jax.jit(jax.vmap(fn))(pts))
+    i = int(np.argmin(vals))
+    n_bad = int(np.sum(vals < 0))
+    names = names or [f"s{j}" for j in range(pts.shape[1])]
+    worst = {n: float(v) for n, v in zip(names, np.asarray(pts[i]), strict=True)}
+    detail = (
+        f"numeric only: {len(vals)} sampled states ({grid_points_per_dim}^{pts.shape[1]} grid + "
+        f"{num_random} "
+        f"uniform), min value {vals[i]:.4g}, {n_bad} negative"
+    )
+    if n_bad:
+        return Evidence(False, detail, {**worst, "value": float(vals[i])})
+    return Evidence(True, detail + f"; closest to violation at {worst}")
+
+
+def policy_region_claim(
+    params,
+    lower: Sequence[float],
+    upper: Sequence[float],
+    *,
+    name: str,
+    prefer: int = 1,
+    method: str = "certified-bound",
+    timeout: float = 120.0,
+    **sampling,
+) -> Claim:
+    """A (not registered) claim: in the state box, the cart-pole policy prefers action `prefer`.
+
+    With `method="certified-bound"` (default) the check is `certify_policy_region`: it holds when
+    logit(prefer) > logit(other) is certified at every state of the box (float32 program and real
+    network), it fails with a counterexample state when one is confirmed, and it fails without one
+    when the `timeout` runs out ("unknown"). With `method="numeric"` the check samples the box
+    (`check_nonnegative_numeric`): "prefers" then means logit(prefer) − logit(other) ≥ 0 at every
+    sample (a tie has probability zero), evidence but not proof. Run it with `c.check()`, or
+    `register(c)` and then `check(name)`.
+
+    Arguments:
+      - `params`: actor-critic parameters from `train_ppo`.
+      - `lower`, `upper`: the box over (x, ẋ, θ, θ̇).
+      - `name`: claim name.
+      - `prefer`: 1 (push right) or 0 (push left).
+      - `method`: "certified-bound" or "numeric".
+      - `timeout`: the certification budget in seconds.
+      - `sampling`: passed to `check_nonnegative_numeric` (numeric method only).
+    """
+    if method not in ("certified-bound", "numeric"):
+        raise InputError(
+            f"policy_region_claim: method must be 'certified-bound' or 'numeric', got {method!r}"
+        )
+    if prefer not in (0, 1) or isinstance(prefer, bool):
+        raise InputError(f"policy_region_claim: prefer must be 0 or 1, got {prefer!r}")
+    if sampling and method != "numeric":
+        raise InputError(
+            f"policy_region_claim: sampling options {sorted(sampling)} only apply to "
+            f"method='numeric'"
+        )
+    lower, upper = _box64(lower, upper, "policy_region_claim")
+    margin = policy_logit_margin_fn(params)
+    sign = 1.0 if prefer == 1 else -1.0
+    box = ", ".join(
+        f"{n} ∈ [{lo:.4g}, {hi:.4g}]"
+        for n, lo, hi in zip(CARTPOLE_STATE_NAMES, lower, upper, strict=True)
+    )
+    action = "push right (+10 N)" if prefer == 1 else "push left (−10 N)"
+
+    def check_numeric() -> Evidence:
+        return check_nonnegative_numeric(
+            lambda s: sign * margin(s), lower, upper, names=CARTPOLE_STATE_NAMES, **sampling
+        )
+
+    def check_certified() -> Evidence:
+        res = certify_policy_region(params, lower, upper, action=prefer, timeout=timeout)
+        if res.verdict == "refuted":
+            cex = {
+                n: float(v) for n, v in zip(CARTPOLE_STATE_NAMES, res.counterexample, strict=True)
+            }
+            return Evidence(False, res.detail, {**cex, "value": res.counterexample_margin})
+        return Evidence(res.certified, res.detail)
+
+    return Claim(
+        name,
+        f"for every cart-pole state with {box}, the policy's preferred action is {action}",
+        method,
+        check_certified if method == "certified-bound" else check_numeric,
+        about="tljax.rl.policy_logit_margin_fn",
+        tags=("rl", "ppo", "certified" if method == "certified-bound" else "numeric"),
     )

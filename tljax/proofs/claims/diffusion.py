@@ -22,18 +22,19 @@ from fractions import Fraction
 import numpy as np
 import sympy
 
-from tljax.proofs._claims import Evidence, claim
-
-from ._process import PARAMETERIZATIONS, convert_core
-from ._samplers import ddim_coefficients
-from ._schedule import (
+from tljax.diffusion import (
+    PARAMETERIZATIONS,
     StepCoefficients,
+    convert_core,
     cosine_betas,
     cosine_schedule,
+    ddim_coefficients,
     linear_betas,
     linear_schedule,
     posterior_coefficients,
 )
+
+from .._claims import Evidence, claim
 
 _ABOUT = "tljax.diffusion"
 _TAGS = ("diffusion",)

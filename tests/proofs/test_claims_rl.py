@@ -1,4 +1,5 @@
-"""Every tljax.rl claim holds; deliberately wrong variants are refuted with a counterexample."""
+"""Every claim about tljax.rl holds; deliberately wrong variants are refuted with a
+counterexample."""
 
 from fractions import Fraction
 
@@ -8,7 +9,7 @@ import pytest
 
 from tljax import rl
 from tljax.proofs import check, registry
-from tljax.rl import _claims
+from tljax.proofs.claims import rl as _claims
 
 RL_CLAIMS = sorted(name for name, c in registry().items() if "rl" in c.tags)
 
