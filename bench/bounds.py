@@ -4,8 +4,9 @@ Usage: python bench/bounds.py [--repeats N] [--nets mnist,acas,mnist-tanh,acas-s
 Prints steady-state (compiled) time per call and compile time separately, float-sound vs unsound,
 and the mean output width. "ms/call" bounds a pre-traced `tljax.trace` Graph (the analogue of
 auto_LiRPA's BoundedModule, built once and then bounded many times); "fn ms" passes the Python
-function, which re-traces it on every call. auto_LiRPA's times were recorded on a 2-core CPU of the CI kind
-(../shared/benchmarks/peers/README.md); they are quoted, not re-run (torch is not a dependency).
+function, which re-traces it on every call. auto_LiRPA's times were recorded on a 2-core CPU of
+the CI kind (../shared/benchmarks/peers/README.md); they are quoted, not re-run (torch is not a
+dependency).
 """
 
 import argparse
@@ -59,7 +60,10 @@ def main():
     if not PEERS.is_dir():
         raise SystemExit(f"peer data not found at {PEERS}")
     print(f"jax {jax.__version__}, devices {jax.devices()}")
-    header = f"{'net':6s} {'method':12s} {'sound':5s} {'compile s':>9s} {'ms/call':>8s} {'fn ms':>7s} {'peer ms':>10s} {'ratio':>7s} {'width':>9s}"
+    header = (
+        f"{'net':6s} {'method':12s} {'sound':5s} {'compile s':>9s} {'ms/call':>8s} {'fn ms':>7s} "
+        f"{'peer ms':>10s} {'ratio':>7s} {'width':>9s}"
+    )
     print(header)
     print("-" * len(header))
     for name in args.nets.split(","):
@@ -97,7 +101,7 @@ def main():
                 peer = f"{lo_ms:>4d}-{hi_ms:<5d}" if lo_ms else f"{'-':>10s}"
                 ratio = f"{lo_ms / ms:7.2f}" if lo_ms else f"{'-':>7s}"
                 print(
-                    f"{name:6s} {method:12s} {str(sound):5s} {compile_s:9.2f} {ms:8.2f} {fn_ms:7.2f} "
+                    f"{name:6s} {method:12s} {sound!s:5s} {compile_s:9.2f} {ms:8.2f} {fn_ms:7.2f} "
                     f"{peer} {ratio} {width:9.4f}"
                 )
     print("ratio = auto_LiRPA's quiet-machine time / tljax's (higher is better for tljax)")

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tljax.verify import load_instance, verify  # noqa: E402
+from tljax.verify._cli import display_path  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
     folder = Path(args.benchmarks) / args.suite
     path = folder / "expected.csv"
     if not path.is_file():
-        print(f"no benchmark at {path}; pass --benchmarks DIR", file=sys.stderr)
+        print(f"no benchmark at {display_path(path)}; pass --benchmarks DIR", file=sys.stderr)
         return 2
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -57,7 +58,10 @@ def main(argv=None) -> int:
         index = index[: args.limit]
     load = os.getloadavg()[0]
     print(f"# {args.suite}: {len(index)} unsat instances, cpus {os.cpu_count()}, load {load:.2f}")
-    head = f"{'row':>4} {'instance':<44} {'verdict':<8} {'leaves':>12} {'verify+certs':>13} {'check':>8}  accepted"
+    head = (
+        f"{'row':>4} {'instance':<44} {'verdict':<8} {'leaves':>12} {'verify+certs':>13} "
+        f"{'check':>8}  accepted"
+    )
     print(head)
     n_ok = n_done = 0
     for i in index:

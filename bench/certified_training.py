@@ -104,9 +104,11 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=["standard", "ibp", "crown-ibp"])
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; digits 8x8, 1437 train / 360 test; "
-          f"{args.epochs} epochs, batch {args.batch_size}, train eps {args.train_eps} "
-          f"(warm-up {args.warmup_epochs}, ramp {args.ramp_epochs} epochs)")
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].platform}; digits 8x8, 1437 train / 360 test; "
+        f"{args.epochs} epochs, batch {args.batch_size}, train eps {args.train_eps} "
+        f"(warm-up {args.warmup_epochs}, ramp {args.ramp_epochs} epochs)"
+    )
     ce = " | ".join(f"cert@{e:g}" for e in args.cert_eps)
     print(f"| model | training | clean acc | {ce} | step ms | certify s |")
     print("|---|---|---|" + "---|" * len(args.cert_eps) + "---|---|")
@@ -115,8 +117,10 @@ def main(argv=None):
         for method in args.methods:
             clean, cert, step_ms, cert_s = run(kind, method, args, data)
             cs = " | ".join(f"{c:.3f}" for c in cert)
-            print(f"| {kind} | {method} | {clean:.3f} | {cs} | {step_ms:.2f} | {cert_s:.1f} |",
-                  flush=True)
+            print(
+                f"| {kind} | {method} | {clean:.3f} | {cs} | {step_ms:.2f} | {cert_s:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ self-attention + ReLU MLP, residuals) on sequences of `T` tokens of width `E`. R
 - ``float[bf16]``: bfloat16 emulation of the batched graph,
   ``jax.jit(lambda x: tljax.evaluate(g, x, semantics="float[bf16]"))`` (skipped when the float
   semantics module is absent);
-- ``IBP`` / ``CROWN``: ``jax.jit(jax.vmap(lambda lo, hi: tljax.bound(g1, Box(lo, hi), method=...)))``
+- ``IBP`` / ``CROWN``:
+  ``jax.jit(jax.vmap(lambda lo, hi: tljax.bound(g1, Box(lo, hi), method=...)))``
   over ``batch`` boxes of radius 0.01 (the computation `tljax.bounds.bound_sharded` shards).
 
 Each cell is the median wall time of one call after a warm-up call (compile), and the first
@@ -37,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import tljax  # noqa: E402
+import tljax
 
 MLP_DIMS = (784, 256, 256, 256, 10)
 FULL = {"batches": (1, 16, 256, 4096), "T": 8, "E": 32, "block_crown_max_batch": 4096}
@@ -174,7 +175,9 @@ def fmt_time(s: float | None) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=["mlp", "block"], choices=["mlp", "block"])
-    ap.add_argument("--rows", default="", help="only rows whose name contains this (case-insensitive)")
+    ap.add_argument(
+        "--rows", default="", help="only rows whose name contains this (case-insensitive)"
+    )
     ap.add_argument("--batches", nargs="*", type=int, default=None)
     ap.add_argument("--tiny", action="store_true", help="the CPU configuration, even on a GPU")
     args = ap.parse_args(argv)
@@ -184,12 +187,14 @@ def main(argv=None) -> int:
     batches = tuple(args.batches) if args.batches else cfg["batches"]
     dev = jax.devices()[0]
     print(
-        f"tljax bench/gpu.py: jax {jax.__version__}, device {dev.platform} ({dev.device_kind}), {len(jax.devices())} device(s)"
+        f"tljax bench/gpu.py: jax {jax.__version__}, device {dev.platform} ({dev.device_kind}), "
+        f"{len(jax.devices())} device(s)"
     )
     if not gpu:
         print(
             "NO GPU PRESENT (or --tiny): running the tiny CPU configuration "
-            f"(batches {batches}, transformer T={cfg['T']}, E={cfg['E']}); numbers are not GPU numbers."
+            f"(batches {batches}, transformer T={cfg['T']}, E={cfg['E']}); numbers are not GPU "
+            "numbers."
         )
     rng = np.random.default_rng(0)
     workloads = {
@@ -212,7 +217,10 @@ def main(argv=None) -> int:
             xs = jax.device_put(rng.standard_normal((batch, *shape)).astype(np.float32))
             for name, make in rows:
                 if key == "block" and name == "CROWN" and batch > cfg["block_crown_max_batch"]:
-                    note = f"CROWN on the block: batches > {cfg['block_crown_max_batch']} skipped in this configuration"
+                    note = (
+                        f"CROWN on the block: batches > {cfg['block_crown_max_batch']} skipped in "
+                        "this configuration"
+                    )
                     if note not in notes:
                         notes.append(note)
                     continue
@@ -225,19 +233,23 @@ def main(argv=None) -> int:
                     f, s = timed(call)
                 except Exception as err:  # noqa: BLE001 - one failing cell must not hide the table
                     notes.append(
-                        f"{name} batch {batch}: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
+                        f"{name} batch {batch}: {type(err).__name__}: "
+                        f"{str(err).splitlines()[0][:160]}"
                     )
                     continue
                 first[name, batch], steady[name, batch] = f, s
                 print(
-                    f"  {title} | {name:<22} | batch {batch:>5}: {fmt_time(s)} per call (first call {fmt_time(f)})",
+                    f"  {title} | {name:<22} | batch {batch:>5}: {fmt_time(s)} per call (first "
+                    f"call {fmt_time(f)})",
                     flush=True,
                 )
         print(f"\n{title}: median time per call (after compile); throughput = batch / time")
         head = f"{'row':<24}" + "".join(f"{'batch ' + str(b):>14}" for b in batches)
         print(head + "\n" + "-" * len(head))
         for name, _ in rows:
-            print(f"{name:<24}" + "".join(f"{fmt_time(steady.get((name, b))):>14}" for b in batches))
+            print(
+                f"{name:<24}" + "".join(f"{fmt_time(steady.get((name, b))):>14}" for b in batches)
+            )
         print(
             f"{'(examples/s, CROWN)':<24}"
             + "".join(

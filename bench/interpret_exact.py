@@ -95,14 +95,16 @@ def main():
         ),
     ]
     print(
-        f"MLP {'-'.join(map(str, SIZES))}, float32 weights, one input; best of {args.repeat} (Fraction: 1 run)"
+        f"MLP {'-'.join(map(str, SIZES))}, float32 weights, one input; best of {args.repeat} "
+        "(Fraction: 1 run)"
     )
     print(f"{'evaluation':40s} {'seconds':>10s}  note")
     for name, t, note in rows:
         print(f"{name:40s} {t:10.4f}  {note}")
     bits = max(abs(v.numerator).bit_length() + v.denominator.bit_length() for v in y.ravel())
     print(
-        f"exact == Fraction reference: yes; output size up to {bits} bits; max |exact - float32| = {err:.3g}"
+        f"exact == Fraction reference: yes; output size up to {bits} bits; max |exact - float32| "
+        f"= {err:.3g}"
     )
 
 

@@ -30,9 +30,9 @@ import optax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import tljax.layers as tl  # noqa: E402
-from tljax.objectives._losses import cross_entropy  # noqa: E402
-from tljax.objectives._training import train  # noqa: E402
+import tljax.layers as tl
+from tljax.objectives._losses import cross_entropy
+from tljax.objectives._training import train
 
 
 def digits():

@@ -69,8 +69,8 @@ def main():
     names = [m for m in (args.models.split(",") if args.models else models) if m in models]
     passes = args.passes.split(",") if args.passes else list(PASSES)
     print(f"box: x +- {args.eps}; certified = CROWN bound of max|t(x)-o(x)| (float_sound)")
-    print(f"{'model':10} {'pass':22} {'eqns':>9} {'verdict':11} {'exact max':>10} {'float max':>10} "
-          f"{'certified':>10} {'pass s':>7} {'valid. s':>8}")  # fmt: skip
+    print(f"{'model':10} {'pass':22} {'eqns':>9} {'verdict':11} {'exact max':>10} "
+          f"{'float max':>10} {'certified':>10} {'pass s':>7} {'valid. s':>8}")  # fmt: skip
     for m in names:
         g, x = models[m]
         box = tljax.Box(jnp.asarray(x) - args.eps, jnp.asarray(x) + args.eps)
@@ -85,8 +85,9 @@ def main():
             cert = "n/a" if v.certified_deviation is None else f"{v.certified_deviation:.2e}"
             n0 = sum(1 for _ in tljax.core.iter_eqns(g.jaxpr))
             n1 = sum(1 for _ in tljax.core.iter_eqns(out.jaxpr))
-            print(f"{m:10} {p:22} {f'{n0}->{n1}':>9} {v.verdict:11} {ex_s:>10} {fl.max_deviation:10.2e} "
-                  f"{cert:>10} {t_pass:7.2f} {v.seconds:8.1f}", flush=True)  # fmt: skip
+            print(f"{m:10} {p:22} {f'{n0}->{n1}':>9} {v.verdict:11} {ex_s:>10} "
+                  f"{fl.max_deviation:10.2e} {cert:>10} {t_pass:7.2f} {v.seconds:8.1f}",
+                  flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

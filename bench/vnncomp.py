@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tljax.verify._cli import read_instances, run_instances, summary
+from tljax.verify._cli import display_path, read_instances, run_instances, summary  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -53,7 +53,8 @@ def main(argv=None) -> int:
     csv_path = os.path.join(args.benchmarks, args.suite, "instances.csv")
     if not os.path.isfile(csv_path):
         print(
-            f"no benchmark at {csv_path}; pass --benchmarks DIR (expected ../shared/benchmarks)",
+            f"no benchmark at {display_path(csv_path)}; pass --benchmarks DIR (expected "
+            "../shared/benchmarks)",
             file=sys.stderr,
         )
         return 2
@@ -72,20 +73,22 @@ def main(argv=None) -> int:
     chosen = [rows[i] for i in index]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"# {args.suite}: {len(chosen)} of {len(rows)} instances, timeout {args.timeout:g}s, cpus {os.cpu_count()}, load {load:.2f}"
+        f"# {args.suite}: {len(chosen)} of {len(rows)} instances, timeout {args.timeout:g}s, "
+        f"cpus {os.cpu_count()}, load {load:.2f}"
     )
     t0 = time.monotonic()
     records = run_instances(
         chosen, expected, timeout=args.timeout, log=lambda s: print(s, flush=True)
     )
-    for rec, i in zip(records, index):
+    for rec, i in zip(records, index, strict=True):
         rec["index"] = i
     s = summary(records)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print("# " + ", ".join(f"{v} {n}" for v, n in s["verdicts"].items()))
     print(
-        f"# solved {s['solved']}/{s['total']} ({100.0 * s['solved'] / max(s['total'], 1):.0f}%), wrong {s['wrong']}, "
-        f"errors {s['errors']}, median time solved {s['median_time']:.2f}s, median all {s['median_time_all']:.2f}s, "
+        f"# solved {s['solved']}/{s['total']} ({100.0 * s['solved'] / max(s['total'], 1):.0f}%), "
+        f"wrong {s['wrong']}, errors {s['errors']}, median time solved {s['median_time']:.2f}s, "
+        f"median all {s['median_time_all']:.2f}s, "
         f"total {time.monotonic() - t0:.0f}s, load at end {load:.2f}"
     )
     if args.out:

@@ -23,8 +23,7 @@ from flax import nnx
 from jax import lax
 
 import tljax
-from tljax.core import InputError, Semantics, iter_eqns
-from tljax.core._errors import UnsupportedPrimitiveError
+from tljax.core import InputError, Semantics, UnsupportedPrimitiveError, iter_eqns
 from tljax.interpret import get_semantics
 from tljax.interpret._exact import (
     Enclosure,
@@ -163,6 +162,31 @@ def test_exact_to_float_overflow_and_subnormals():
     out = exact_to_float(big, np.float32)
     assert out[0] == np.inf and out[1] == -np.inf
     assert out[2] == np.float32(2.0**-149) * 2  # 3·2^-150 rounds (tie) to the even 2·2^-149
+
+
+@pytest.mark.parametrize(
+    "dt",
+    [
+        np.float16,
+        ml_dtypes.bfloat16,
+        ml_dtypes.float8_e5m2,
+        ml_dtypes.float8_e4m3fn,
+        ml_dtypes.float8_e4m3fnuz,
+        ml_dtypes.float8_e3m4,
+        ml_dtypes.float6_e3m2fn,  # not a registry entry: its format is read from finfo
+        ml_dtypes.float8_e4m3b11fnuz,  # ditto
+    ],
+)
+def test_exact_to_float_rounds_like_ml_dtypes(dt):
+    """Exact rounding through the one `Format` type, against ml_dtypes' cast from float32 (one
+    round to nearest even), over normal and subnormal magnitudes below the largest value."""
+    fi = ml_dtypes.finfo(dt)
+    rng = np.random.default_rng(3)
+    lo, hi = np.log2(float(fi.smallest_subnormal)) - 1, np.log2(float(fi.max))
+    x = (2.0 ** rng.uniform(lo, hi, 400) * rng.choice([-1, 1], 400)).astype(np.float32)
+    x = x[np.abs(x.astype(np.float64)) <= float(fi.max)]
+    got = exact_to_float(np.array([Fraction(float(v)) for v in x], dtype=object), dt)
+    np.testing.assert_array_equal(got.astype(np.float64), x.astype(dt).astype(np.float64))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,7 +337,10 @@ def test_conv_geometry_matches_xla_on_exact_data():
     ]
     for kw in cases:
         ww = w if kw.get("feature_group_count", 1) == 1 else w[:, :2]
-        f = lambda a, ww=ww, kw=kw: lax.conv_general_dilated(a, ww, **kw)
+
+        def f(a, ww=ww, kw=kw):
+            return lax.conv_general_dilated(a, ww, **kw)
+
         assert_exact_equal(ev(f, x), fr(np.asarray(f(x))))
 
 
@@ -1082,7 +1109,10 @@ def test_domain_and_undecidable_errors_have_location():
     # exp(log(2)) is a tiny ball around 2: comparing it with 2 cannot be decided.
     with pytest.raises(
         ExactDomainError,
-        match=rf"comparison gt of overlapping enclosures cannot be decided(.|\n)*exact\[256\](.|\n)*{HERE}",
+        match=(
+            r"comparison gt of overlapping enclosures cannot be decided(.|\n)*exact\[256\]"
+            rf"(.|\n)*{HERE}"
+        ),
     ):
         ev(lambda a: jnp.exp(jnp.log(a)) > 2.0, jnp.float32(2.0))
     with pytest.raises(ExactDomainError, match=r"gather index out of bounds.*mode='clip'"):
@@ -1103,7 +1133,7 @@ def test_non_array_leaf_is_a_clear_error():
 
 def test_tracing_the_exact_semantics_is_a_clear_error():
     f = jax.jit(lambda a: ev(lambda b: b * 2.0, a))
-    with pytest.raises(InputError, match="cannot be traced.*outside jax.jit"):
+    with pytest.raises(InputError, match=r"cannot be traced.*outside jax.jit"):
         f(jnp.ones(2))
 
 

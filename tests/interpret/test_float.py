@@ -118,7 +118,10 @@ def test_elementwise_is_correctly_rounded(name, op):
         # XLA:CPU flushes float32 subnormals (FTZ/DAZ): bf16 subnormal operands and results are
         # covered by test_bf16_subnormals_* below.
         with np.errstate(all="ignore"):
-            tiny = lambda v: (np.abs(v) < 2.0**-126) & (v != 0)
+
+            def tiny(v):
+                return (np.abs(v) < 2.0**-126) & (v != 0)
+
             keep = ~(tiny(xq) | tiny(exact) | (tiny(yq) if op != "sqrt" else False))
     assert bits_equal(ours[keep], ref[keep]), f"{op} under float[{name}]"
     assert keep.mean() > 0.9
@@ -243,12 +246,14 @@ def test_higher_order_program_fp32_equals_reference_and_bf16_jit_equals_eager():
     assert {"jit", "custom_vjp_call", "cond", "scan", "while", "remat2"} <= prims
     ref = tljax.evaluate(g, x, xs, semantics="reference")
     for a, b in zip(
-        jax.tree.leaves(tljax.evaluate(g, x, xs, semantics="float[fp32]")), jax.tree.leaves(ref)
+        jax.tree.leaves(tljax.evaluate(g, x, xs, semantics="float[fp32]")),
+        jax.tree.leaves(ref),
+        strict=True,
     ):
         assert bits_equal(a, b)
     eager = tljax.evaluate(g, x, xs, semantics="float[bf16]")
     jitted = jax.jit(lambda *a: tljax.evaluate(g, *a, semantics="float[bf16]"))(x, xs)
-    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted)):
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
         assert bits_equal(a, b)
     assert eager[2].dtype == ref[2].dtype
 
@@ -513,7 +518,10 @@ def test_fp64_and_directed_fp32_need_x64():
 
 def test_output_dtypes_follow_the_program():
     x = jnp.arange(4, dtype=jnp.float32) / 3
-    f = lambda v: (v.astype(jnp.bfloat16) * 2, jnp.argmax(v), v * 2)
+
+    def f(v):
+        return v.astype(jnp.bfloat16) * 2, jnp.argmax(v), v * 2
+
     a, i, b = tljax.evaluate(f, x, semantics="float[bf16]")
     assert a.dtype == jnp.bfloat16 and i.dtype == jnp.int32 and b.dtype == jnp.float32
     a, _, b = tljax.evaluate(f, x, semantics="float[fp16]")
@@ -558,7 +566,9 @@ def test_names_options_and_errors():
 
 
 def test_grad_and_vmap_through_the_semantics():
-    f = lambda v: v * 3.0
+    def f(v):
+        return v * 3.0
+
     g = jax.grad(lambda v: tljax.evaluate(f, v, semantics="float[bf16]").sum())(jnp.ones(3) * 1.001)
     np.testing.assert_array_equal(np.asarray(g), [3.0, 3.0, 3.0])  # straight-through rounding
     x = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
@@ -619,7 +629,10 @@ def test_overflow_in_storage_follows_the_rounding_direction():
 def test_infinities_in_the_program_survive_formats_without_inf():
     # e4m3fn has no infinity, but a -inf mask is a value of the program, not an overflow.
     y = np.array([1.0, -2.0, 3.0], np.float32)
-    f = lambda v: (jax.nn.softmax(jnp.where(v > 0, v, -jnp.inf)), v - jnp.inf)
+
+    def f(v):
+        return jax.nn.softmax(jnp.where(v > 0, v, -jnp.inf)), v - jnp.inf
+
     sm, shifted = emulate(f, y, semantics="float[e4m3fn]")
     assert np.all(np.isneginf(np.asarray(shifted)))
     e4 = ml_dtypes.float8_e4m3fn

@@ -7,6 +7,7 @@ target format's values and searches them with np.searchsorted (every mode, custo
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import tljax
 from tljax.core import InputError
 from tljax.interpret._rounding import Format, add_round_to_odd, get_format, round_to_format
 
@@ -424,7 +426,7 @@ def test_format_validation_and_errors():
     with pytest.raises(InputError, match="unknown float format 'bf17'"):
         get_format("bf17")
     with pytest.raises(
-        InputError, match="xmax=449.0 is not a positive value with 4 significant bits"
+        InputError, match=r"xmax=449.0 is not a positive value with 4 significant bits"
     ):
         Format(4, 3, xmax=449.0)
     with pytest.raises(InputError, match="unknown rounding mode 'nearest_away'"):
@@ -459,3 +461,92 @@ def test_exhaustive_all_float32_patterns(name):
         ours = np.asarray(f(x))
         ok = _same(ours, _ml_cast(x, dt))
         assert ok.all(), f"{name}: {int((~ok).sum())} mismatches in chunk starting at {start:#x}"
+
+
+# ------------------------------------------------------------------------------------------
+# The one registry of float formats (interpret, transforms and bounds resolve names here).
+
+REGISTRY_DTYPES = {
+    "fp64": np.float64,
+    "fp32": np.float32,
+    "fp16": np.float16,
+    "bf16": ml_dtypes.bfloat16,
+    "e5m2": ml_dtypes.float8_e5m2,
+    "e4m3": ml_dtypes.float8_e4m3,
+    "e3m4": ml_dtypes.float8_e3m4,
+    "e4m3fn": ml_dtypes.float8_e4m3fn,
+    "e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
+    "e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
+}
+
+
+def test_every_registered_format_with_a_dtype_is_checked():
+    with_dtype = {k for k, f in tljax.interpret.FORMATS.items() if f.dtype is not None}
+    assert with_dtype == set(REGISTRY_DTYPES)
+    assert all(k == f.name for k, f in tljax.interpret.FORMATS.items())
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY_DTYPES))
+def test_registered_format_agrees_with_ml_dtypes_finfo(name):
+    """Independent reference: ml_dtypes.finfo and ml_dtypes casts of the matching dtype."""
+    dt = np.dtype(REGISTRY_DTYPES[name])
+    fmt, fi = tljax.interpret.FORMATS[name], ml_dtypes.finfo(dt)
+    assert fmt.dtype == dt
+    assert get_format(name) is fmt and get_format(dt) is fmt and get_format(dt.name) is fmt
+    assert fmt.precision == int(fi.nmant) + 1 and fmt.emin == int(fi.minexp)
+    assert fmt.unit_roundoff == float(fi.eps) / 2  # eps = 2^(1-p) = 2u
+    assert fmt.tiny == float(fi.smallest_normal)
+    assert fmt.xmax == float(fi.max) and fmt.max_finite == Fraction(float(fi.max))
+    assert fmt.smin == float(fi.smallest_subnormal)
+    assert fmt.eta == float(fi.smallest_subnormal) / 2  # half the subnormal spacing
+    if name != "fp64":  # fp64's threshold is not a float64 (it rounds to inf)
+        t = np.float64(fmt.overflow_threshold)
+        odd = (fmt.xmax / 2.0 ** (fmt.emax - fmt.mantissa_bits)) % 2 == 1
+        with np.errstate(over="ignore"):
+            assert not np.isfinite(float(np.nextafter(t, np.inf).astype(dt)))
+            assert float(np.nextafter(t, 0.0).astype(dt)) == fmt.xmax
+            assert np.isfinite(float(t.astype(dt))) == (not odd) == (name == "e4m3fn")
+
+
+def test_one_registry_for_interpret_transforms_and_bounds():
+    from tljax.bounds._float_model import PROGRAM_MODELS, ProgramModel
+    from tljax.interpret._exact_results import format_of_dtype
+    from tljax.transforms._precision import float_format
+
+    for canonical, spellings in {
+        "bf16": ("bf16", "bfloat16", "BFloat16", ml_dtypes.bfloat16),
+        "fp16": ("fp16", "float16", "half", np.float16),
+    }.items():
+        fmt = tljax.interpret.FORMATS[canonical]
+        for s in spellings:
+            assert tljax.interpret.get_format(s) is fmt
+            assert float_format(s) is fmt
+            assert PROGRAM_MODELS[s] is PROGRAM_MODELS[canonical]
+        assert format_of_dtype(fmt.dtype) is fmt
+        model = PROGRAM_MODELS[canonical]
+        assert model == ProgramModel.of(fmt)
+        assert model.u_out == fmt.unit_roundoff and model.u_acc == 2.0**-24
+        assert model.eta == max(fmt.tiny, 2.0**-126)
+    assert sorted(PROGRAM_MODELS) == ["bf16", "fp16"]  # each format once, no alias rows
+    assert "e4m3fn" not in PROGRAM_MODELS and "fp7" not in PROGRAM_MODELS
+    assert not hasattr(tljax.transforms, "FloatFormat")
+    with pytest.raises(AttributeError, match=r"tljax\.interpret\.Format"):
+        tljax.transforms.FloatFormat  # noqa: B018
+
+
+def test_derived_formats_of_unregistered_dtypes_follow_finfo():
+    from tljax.interpret._exact_results import format_of_dtype
+
+    for dt in (
+        ml_dtypes.float4_e2m1fn,
+        ml_dtypes.float6_e2m3fn,
+        ml_dtypes.float6_e3m2fn,
+        ml_dtypes.float8_e4m3b11fnuz,
+        ml_dtypes.float8_e8m0fnu,
+    ):
+        fmt, fi = format_of_dtype(dt), ml_dtypes.finfo(dt)
+        assert fmt.precision == int(fi.nmant) + 1 and fmt.emin == int(fi.minexp)
+        assert fmt.max_finite == Fraction(float(fi.max)) and fmt.tiny == float(fi.smallest_normal)
+        assert fmt.dtype is None  # not a registry entry
+    with pytest.raises(InputError, match="int32 is not a floating-point dtype"):
+        format_of_dtype(np.int32)

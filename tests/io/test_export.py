@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tljax.core._errors import ParseError
+from tljax.core import ParseError
 from tljax.io import export, load_exported, load_onnx
 
 

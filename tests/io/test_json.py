@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tljax.core._errors import InputError, ParseError
+from tljax.core import InputError, ParseError
 from tljax.io import load_json, save_json
 
 

@@ -8,17 +8,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper
-
-from tljax.core._errors import (
+from tljax.core import (
     InputError,
     ParseError,
     ShapeMismatchError,
     UnsupportedPrimitiveError,
 )
 from tljax.io import load_onnx
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+TensorProto, helper, numpy_helper = onnx.TensorProto, onnx.helper, onnx.numpy_helper
 
 F = TensorProto.FLOAT
 RTOL = ATOL = 1e-5
@@ -52,7 +52,7 @@ def run_both(tmp_path, model, feeds, name="m.onnx"):
 def check(tmp_path, model, feeds):
     expected, got = run_both(tmp_path, model, feeds)
     assert len(expected) == len(got)
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         assert tuple(g.shape) == tuple(e.shape)
         np.testing.assert_allclose(
             np.asarray(g, np.float64), np.asarray(e, np.float64), rtol=RTOL, atol=ATOL
@@ -118,7 +118,7 @@ def _cases():
             ),
             {"x": pos},
         )
-    for j, exponent in enumerate([np.float32(2.0), np.float32(3.0), np.float32(0.5)]):
+    for exponent in [np.float32(2.0), np.float32(3.0), np.float32(0.5)]:
         node = helper.make_node("Pow", ["x", "e"], ["y"])
         cases[f"Pow_{float(exponent)}"] = (
             make_model([node], [vinfo("x", (2, 3, 4))], [vinfo("y", None)], [init("e", exponent)]),
@@ -607,7 +607,7 @@ def test_multiple_inputs_and_outputs(tmp_path):
     feeds = {"a": rand(2, 3, seed=1), "b": rand(2, 4, seed=2)}
     expected, got = run_both(tmp_path, model, feeds)
     assert len(got) == 2
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=True):
         np.testing.assert_allclose(g, e, rtol=RTOL, atol=ATOL)
 
 
@@ -736,7 +736,7 @@ def test_every_benchmark_network_matches_onnxruntime(benchmarks_dir):
         assert set(fn.input_names) <= set(graph_inputs)
         for _ in range(3):
             xs = [rng.uniform(-1, 1, size=shape).astype(np.float32) for shape in fn.input_shapes]
-            expected = sess.run(None, dict(zip(fn.input_names, xs)))[0]
+            expected = sess.run(None, dict(zip(fn.input_names, xs, strict=True)))[0]
             got = fn(params, *xs)
             assert got.shape == expected.shape, path.name
             np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL, err_msg=path.name)
@@ -864,7 +864,10 @@ def test_inconsistent_shapes_name_the_node_at_load_time(tmp_path):
     )
     with pytest.raises(
         ParseError,
-        match=r"ONNX node 'bad_mm' \(op MatMul, opset 13.*mm\.onnx failed on inputs of shapes \[\(2, 3\), \(5, 2\)\]",
+        match=(
+            r"ONNX node 'bad_mm' \(op MatMul, opset 13.*mm\.onnx failed on inputs of shapes "
+            r"\[\(2, 3\), \(5, 2\)\]"
+        ),
     ):
         load_onnx(path)
 

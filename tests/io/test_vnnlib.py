@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from tljax.core._errors import ParseError, UnsupportedPrimitiveError
+from tljax.core import ParseError, UnsupportedPrimitiveError
 from tljax.io import Property, load_vnnlib
 
 NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -46,7 +46,8 @@ def _regex_box(text, n):
 
 
 def _regex_unsafe(text):
-    """Independent truth of the output condition: an `or` of `(and ...)` lines, else a conjunction."""
+    """Independent truth of the output condition: an `or` of `(and ...)` lines, else a
+    conjunction."""
     if "(or" in text:
         groups = [
             Y_ATOM.findall(line) for line in text.splitlines() if line.strip().startswith("(and")
@@ -101,7 +102,7 @@ def test_mnist_disjuncts_are_the_other_labels(benchmarks_dir):
     prop = load_vnnlib(path, 784, 10)
     assert len(prop.unsafe) == 9
     others = [j for j in range(10) if j != label]
-    for (c, d), j in zip(prop.unsafe, others):
+    for (c, d), j in zip(prop.unsafe, others, strict=True):
         expected = np.zeros((1, 10))
         expected[0, label], expected[0, j] = 1.0, -1.0  # Y_j >= Y_label  <=>  Y_label - Y_j <= 0
         assert np.array_equal(c, expected) and np.array_equal(d, [0.0])
@@ -182,7 +183,8 @@ def test_linear_terms_strict_and_equal(tmp_path):
     ((lower, upper),) = prop.input_boxes
     assert list(lower) == [0.25, -1.0] and list(upper) == [0.25, 1.5]
     ((c, d),) = prop.unsafe
-    # Y_0 + 2 Y_1 + Y_2 - 0.5 <= 0.1 ; Y_1/4 - 25 + Y_2 < -1.5 Y_0  ->  1.5 Y_0 + 0.25 Y_1 + Y_2 <= 25
+    # Y_0 + 2 Y_1 + Y_2 - 0.5 <= 0.1 ; Y_1/4 - 25 + Y_2 < -1.5 Y_0
+    #   ->  1.5 Y_0 + 0.25 Y_1 + Y_2 <= 25
     assert np.array_equal(c, [[1, 2, 1], [1.5, 0.25, 1]])
     assert np.array_equal(d, [float(Fraction("0.1") + Fraction("0.5")), 25.0])
 
@@ -190,7 +192,8 @@ def test_linear_terms_strict_and_equal(tmp_path):
 def test_outward_rounding_contains_the_decimal_box(tmp_path):
     text = (
         DECLS
-        + "(assert (>= X_0 0.1)) (assert (<= X_0 0.3)) (assert (>= X_1 0)) (assert (<= X_1 1))\n(assert (<= Y_0 0.7))\n"
+        + "(assert (>= X_0 0.1)) (assert (<= X_0 0.3)) (assert (>= X_1 0)) (assert (<= X_1 "
+          "1))\n(assert (<= Y_0 0.7))\n"
     )
     path = write(tmp_path, text)
     nearest = load_vnnlib(path, 2, 3)
@@ -209,11 +212,11 @@ def test_gzip_is_read_transparently(tmp_path, benchmarks_dir):
     packed.write_bytes(gzip.compress(source.read_bytes()))
     plain, zipped = load_vnnlib(source, 5, 5), load_vnnlib(packed, 5, 5)
     assert isinstance(zipped, Property)
-    for (a, b), (c, d) in zip(plain.input_boxes, zipped.input_boxes):
+    for (a, b), (c, d) in zip(plain.input_boxes, zipped.input_boxes, strict=True):
         assert np.array_equal(a, c) and np.array_equal(b, d)
     assert all(
         np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-        for a, b in zip(plain.unsafe, zipped.unsafe)
+        for a, b in zip(plain.unsafe, zipped.unsafe, strict=True)
     )
 
 
@@ -256,7 +259,8 @@ BOX = "(assert (>= X_0 0)) (assert (<= X_0 1)) (assert (>= X_1 0)) (assert (<= X
             "empty_box",
             DECLS + BOX + "(assert (>= X_1 2))\n(assert (<= Y_0 0))\n",
             ParseError,
-            r"empty input box: X_1: lower 2\.0 \(at .*p\.vnnlib:7:9\) > upper 1\.0 \(at .*p\.vnnlib:6:",
+            r"empty input box: X_1: lower 2\.0 \(at .*p\.vnnlib:7:9\) > upper 1\.0 \(at "
+            r".*p\.vnnlib:6:",
         ),
         (
             "missing_bound",
@@ -344,7 +348,10 @@ def test_wrong_variable_counts(tmp_path):
     )
     with pytest.raises(
         ParseError,
-        match=r"declares 2 X variables \(X_0\.\.X_2\) but n_inputs=2; missing \['X_1'\]; extra \['X_2'\]",
+        match=(
+            r"declares 2 X variables \(X_0\.\.X_2\) but n_inputs=2; missing \['X_1'\]; "
+            r"extra \['X_2'\]"
+        ),
     ):
         load_vnnlib(gap, 2, 1)
 

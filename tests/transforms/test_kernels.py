@@ -6,8 +6,7 @@ import numpy as np
 
 import tljax
 import tljax.transforms as T
-from tljax.core import iter_eqns
-from tljax.core._kernel import kernel, kernel_contracts
+from tljax.core import iter_eqns, kernel, kernel_contracts
 
 SHIFT = 1e-6
 

@@ -52,7 +52,7 @@ def test_inline_reaches_into_loop_bodies():
 
 
 def test_inline_keeps_kernels_unless_asked():
-    from tljax.core._kernel import kernel
+    from tljax.core import kernel
 
     k = kernel(lambda x: jnp.tanh(x) * 2.0, tolerance=1e-6, name="tanh2")
     g = tljax.trace(lambda x: k(jax.nn.relu(x)), np.ones(3, np.float32))

@@ -92,3 +92,18 @@ def test_unknown_format_and_accumulation_are_refused():
         T.lower_precision(g, "e9m99")
     with pytest.raises(tljax.core.InputError, match="accumulate='bf16' is not supported"):
         T.lower_precision(g, "bf16", accumulate="bf16")
+
+
+def test_formats_come_from_the_one_registry():
+    g = tljax.trace(lambda x: x * 3.0, np.ones(2, np.float32))
+    a, b = T.lower_precision(g, "bf16"), T.lower_precision(g, "bfloat16")
+    assert a.name == b.name and a.name.endswith("lower_precision[bf16]")
+    with pytest.raises(tljax.core.InputError, match=r"'e4m3fn'.*not one lowering can emulate"):
+        T.lower_precision(g, "e4m3fn")  # registered, but saturating/NaN: not reduce_precision
+    relaxed = T.relax_rounding(a)
+    fmts = {f for _, f in relaxed.formats}
+    assert fmts == {tljax.interpret.Format(8, 7)}  # the sites' formats are plain Formats too
+    # the noise scale of one bf16 rounding: u*M + eta with u = 2^-8, eta = 2^-126 (FTZ)
+    e = relaxed.error_scales(np.ones(relaxed.n))
+    assert np.all(e >= np.float32(2.0**-8 + 2.0**-126)) and np.all(e <= 2.0**-8 * (1 + 2**-19))
+    np.testing.assert_array_equal(relaxed.overflow(), (2 - 2.0**-8) * 2.0**127)

@@ -11,7 +11,7 @@ from jax import lax
 
 import tljax
 import tljax.transforms as T
-from tljax.core._errors import ShapeMismatchError
+from tljax.core import ShapeMismatchError
 
 
 def box_around(x, eps):
@@ -27,18 +27,18 @@ def samples(box, n, seed=0):
 
 
 def test_claims_compose():
-    exact = T.Claim.exact_and_bitwise()
-    tol = T.Claim(atol=1e-6, rtol=2e-6)
-    emu = T.Claim(emulates="float[bf16]")
-    both = tol.then(T.Claim(atol=1e-6, rtol=1e-6))
+    exact = T.Promise.exact_and_bitwise()
+    tol = T.Promise(atol=1e-6, rtol=2e-6)
+    emu = T.Promise(emulates="float[bf16]")
+    both = tol.then(T.Promise(atol=1e-6, rtol=1e-6))
     assert (both.atol, both.rtol) == (2e-6, 3e-6) and not both.exact
     assert exact.then(exact).exact and exact.then(exact).bitwise
     assert not exact.then(tol).exact and exact.then(tol).atol == 1e-6
     assert exact.then(emu).emulates == "float[bf16]" == emu.then(exact).emulates
     assert tol.then(emu).emulates is None and tol.then(emu).atol is None
-    assert not exact.then(T.Claim(exact=True, bitwise=True, float_mode="jit")).bitwise
+    assert not exact.then(T.Promise(exact=True, bitwise=True, float_mode="jit")).bitwise
     with pytest.raises(ValueError, match="both atol and rtol"):
-        T.Claim(atol=1.0)
+        T.Promise(atol=1.0)
 
 
 def test_composed_claim_from_provenance(mlp):
@@ -153,7 +153,7 @@ def _bn_sums_rewrite(graph, wrong: bool):
     sem = T.pass_semantics("bn_sums", rules={lax.add_p: add, lax.rsqrt_p: rsqrt}, default_rule=fold)
     name = "swapped_var_eps" if wrong else "commuted_var_eps"
     tol = T.ROUNDING_TOLERANCE
-    return T.rewrite(graph, sem, name=name, claim=T.Claim(atol=tol[0], rtol=tol[1]))
+    return T.rewrite(graph, sem, name=name, claim=T.Promise(atol=tol[0], rtol=tol[1]))
 
 
 def test_wrong_batchnorm_fold_is_caught_with_its_input(cnn):
@@ -199,7 +199,7 @@ def test_exact_claim_catches_a_sub_ulp_change():
         return T.emit(ctx, [a, b])[0]
 
     sem = T.pass_semantics("nudge", rules={lax.add_p: nudge})
-    t = T.rewrite(g, sem, name="nudge", claim=T.Claim.exact_and_bitwise())
+    t = T.rewrite(g, sem, name="nudge", claim=T.Promise.exact_and_bitwise())
     v = T.validate(g, t, box_around(np.ones(2, np.float32), 0.5), certify=False)
     assert v.verdict == "violated"
     assert {m.check for m in v.mismatches} == {"exact"}

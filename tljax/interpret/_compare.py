@@ -16,20 +16,25 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from fractions import Fraction
 
 import jax.tree_util as jtu
 import numpy as np
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError
-from ..core._graph import Graph, trace
-from ..core._kernel import format_contracts, kernel_contracts
-from ..core._semantics import Semantics
-from ..core._walker import HIGHER_ORDER, eval_closed
+from ..core import (
+    HIGHER_ORDER,
+    Graph,
+    InputError,
+    Semantics,
+    compat,
+    eval_closed,
+    format_contracts,
+    kernel_contracts,
+    trace,
+)
 from . import _exact_values as ev
-from ._exact_results import FloatFormat, floor_log2
+from ._exact_results import floor_log2, format_of_dtype
 from ._registry import get_semantics, run
+from ._rounding import Format
 
 compat.register_exclusion(__file__)
 
@@ -97,7 +102,8 @@ class EquationRow:
 
     @property
     def where(self) -> str:
-        """``"2:custom_jvp(relu)/0:jit(relu)/0"``: calling positions and labels, then the position."""
+        """``"2:custom_jvp(relu)/0:jit(relu)/0"``: calling positions and labels, then the
+        position."""
         levels = [f"{p}:{label}" for p, label in self.path]
         return "/".join(levels + [str(self.position)]) + (f"#{self.output}" if self.output else "")
 
@@ -121,7 +127,8 @@ class Comparison:
     kernel_contracts: tuple = ()
 
     def first_divergence(self, semantics: str, ulp: float = 1.0) -> EquationRow | None:
-        """The first equation (in evaluation order) whose max ulp error under `semantics` > `ulp`."""
+        """The first equation (in evaluation order) whose max ulp error under `semantics` is
+        above `ulp`."""
         for row in self.equations or []:
             s = row.stats.get(semantics)
             if s is not None and (s.max_ulp > ulp or (math.isnan(s.max_ulp) and s.max_abs > 0)):
@@ -136,17 +143,14 @@ class Comparison:
 # Error measurement.
 
 
-def _format_of(sem: Semantics | None, computed: np.ndarray) -> FloatFormat | None:
+def _format_of(sem: Semantics | None, computed: np.ndarray) -> Format | None:
     """The format whose ulp is the unit: a float semantics' target format, else the dtype's."""
     fmt = getattr(getattr(sem, "options", None), "format", None)
-    p, emin = getattr(fmt, "precision", None), getattr(fmt, "emin", None)
-    if p is not None and emin is not None:
-        xmax = getattr(fmt, "xmax", None)
-        max_finite = Fraction(float(xmax)) if xmax else Fraction(0)
-        return FloatFormat(int(p), int(emin), max_finite, str(getattr(fmt, "name", "") or ""))
+    if isinstance(fmt, Format):
+        return fmt
     dt = getattr(computed, "source_dtype", None) if computed.dtype == object else computed.dtype
     if dt is not None and ev.is_float_dtype(dt):
-        return FloatFormat.of_dtype(dt)
+        return format_of_dtype(dt)
     return None
 
 
@@ -192,7 +196,7 @@ def _dy_add(a: ev.Dy, b: ev.Dy) -> ev.Dy:
     return ev.Dy(ev.obj(x) + ev.obj(y), e)
 
 
-def error_stats(exact_value, computed, fmt: FloatFormat | None, *, dtype=None) -> ErrorStats:
+def error_stats(exact_value, computed, fmt: Format | None, *, dtype=None) -> ErrorStats:
     """Exact-then-rounded error statistics of `computed` against an internal exact value.
 
     `computed` is an array (any float / int / bool dtype, or an exact-semantics result), or an
@@ -260,7 +264,7 @@ def error_stats(exact_value, computed, fmt: FloatFormat | None, *, dtype=None) -
         )
     if fmt is not None and is_float:
         k = _floor_log2_abs(ref)
-        u = np.maximum(k, fmt.emin) - fmt.p + 1
+        u = np.maximum(k, fmt.emin) - fmt.precision + 1
         ulp = _scaled_f64(diff, -u)
     else:
         ulp = np.full(c.shape, np.nan)
@@ -294,16 +298,12 @@ def _positions(jaxpr, out: dict) -> dict:
     for i, eqn in enumerate(jaxpr.eqns):
         out[id(eqn)] = (i, eqn)
         if eqn.primitive in HIGHER_ORDER:
-            p = eqn.params
-            for key in ("jaxpr", "call_jaxpr", "cond_jaxpr", "body_jaxpr"):
-                if key in p:
-                    _positions(compat.open_jaxpr(p[key])[0], out)
-            for b in p.get("branches", ()):
-                _positions(compat.open_jaxpr(b)[0], out)
+            for sub in compat.sub_jaxprs(eqn):
+                _positions(sub.jaxpr, out)
     return out
 
 
-_CALLS = (compat.jit_p, compat.closed_call_p, compat.custom_jvp_call_p, compat.custom_vjp_call_p)
+_CALLS = compat.CALL_PRIMITIVES
 
 
 def recording(sem: Semantics, store: dict, positions: dict) -> Semantics:
@@ -478,7 +478,7 @@ def _per_equation(graph, leaves, ex_sem, sems, failures) -> list:
                 vals = _as_list(got[1]) if eqn.primitive.multiple_results else [got[1]]
                 dtype = eqn.outvars[j].aval.dtype
                 if ev.is_value(vals[j]):  # another exact semantics
-                    fmt = FloatFormat.of_dtype(dtype) if ev.is_float_dtype(dtype) else None
+                    fmt = format_of_dtype(dtype) if ev.is_float_dtype(dtype) else None
                     stats[s.name] = error_stats(ex_v, vals[j], fmt, dtype=dtype)
                     continue
                 try:

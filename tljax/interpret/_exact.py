@@ -33,18 +33,16 @@ import dataclasses
 
 import numpy as np
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError
-from ..core._semantics import Semantics
+from ..core import InputError, Semantics, compat
 from . import _exact_values as ev
+from ._exact_common import DEFAULT_PRECISION
 from ._exact_results import Enclosure as Enclosure
 from ._exact_results import ExactArray as ExactArray
-from ._exact_results import FloatFormat as FloatFormat
 from ._exact_results import exact_to_float as exact_to_float
 from ._exact_results import is_exact as is_exact
 from ._exact_results import to_sympy as to_sympy
 from ._exact_results import ulp_distance as ulp_distance
-from ._exact_rules import DEFAULT_PRECISION, build_rules
+from ._exact_rules import build_rules
 from ._exact_values import ExactDomainError as ExactDomainError
 from ._registry import register_semantics, register_semantics_factory
 
@@ -122,7 +120,10 @@ def exact_semantics(precision: int = DEFAULT_PRECISION, *, name: str | None = No
       True
     """
     if precision < 2:
-        raise ValueError(f"precision must be at least 2 bits, got {precision}")
+        raise InputError(
+            f"tljax.interpret.exact_semantics: precision={precision!r} bits is too small; give "
+            "an int >= 2 (default 128), the working precision of the enclosures"
+        )
     if name is None:
         name = "exact" if precision == DEFAULT_PRECISION else f"exact[{precision}]"
     return Semantics(

@@ -1,6 +1,7 @@
 """Array rules of the exact semantics: reductions, scans, dot/conv, windows, indexing, sorting.
 
-Split from `_exact_rules` (elementwise rules and shared helpers); the table is built there.
+Split from `_exact_rules` (elementwise rules; the table is built there); the helpers both use are
+in `_exact_common`, so this module does not import `_exact_rules`.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ import flint
 import numpy as np
 from flint import arb, arb_mat, fmpq, fmpq_mat, fmpz_mat
 
-from ..core import _jaxpr_compat as compat
+from ..core import compat
 from . import _exact_struct as st
-from ._exact_rules import (
+from ._exact_common import (
     _arb_lo_hi,
     _ball_minmax,
     _ball_unary,
@@ -446,7 +447,8 @@ def _reduce_window(kind: str):
                 wins = np.where(mask, wins, _zero_of(type(x)))
             summed = Dy(wins, x.e) if isinstance(x, Dy) else rebuild(x, wins)
             return _reduce_sum(ctx, summed, axes=waxes)
-        # max / min: padding holds -inf/+inf, i.e. it is skipped; an all-padding window has no value.
+        # max / min: padding holds -inf/+inf, i.e. it is skipped; an all-padding window has no
+        # value.
         if mask is not None and not mask.reshape(mask.shape[:r] + (-1,)).any(axis=-1).all():
             _fail(
                 ctx, f"reduce_window_{kind}: a window lies entirely in padding (its value is ±inf)"

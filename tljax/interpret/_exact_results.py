@@ -11,12 +11,12 @@ from __future__ import annotations
 from fractions import Fraction
 
 import jax.tree_util as jtu
-import ml_dtypes
 import numpy as np
 from flint import arb, fmpq, fmpz
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError
+from ..core import InputError, compat
+from ._rounding import Format
+from ._rounding import dtype_format as _dtype_format
 
 compat.register_exclusion(__file__)
 
@@ -25,35 +25,14 @@ compat.register_exclusion(__file__)
 # Rounding of exact rationals to binary floating-point formats (RNE, with subnormals).
 
 
-class FloatFormat:
-    """A binary float format: precision `p` (with the hidden bit), `emin`, largest finite value."""
-
-    __slots__ = ("emin", "max_finite", "name", "p")
-
-    def __init__(self, p: int, emin: int, max_finite: Fraction, name: str = ""):
-        self.p, self.emin, self.max_finite, self.name = p, emin, max_finite, name
-
-    @classmethod
-    def of_dtype(cls, dtype) -> FloatFormat:
-        dt = np.dtype(dtype)
-        try:
-            fi = ml_dtypes.finfo(dt)
-        except Exception as err:  # not a float dtype
-            raise InputError(f"{dt} is not a floating-point dtype") from err
-        return cls(int(fi.nmant) + 1, int(fi.minexp), Fraction(float(fi.max)), dt.name)
-
-    @classmethod
-    def of_bits(cls, exponent_bits: int, mantissa_bits: int) -> FloatFormat:
-        """The IEEE-like format of `lax.reduce_precision(x, exponent_bits, mantissa_bits)`."""
-        bias = (1 << (exponent_bits - 1)) - 1
-        emax = bias
-        max_finite = Fraction((1 << (mantissa_bits + 1)) - 1) * Fraction(2) ** (
-            emax - mantissa_bits
-        )
-        return cls(mantissa_bits + 1, 1 - bias, max_finite, f"e{exponent_bits}m{mantissa_bits}")
-
-    def __repr__(self) -> str:
-        return f"FloatFormat({self.name or ''} p={self.p}, emin={self.emin})"
+def format_of_dtype(dtype) -> Format:
+    """The `Format` of a float dtype for exact rounding: the registry's, else one derived from
+    ``ml_dtypes.finfo`` (`tljax.interpret._rounding.dtype_format`); InputError for other dtypes."""
+    dt = np.dtype(dtype)
+    fmt = _dtype_format(dt, derive=True)
+    if fmt is None:
+        raise InputError(f"{dt} is not a floating-point dtype")
+    return fmt
 
 
 def floor_log2(n: int, d: int) -> int:
@@ -67,7 +46,7 @@ def floor_log2(n: int, d: int) -> int:
     return k
 
 
-def round_rne(n: int, d: int, fmt: FloatFormat) -> tuple[int, int]:
+def round_rne(n: int, d: int, fmt: Format) -> tuple[int, int]:
     """Rounds the rational n/d (d > 0) to `fmt` with round-to-nearest-even: returns (r, q), the
     value r * 2**q. Overflow is not handled here (see `overflows`)."""
     if n == 0:
@@ -75,7 +54,7 @@ def round_rne(n: int, d: int, fmt: FloatFormat) -> tuple[int, int]:
     s = -1 if n < 0 else 1
     n = abs(n)
     k = floor_log2(n, d)
-    q = max(k, fmt.emin) - (fmt.p - 1)
+    q = max(k, fmt.emin) - (fmt.precision - 1)
     num, den = (n, d << q) if q >= 0 else (n << -q, d)
     r, rem = divmod(num, den)
     if 2 * rem > den or (2 * rem == den and r & 1):
@@ -83,17 +62,17 @@ def round_rne(n: int, d: int, fmt: FloatFormat) -> tuple[int, int]:
     return s * r, q
 
 
-def overflows(r: int, q: int, fmt: FloatFormat) -> bool:
+def overflows(r: int, q: int, fmt: Format) -> bool:
     v = Fraction(abs(r)) * (Fraction(2) ** q)
     return v > fmt.max_finite
 
 
-def ulp_of(n: int, d: int, fmt: FloatFormat) -> Fraction:
+def ulp_of(n: int, d: int, fmt: Format) -> Fraction:
     """The unit in the last place of n/d in `fmt` (the spacing of the format around the value)."""
     if n == 0:
-        return Fraction(2) ** (fmt.emin - fmt.p + 1)
+        return Fraction(2) ** (fmt.emin - fmt.precision + 1)
     k = floor_log2(abs(n), d)
-    return Fraction(2) ** (max(k, fmt.emin) - fmt.p + 1)
+    return Fraction(2) ** (max(k, fmt.emin) - fmt.precision + 1)
 
 
 def _as_fraction(x) -> Fraction:
@@ -251,7 +230,7 @@ def exact_to_float(a, dtype=np.float64) -> np.ndarray:
     """
     if isinstance(a, Enclosure):
         a = a.mid
-    fmt = FloatFormat.of_dtype(dtype)
+    fmt = format_of_dtype(dtype)
     arr = np.asarray(a, dtype=object)
     out = np.empty(arr.shape, dtype=np.float64)
     for idx in np.ndindex(*arr.shape):
@@ -312,7 +291,7 @@ def ulp_distance(exact, computed, dtype=None) -> np.ndarray:
       array([0.33333333])
     """
     comp = np.asarray(computed)
-    fmt = FloatFormat.of_dtype(dtype if dtype is not None else comp.dtype)
+    fmt = format_of_dtype(dtype if dtype is not None else comp.dtype)
     rad = None
     if isinstance(exact, Enclosure):
         rad = np.asarray(exact.rad, dtype=object)

@@ -1,7 +1,8 @@
 """Rule table of the exact semantics (see `tljax.interpret._exact` for the semantics itself).
 
-Elementwise rules and shared helpers live here, array rules (reductions, dot/conv, windows,
-indexing, sorting) in `_exact_arrays`; `build_rules` assembles the table. Rules take and return `Dy` / `Q` / `Ball` values (`_exact_values`). Conventions:
+Elementwise rules live here, array rules (reductions, dot/conv, windows, indexing, sorting) in
+`_exact_arrays`, helpers both use in `_exact_common`; `build_rules` assembles the table. Rules take
+and return `Dy` / `Q` / `Ball` values (`_exact_values`). Conventions:
 
 * Real-number meaning: no rounding anywhere. `convert_element_type` to a float dtype keeps the
   exact value; `reduce_precision` is the one primitive that rounds (RNE to its format).
@@ -23,9 +24,23 @@ import jax
 import numpy as np
 from flint import arb, fmpq, fmpz
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError
-from ._exact_results import FloatFormat, arb_exact_fraction, round_rne
+from ..core import InputError, compat
+from . import _exact_arrays as A
+from ._exact_common import (
+    _arb_lo_hi,
+    _ball_minmax,
+    _ball_of_interval,
+    _ball_unary,
+    _check,
+    _fail,
+    _finite_ball,
+    _fmt_index,
+    _is_int_dtype,
+    _out_dtype,
+    _precision,
+    wrap_int,
+)
+from ._exact_results import round_rne
 from ._exact_values import (
     Ball,
     Dy,
@@ -49,66 +64,16 @@ from ._exact_values import (
     to_q,
     unify,
 )
+from ._rounding import Format
 
 compat.register_exclusion(__file__)
 lax = jax.lax
 
-DEFAULT_PRECISION = 128
 _MAX_POW_BITS = 1 << 22  # refuse integer powers whose result would exceed ~4M bits
 
 
-def _fail(ctx, msg: str, cls=ExactDomainError):
-    err = cls(f"{msg}\n  {ctx.where()}")
-    err.tljax_located = True
-    raise err
-
-
-def _precision(ctx) -> int:
-    opts = ctx.semantics.options
-    return int(getattr(opts, "precision", DEFAULT_PRECISION) or DEFAULT_PRECISION)
-
-
-def _out_dtype(ctx, k: int = 0):
-    return np.dtype(ctx.out_avals[k].dtype)
-
-
-def _is_int_dtype(dt) -> bool:
-    return np.dtype(dt).kind in "iu"
-
-
-def _check(ctx, *vals):
-    for v in vals:
-        if isinstance(v, Poison):
-            _fail(ctx, v.message, InputError)
-
-
-def _fmt_index(idx) -> str:
-    return str(tuple(int(i) for i in idx))
-
-
 # ----------------------------------------------------------------------------------------------
-# Integer wrap-around (two's complement of the output dtype).
-
-
-def wrap_int(v, dtype) -> Dy:
-    dt = np.dtype(dtype)
-    if not isinstance(v, Dy):
-        raise ExactDomainError(f"an integer ({dt}) result is not an exact integer")
-    m = shl(v.m, v.e) if v.e > 0 else v.m
-    if v.e < 0:
-        m = obj(m) >> -v.e  # callers only pass integral values here
-    bits = dt.itemsize * 8
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if dt.kind == "i" else (0, (1 << bits) - 1)
-    if m.size == 0:
-        return Dy(m.astype(np.int64) if m.dtype == object else m, 0)
-    if m.dtype != object:
-        if int(m.min()) >= lo and int(m.max()) <= hi:
-            return Dy(m, 0)
-    elif min(m.flat) >= lo and max(m.flat) <= hi:
-        return Dy(demote(m), 0)
-    span = 1 << bits
-    mm = ((obj(m) - lo) % span) + lo
-    return Dy(demote(mm), 0)
+# Integer wrap-around (two's complement of the output dtype; `wrap_int` is in `_exact_common`).
 
 
 def _int_result(rule):
@@ -186,7 +151,8 @@ def _check_nonzero(ctx, y, what: str):
         _fail(
             ctx,
             f"{what}: division by zero at index {shown} ({len(zeros)} zero divisor"
-            f"{'s' if len(zeros) > 1 else ''}); the exact semantics has no value for x/0. Guard the "
+            f"{'s' if len(zeros) > 1 else ''}); the exact semantics has no value for x/0. Guard "
+            "the "
             "divisor, e.g. jnp.where(d == 0, 1, d)",
         )
 
@@ -307,31 +273,6 @@ def _minmax(is_max: bool):
         return make(cls, np.asarray(out, dtype=object), e)
 
     return rule
-
-
-def _arb_lo_hi(b: arb) -> tuple[fmpq, fmpq]:
-    mid, rad = arb_exact_fraction(b.mid()), arb_exact_fraction(b.rad())
-    lo, hi = mid - rad, mid + rad
-    return fmpq(lo.numerator, lo.denominator), fmpq(hi.numerator, hi.denominator)
-
-
-def _ball_of_interval(lo, hi) -> arb:
-    if lo == hi:
-        return arb(lo) if lo.q != 1 else arb(lo.p)
-    return arb(lo).union(arb(hi))
-
-
-def _ball_minmax(ctx, a, b, is_max: bool) -> Ball:
-    a, b = np.broadcast_arrays(a, b)
-    out = np.empty(a.shape, dtype=object)
-    with flint.ctx.workprec(_precision(ctx)):
-        for i in np.ndindex(*a.shape):
-            (alo, ahi), (blo, bhi) = _arb_lo_hi(a[i]), _arb_lo_hi(b[i])
-            if is_max:
-                out[i] = _ball_of_interval(max(alo, blo), max(ahi, bhi))
-            else:
-                out[i] = _ball_of_interval(min(alo, blo), min(ahi, bhi))
-    return Ball(out)
 
 
 def _ball_monotone(ctx, x: Ball, f, *, exact_ok: bool = True, increasing: bool = True):
@@ -607,30 +548,6 @@ def _sqrt_like(inverse: bool):
 # Transcendental functions: certified enclosures.
 
 
-def _finite_ball(ctx, v: Ball, name: str) -> Ball:
-    for i in np.ndindex(*v.shape):
-        if not v.b[i].is_finite():
-            _fail(
-                ctx,
-                f"{name} has no finite real value at index {_fmt_index(i)} (enclosure {v.b[i]}); the "
-                "argument is outside the function's domain or its enclosure is too wide "
-                "(raise the precision with semantics='exact[256]')",
-            )
-    return v
-
-
-def _ball_unary(ctx, x, f, name: str) -> Ball:
-    _check(ctx, x)
-    xb = to_ball(x).b
-    with flint.ctx.workprec(_precision(ctx)):
-        out = (
-            np.asarray(np.frompyfunc(f, 1, 1)(xb), dtype=object).reshape(xb.shape)
-            if xb.size
-            else xb
-        )
-    return _finite_ball(ctx, Ball(out), name)
-
-
 def _logistic(a: arb) -> arb:
     return 1 / (1 + (-a).exp())
 
@@ -752,8 +669,10 @@ def _trunc_value(ctx, x):
             bad = next(i for i in np.ndindex(*x.shape) if not x.b[i].is_exact())
             _fail(
                 ctx,
-                f"conversion to an integer is undecidable at index {_fmt_index(bad)}: the enclosure "
-                f"{x.b[bad]} straddles an integer (raise the precision with semantics='exact[256]')",
+                f"conversion to an integer is undecidable at index {_fmt_index(bad)}: the "
+                "enclosure "
+                f"{x.b[bad]} straddles an integer (raise the precision with "
+                "semantics='exact[256]')",
             )
     if isinstance(x, Dy):
         if x.e >= 0:
@@ -799,7 +718,8 @@ def _convert_element_type(ctx, x, *, new_dtype, weak_type=False, sharding=None, 
             if bad:
                 _fail(
                     ctx,
-                    f"converting to {dt}: value {int(t.m[bad[0]])} at index {_fmt_index(bad[0])} is "
+                    f"converting to {dt}: value {int(t.m[bad[0]])} at index {_fmt_index(bad[0])} "
+                    "is "
                     f"outside [{lo}, {hi}] (XLA's result is implementation-defined there)",
                 )
         return wrap_int(t, dt)
@@ -809,7 +729,7 @@ def _convert_element_type(ctx, x, *, new_dtype, weak_type=False, sharding=None, 
 def _reduce_precision(ctx, x, *, exponent_bits, mantissa_bits, **params):
     del params
     _check(ctx, x)
-    fmt = FloatFormat.of_bits(int(exponent_bits), int(mantissa_bits))
+    fmt = Format(int(exponent_bits), int(mantissa_bits))  # IEEE-like, what XLA rounds to
 
     def rnd(v: fmpq) -> fmpq:
         r, q = round_rne(int(v.p), int(v.q), fmt)
@@ -826,7 +746,8 @@ def _reduce_precision(ctx, x, *, exponent_bits, mantissa_bits, **params):
     except OverflowError as err:
         _fail(
             ctx,
-            f"reduce_precision to {fmt.name}: {err.args[0]} rounds to infinity (beyond the format's "
+            f"reduce_precision to {fmt.name}: {err.args[0]} rounds to infinity (beyond the "
+            "format's "
             f"largest finite value {float(fmt.max_finite)!r}); infinity is not a real number",
         )
     return dyadicize(Q(out))
@@ -834,14 +755,6 @@ def _reduce_precision(ctx, x, *, exponent_bits, mantissa_bits, **params):
 
 # ----------------------------------------------------------------------------------------------
 # The table.
-
-
-def _prim(name: str):
-    """A primitive by name (lax, then jax.extend), or None where this JAX version lacks it."""
-    from jax.extend.core import primitives as prims
-
-    attr = f"{name}_p"
-    return getattr(lax, attr, None) or getattr(prims, attr, None)
 
 
 def _refuse(reason: str):
@@ -858,8 +771,6 @@ def _refuse(reason: str):
 
 def build_rules() -> dict:
     """The exact semantics' table ``{Primitive: rule}`` (primitives this JAX lacks are skipped)."""
-    from . import _exact_arrays as A  # imports this module: keep the import here (no cycle)
-
     by_name = {
         # elementwise arithmetic
         "add": _add_like(+1),
@@ -960,10 +871,10 @@ def build_rules() -> dict:
         by_name[name] = _transcendental(name)
     table = {}
     for name, rule in by_name.items():
-        p = _prim(name)
+        p = compat.primitive_by_name(name)
         if p is not None:
             table[p] = _entry(rule, infinite_ok=name in ("max", "min"))
-    dp = _prim("device_put")
+    dp = compat.primitive_by_name("device_put")
     if dp is not None:
         table[dp] = _entry(A._identity_multi if dp.multiple_results else A._identity)
     return table

@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flint import arb, arf, fmpq, fmpz
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError, TljaxError
+from ..core import InputError, TljaxError, compat
 
 compat.register_exclusion(__file__)
 
@@ -46,7 +45,7 @@ class Dy:
         # numpy ufuncs return scalars for 0-d inputs: keep payloads arrays of int64 or object.
         m = np.asarray(m)
         if m.dtype != np.int64 and m.dtype != object:
-            if m.dtype.kind == "b" or m.dtype.kind in "iu" and m.dtype != np.uint64:
+            if m.dtype.kind == "b" or (m.dtype.kind in "iu" and m.dtype != np.uint64):
                 m = m.astype(np.int64)
             elif m.dtype == np.uint64:
                 m = m.astype(object)
@@ -329,7 +328,8 @@ def lift_input(value, aval) -> Dy | Q | Ball:
     if isinstance(value, jax.core.Tracer):
         raise InputError(
             "got a traced value: the exact semantics runs on the host with Python integers and "
-            "cannot be traced; call tljax.evaluate(..., semantics='exact') outside jax.jit/vmap/grad"
+            "cannot be traced; call tljax.evaluate(..., semantics='exact') outside "
+            "jax.jit/vmap/grad"
         )
     if isinstance(value, str | bytes) or value is None:
         raise InputError(
@@ -382,7 +382,8 @@ def to_q(v) -> Q:
 
 
 def to_arb_scalar(x) -> arb:
-    """An exact scalar as an arb ball (exact when dyadic; otherwise rounded at the current precision)."""
+    """An exact scalar as an arb ball (exact when dyadic; otherwise rounded at the current
+    precision)."""
     if isinstance(x, arb):
         return x
     if isinstance(x, fmpq) and x.q == 1:

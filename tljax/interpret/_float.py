@@ -85,12 +85,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.extend.core import primitives as jprims
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError
-from ..core._semantics import Semantics
-from ..core._walker import bind, unsupported
+from ..core import InputError, Semantics, bind, compat, unsupported
 from ._registry import register_semantics_factory
 from ._rounding import (
     F32,
@@ -384,19 +380,7 @@ def _exact(ctx, *invals, **params):
     return _single(ctx, outs)
 
 
-def _prims(*names):
-    """The primitives of this JAX version among `names` (a missing one is skipped, not an error)."""
-    out = []
-    for n in names:
-        p = getattr(lax, f"{n}_p", None)
-        if p is None:
-            p = getattr(jprims, f"{n}_p", None)
-        if p is not None:
-            out.append(p)
-    return out
-
-
-ARITH_PRIMITIVES = _prims(
+ARITH_PRIMITIVES = compat.primitives_by_name(
     "add", "sub", "mul", "div", "rem", "pow", "atan2", "integer_pow", "square", "one_minus_square",
     "sqrt", "rsqrt", "cbrt", "exp", "exp2", "log", "log1p", "expm1", "tanh", "logistic", "sin",
     "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "erf", "erfc",
@@ -404,12 +388,12 @@ ARITH_PRIMITIVES = _prims(
     "reduce_precision", "reduce_prod", "cumprod", "cumlogsumexp", "reduce_window_sum",
     "reduce_window", "scatter_add", "scatter_mul", "select_and_scatter_add", "add_jaxvals",
 )  # fmt: skip
-EXACT_PRIMITIVES = _prims(
+EXACT_PRIMITIVES = compat.primitives_by_name(
     "neg", "abs", "sign", "floor", "ceil", "round", "max", "min", "clamp", "reduce_max",
     "reduce_min", "cummax", "cummin", "reduce_window_max", "reduce_window_min", "scatter_max",
     "scatter_min",
 )  # fmt: skip
-MOVE_PRIMITIVES = _prims(
+MOVE_PRIMITIVES = compat.primitives_by_name(
     "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "slice", "dynamic_slice",
     "dynamic_update_slice", "gather", "scatter", "concatenate", "pad", "rev", "select_n", "copy",
     "stop_gradient", "sort", "top_k", "split", "optimization_barrier", "eq", "ne", "lt",
@@ -658,7 +642,8 @@ def _scan_sr(ctx, *invals, **params):
         invals[n_consts : n_consts + n_carry],
         invals[n_consts + n_carry :],
     )
-    jaxpr, body_consts = compat.open_jaxpr(params["jaxpr"])
+    sub = compat.sub_jaxpr(ctx.eqn, "body")
+    jaxpr, body_consts = sub.jaxpr, sub.consts
     state = stream.position()
     start = state.count
 
@@ -682,12 +667,13 @@ def _scan_sr(ctx, *invals, **params):
     return [*c, *ys]
 
 
-def _while_sr(ctx, *invals, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts):
+def _while_sr(ctx, *invals, **params):
     stream = _opts(ctx).stream
-    nc, nb = int(cond_nconsts), int(body_nconsts)
+    nc, nb = compat.while_layout(params)
     cconsts, bconsts, carry = invals[:nc], invals[nc : nc + nb], invals[nc + nb :]
-    cj, cjc = compat.open_jaxpr(cond_jaxpr)
-    bj, bjc = compat.open_jaxpr(body_jaxpr)
+    csub, bsub = compat.sub_jaxpr(ctx.eqn, "cond"), compat.sub_jaxpr(ctx.eqn, "body")
+    cj, cjc = csub.jaxpr, csub.consts
+    bj, bjc = bsub.jaxpr, bsub.consts
     state = stream.position()
     start = state.count
 

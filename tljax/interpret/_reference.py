@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..core._semantics import Semantics
-from ..core._walker import bind
+from ..core import Semantics, bind
 
 
 def _bind_rule(ctx, *invals, **params):

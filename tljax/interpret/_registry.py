@@ -5,11 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError
-from ..core._graph import Graph, trace
-from ..core._semantics import Semantics
-from ..core._walker import eval_closed
+from ..core import (
+    HIGHER_ORDER,
+    Graph,
+    InputError,
+    Semantics,
+    ShapeMismatchError,
+    TljaxError,
+    compat,
+    eval_closed,
+    iter_eqns,
+    trace,
+)
 
 compat.register_exclusion(__file__)
 
@@ -79,6 +86,8 @@ def register_rule(semantics: str, primitive) -> Callable:
 
 def run(graph: Graph, sem: Semantics, leaves: list) -> list:
     """Evaluates a graph's flat input leaves under `sem`; returns flat finalized outputs."""
+    if not sem.traceable:
+        _refuse_tracers(graph, sem, leaves)
     lift_in = sem.lift_input or sem.lift
     vals = []
     for k, (x, a) in enumerate(zip(leaves, graph.in_avals, strict=True)):
@@ -91,6 +100,46 @@ def run(graph: Graph, sem: Semantics, leaves: list) -> list:
     if sem.finalize is not None:
         out = [sem.finalize(v, a) for v, a in zip(out, graph.out_avals, strict=True)]
     return out
+
+
+def _refuse_tracers(graph: Graph, sem: Semantics, leaves) -> None:
+    """A host-side semantics (exact, symbolic) needs every value concrete: inputs, and the
+    constants the function closed over (a value of an enclosing `jax.jit` is a tracer there)."""
+    import jax
+
+    where = [f"input leaf {k}" for k, x in enumerate(leaves) if isinstance(x, jax.core.Tracer)]
+    where += [
+        f"a closed-over constant ({c.aval.str_short()})"
+        for c in graph.consts
+        if isinstance(c, jax.core.Tracer)
+    ]
+    if where:
+        raise InputError(
+            f"tljax.evaluate(..., semantics={sem.name!r}) of {graph.name!r} got traced values "
+            f"({', '.join(where)}): it runs under jax.jit/vmap/grad, but the {sem.name} semantics "
+            "computes on the host with exact numbers and cannot be traced. Call it outside jax.jit "
+            "(outside the transformed function), on concrete arrays (pass the closed-over "
+            "value as an input), or use semantics='reference' / 'float[...]' (traceable)."
+        )
+
+
+def _trace_inputs(fn, inputs) -> Graph:
+    try:
+        return trace(fn, *inputs)
+    except TljaxError:
+        raise
+    except (TypeError, ValueError, IndexError, KeyError) as err:
+        import jax
+
+        leaves = jax.tree_util.tree_leaves(inputs)
+        shown = ", ".join(f"{type(x).__name__}{list(getattr(x, 'shape', ()))}" for x in leaves)
+        name = getattr(fn, "__name__", type(fn).__name__)
+        raise InputError(
+            f"tljax.evaluate: tracing {name!r} on the given inputs ({shown}) failed with "
+            f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}. Pass arrays (pytrees of "
+            "arrays) of the shapes the function takes, and return arrays from it; if the inputs "
+            "are right, the error is in the function itself (see the cause above)."
+        ) from err
 
 
 def evaluate(fn, *inputs, semantics: str | Semantics = "exact"):
@@ -110,8 +159,15 @@ def evaluate(fn, *inputs, semantics: str | Semantics = "exact"):
       >>> tljax.evaluate(lambda x: x * 3.0, jnp.float32(0.1), semantics="exact")
     """
     sem = get_semantics(semantics)
-    graph = fn if isinstance(fn, Graph) else trace(fn, *inputs)
-    leaves = graph.flatten_inputs(*inputs)
+    graph = fn if isinstance(fn, Graph) else _trace_inputs(fn, inputs)
+    try:
+        leaves = graph.flatten_inputs(*inputs)
+    except ShapeMismatchError as err:
+        want = ", ".join(a.str_short() for a in graph.in_avals)
+        raise ShapeMismatchError(
+            f"tljax.evaluate: {err}\n  Pass inputs shaped like the example the Graph was traced "
+            f"with ({want}), or trace the function again for the new shapes (tljax.trace(fn, x))."
+        ) from err
     return graph.unflatten_outputs(run(graph, sem, leaves))
 
 
@@ -126,13 +182,11 @@ def coverage(fn=None, *example, semantics=("reference", "exact", "float[bf16]", 
     Example:
       >>> print(tljax.interpret.coverage(model, x))
     """
-    from ..core._walker import HIGHER_ORDER
-
     sems = [get_semantics(s) for s in semantics]
     if fn is not None:
         graph = fn if isinstance(fn, Graph) else trace(fn, *example)
         names = sorted(graph.census())
-        prims = {e.primitive.name: e.primitive for e in __import__("tljax").core.iter_eqns(graph.jaxpr)}
+        prims = {e.primitive.name: e.primitive for e in iter_eqns(graph.jaxpr)}
     else:
         prims = {}
         for s in sems:

@@ -26,14 +26,15 @@ import dataclasses
 import functools as ft
 import math
 import re
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 from jax import lax
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError
+from ..core import InputError, compat
 
 compat.register_exclusion(__file__)
 
@@ -165,9 +166,43 @@ class Format:
         return math.ldexp(1.0, self.emin - (self.mantissa_bits if self.subnormals else 0))
 
     @property
+    def tiny(self) -> float:
+        """Smallest positive normal value, ``2^emin`` (numpy's ``finfo.smallest_normal``)."""
+        return math.ldexp(1.0, self.emin)
+
+    @ft.cached_property
+    def max_finite(self) -> Fraction:
+        """`xmax` as an exact `Fraction` (for exact rounding and overflow checks)."""
+        return Fraction(self.xmax)
+
+    @property
+    def overflow_threshold(self) -> float:
+        """``xmax`` plus half an ulp of ``xmax``: round-to-nearest overflows (to inf, NaN or xmax,
+        see `overflow`) every magnitude above it, and the tie itself when xmax's last
+        significand bit is odd (all IEEE formats; e4m3fn's tie 464 rounds to 448). For fp64
+        the float is inf."""
+        return self.xmax + math.ldexp(1.0, self.emax - self.mantissa_bits - 1)
+
+    @property
     def unit_roundoff(self) -> float:
         """``u = 2^-p``, the relative error bound of round-to-nearest in the normal range."""
         return math.ldexp(1.0, -self.precision)
+
+    @property
+    def eta(self) -> float:
+        """Absolute error bound of round-to-nearest below the normal range: half the subnormal
+        spacing, ``2^(emin-p)``, with subnormals; ``2^(emin-1)`` (the tie that goes to 0)
+        without. A program that flushes subnormals needs its own allowance (at least `tiny`)."""
+        return math.ldexp(1.0, self.emin - (self.precision if self.subnormals else 1))
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        """The numpy / ml_dtypes dtype holding exactly this registered format's values, or None
+        (a format that is not a registry entry, or one without a dtype, like tf32)."""
+        name = _DTYPE_NAMES.get(self.name)
+        if name is None or FORMATS.get(self.name) != self:
+            return None
+        return np.dtype(getattr(ml_dtypes, name, None) or name)
 
     @property
     def has_inf(self) -> bool:
@@ -184,6 +219,8 @@ def _ieee(e: int, m: int, name: str) -> Format:
     return Format(e, m, name=name)
 
 
+# THE registry of named float formats (interpret, transforms and bounds all resolve names here,
+# through `get_format`). Keys are the canonical names, equal to each format's `name`.
 FORMATS: dict[str, Format] = {
     "fp64": _ieee(11, 52, "fp64"),
     "fp32": _ieee(8, 23, "fp32"),
@@ -199,21 +236,25 @@ FORMATS: dict[str, Format] = {
         5, 2, xmax=57344.0, bias=16, overflow="nan", neg_zero=False, name="e5m2fnuz"
     ),
 }
-_ALIASES = {
-    "float64": "fp64",
+# The numpy / ml_dtypes dtype of each registered format that has one; its name is an alias.
+_DTYPE_NAMES = {
+    "fp64": "float64",
+    "fp32": "float32",
+    "fp16": "float16",
+    "bf16": "bfloat16",
+    "e5m2": "float8_e5m2",
+    "e4m3": "float8_e4m3",
+    "e3m4": "float8_e3m4",
+    "e4m3fn": "float8_e4m3fn",
+    "e4m3fnuz": "float8_e4m3fnuz",
+    "e5m2fnuz": "float8_e5m2fnuz",
+}
+# Every other spelling of a registered name, in this one place.
+_ALIASES = {dtype: key for key, dtype in _DTYPE_NAMES.items()} | {
     "f64": "fp64",
-    "float32": "fp32",
     "f32": "fp32",
-    "float16": "fp16",
     "f16": "fp16",
     "half": "fp16",
-    "bfloat16": "bf16",
-    "float8_e5m2": "e5m2",
-    "float8_e4m3fn": "e4m3fn",
-    "float8_e4m3": "e4m3",
-    "float8_e3m4": "e3m4",
-    "float8_e4m3fnuz": "e4m3fnuz",
-    "float8_e5m2fnuz": "e5m2fnuz",
 }
 
 
@@ -330,14 +371,34 @@ def contains(outer: Format, inner: Format) -> bool:
     )
 
 
-def dtype_format(dtype) -> Format | None:
-    """The `Format` of a numpy float dtype, when it is one tljax knows (else None)."""
+def dtype_format(dtype, *, derive: bool = False) -> Format | None:
+    """The `Format` of a numpy float dtype, when it is one tljax knows (else None).
+
+    With `derive`, a float dtype outside the registry (``float4_e2m1fn``, ``float8_e8m0fnu``,
+    ...) gets a `Format` read from ``ml_dtypes.finfo``: its precision, `emin` and `xmax` are
+    exact (what exact rounding needs); its signed-zero and NaN encodings are not modelled.
+    """
     try:
-        name = np.dtype(dtype).name
+        dt = np.dtype(dtype)
     except TypeError:
         return None
-    key = _ALIASES.get(name)
-    return FORMATS.get(key) if key else None
+    key = _ALIASES.get(dt.name)
+    if key is not None or not derive:
+        return FORMATS.get(key) if key else None
+    try:
+        fi = ml_dtypes.finfo(dt)
+    except Exception:  # noqa: BLE001 - not a float dtype
+        return None
+    big = float(np.array(np.inf).astype(dt))  # what the dtype makes of an overflow
+    return Format(
+        int(fi.nexp),
+        int(fi.nmant),
+        subnormals=float(fi.smallest_subnormal) < float(fi.smallest_normal),
+        overflow="inf" if math.isinf(big) else "nan" if math.isnan(big) else "saturate",
+        xmax=float(fi.max),
+        bias=1 - int(fi.minexp),
+        name=dt.name,
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -33,11 +33,8 @@ import threading
 import numpy as np
 import sympy
 from jax import lax
-from jax.extend.core import primitives as jprims
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import UnsupportedPrimitiveError
-from ..core._semantics import Semantics
+from ..core import Semantics, UnsupportedPrimitiveError, compat
 from ._registry import register_semantics
 
 compat.register_exclusion(__file__)
@@ -1027,16 +1024,6 @@ _UNARY = {
 _NO_PARAMS = {"neg", "abs", "sign", "floor", "ceil", "square", "one_minus_square"}
 
 
-def _prim(name: str):
-    """The primitive called `name` (as in jaxprs), or None on a JAX version without it."""
-    attr = {"add_any": "add_jaxvals"}.get(name, name).replace("-", "_") + "_p"
-    for mod in (lax, jprims):
-        p = getattr(mod, attr, None)
-        if p is not None:
-            return p
-    return None
-
-
 def _build_rules() -> dict:
     # Keyed by name here only to resolve the Primitive objects once; a primitive missing from
     # this JAX version is skipped (the census then shows it as unsupported).
@@ -1129,7 +1116,7 @@ def _build_rules() -> dict:
     )
     out: dict = {}
     for name, rule in by_name.items():
-        p = _prim(name)
+        p = compat.primitive_by_name(name)
         if p is not None:
             out[p] = rule
     return out

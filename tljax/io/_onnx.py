@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..core._errors import (
+from ..core import (
     InputError,
     ParseError,
     ShapeMismatchError,
@@ -547,7 +547,7 @@ def _slice(ctx: _Ctx, ins: list):
     if not len(starts) == len(ends) == len(axes) == len(steps):
         raise _NodeProblem("starts, ends, axes and steps must have the same length")
     index = [slice(None)] * x.ndim
-    for start, end, axis, step in zip(starts, ends, axes, steps):
+    for start, end, axis, step in zip(starts, ends, axes, steps, strict=True):
         if step == 0:
             raise _NodeProblem("a step of 0 is invalid")
         # ONNX clamps like Python slicing; huge sentinels (INT64_MAX) clamp the same way
@@ -556,7 +556,7 @@ def _slice(ctx: _Ctx, ins: list):
     if _is_static(x):
         return np.asarray(x[tuple(index)])
     if all(s.step > 0 for s in index if s != slice(None)):
-        bounds = [s.indices(d) for s, d in zip(index, x.shape)]
+        bounds = [s.indices(d) for s, d in zip(index, x.shape, strict=True)]
         start = [b[0] for b in bounds]
         limit = [max(b[1], b[0]) for b in bounds]
         stride = [b[2] for b in bounds]
@@ -610,7 +610,7 @@ def _constant_of_shape(ctx: _Ctx, ins: list):
 @_op("Range")
 def _range(ctx: _Ctx, ins: list):
     start, limit, delta = (
-        ctx.static(v, f"input '{n}'") for v, n in zip(ins, ("start", "limit", "delta"))
+        ctx.static(v, f"input '{n}'") for v, n in zip(ins, ("start", "limit", "delta"), strict=True)
     )
     return np.arange(start, limit, delta).astype(start.dtype)
 
@@ -679,12 +679,12 @@ def _window_pads(ctx: _Ctx, in_sizes, kernel, strides, dilations) -> list[tuple[
         pads = list(ctx.attr("pads", [0] * 2 * n))
         if len(pads) != 2 * n:
             raise _NodeProblem(f"pads {pads} should have {2 * n} entries")
-        return list(zip(pads[:n], pads[n:]))
+        return list(zip(pads[:n], pads[n:], strict=True))
     if auto_pad == "VALID":
         return [(0, 0)] * n
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         pads = []
-        for size, k, s, d in zip(in_sizes, kernel, strides, dilations):
+        for size, k, s, d in zip(in_sizes, kernel, strides, dilations, strict=True):
             out = -(-size // s)
             total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
             small, large = total // 2, total - total // 2
@@ -754,7 +754,7 @@ def _pool_geometry(ctx: _Ctx, x, *, has_dilations: bool):
     ceil_extra = [0] * n
     if int(ctx.attr("ceil_mode", 0)):
         for i, (size, k, s, d, (lo, hi)) in enumerate(
-            zip(x.shape[2:], kernel, strides, dilations, pads)
+            zip(x.shape[2:], kernel, strides, dilations, pads, strict=True)
         ):
             span = (k - 1) * d + 1
             out = -(-(size + lo + hi - span) // s) + 1
@@ -777,7 +777,8 @@ def _max_pool(ctx: _Ctx, ins: list):
         lax.max,
         window_dimensions=(1, 1) + kernel,
         window_strides=(1, 1) + strides,
-        padding=((0, 0), (0, 0)) + tuple((lo, hi + e) for (lo, hi), e in zip(pads, extra)),
+        padding=((0, 0), (0, 0))
+        + tuple((lo, hi + e) for (lo, hi), e in zip(pads, extra, strict=True)),
         window_dilation=(1, 1) + dilations,
     )
 
@@ -801,12 +802,15 @@ def _average_pool(ctx: _Ctx, ins: list):
         lax.add,
         window_dimensions=(1, 1) + kernel,
         window_strides=(1, 1) + strides,
-        padding=((0, 0), (0, 0)) + tuple((lo, hi + e) for (lo, hi), e in zip(pads, extra)),
+        padding=((0, 0), (0, 0))
+        + tuple((lo, hi + e) for (lo, hi), e in zip(pads, extra, strict=True)),
         window_dilation=(1, 1) + dilations,
     )
     include_pad = bool(int(ctx.attr("count_include_pad", 0)))
     counts = np.ones((), np.int64)
-    for size, k, s, d, (lo, hi), e in zip(x.shape[2:], kernel, strides, dilations, pads, extra):
+    for size, k, s, d, (lo, hi), e in zip(
+        x.shape[2:], kernel, strides, dilations, pads, extra, strict=True
+    ):
         counts = np.multiply.outer(counts, _window_counts(size, k, s, d, lo, hi, e, include_pad))
     if (counts == counts.flat[0]).all():
         return total / np.asarray(counts.flat[0], x.dtype)
@@ -828,7 +832,11 @@ def _global_max_pool(ctx: _Ctx, ins: list):
 def _np_pad_constant(x, widths, value):
     y = np.pad(x, [(max(lo, 0), max(hi, 0)) for lo, hi in widths], constant_values=value)
     # negative pads crop (ONNX allows them)
-    return y[tuple(slice(-min(lo, 0), n + min(hi, 0)) for (lo, hi), n in zip(widths, y.shape))]
+    return y[
+        tuple(
+            slice(-min(lo, 0), n + min(hi, 0)) for (lo, hi), n in zip(widths, y.shape, strict=True)
+        )
+    ]
 
 
 @_op("Pad")
@@ -969,6 +977,11 @@ def _tensor_to_numpy(tensor, path: str, what: str) -> np.ndarray:
 def _read_model(path: str):
     import onnx
 
+    if not os.path.isfile(path):
+        raise InputError(
+            f"tljax.io.load_onnx: no such file {path!r} (working directory {os.getcwd()!r}); "
+            "check the path"
+        )
     with open(path, "rb") as f:
         data = f.read()
     try:
@@ -1016,7 +1029,8 @@ def _input_spec(value_info, path: str) -> _InputSpec:
     if not value_info.type.HasField("tensor_type") or not ttype.HasField("shape"):
         raise ParseError(
             f"{path}: graph input '{value_info.name}' has no tensor shape. tljax needs static "
-            "input shapes; re-export with a fixed input shape (e.g. a dummy input of the real size)."
+            "input shapes; re-export with a fixed input shape (e.g. a dummy input of the real "
+            "size)."
         )
     # a dim_param (or no value at all) is symbolic: any size is accepted at call time
     dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim)
@@ -1123,12 +1137,14 @@ def _check_structure(graph: _Graph) -> None:
 def _check_call(graph: _Graph, params: Any, xs: tuple) -> tuple[dict, list]:
     if not isinstance(params, dict):
         raise InputError(
-            f"params must be the dict returned by load_onnx('{graph.path}'), got {type(params).__name__}"
+            f"params must be the dict returned by load_onnx('{graph.path}'), got "
+            f"{type(params).__name__}"
         )
     missing = [name for name in graph.param_shapes if name not in params]
     if missing:
         raise InputError(
-            f"params for {graph.path} lack initializers {missing[:5]}{'...' if len(missing) > 5 else ''}; "
+            f"params for {graph.path} lack initializers "
+            f"{missing[:5]}{'...' if len(missing) > 5 else ''}; "
             "pass the dict returned by load_onnx (you may change values, not keys)."
         )
     bad = [
@@ -1145,15 +1161,16 @@ def _check_call(graph: _Graph, params: Any, xs: tuple) -> tuple[dict, list]:
             f"{', '.join(f'x{i}' for i in range(len(names)))}) (got {len(xs)} input arrays)."
         )
     arrays, bad = [], []
-    for spec, x in zip(graph.inputs, xs):
+    for spec, x in zip(graph.inputs, xs, strict=True):
         x = jnp.asarray(x)
         shape_ok = x.ndim == len(spec.shape) and all(
-            d is None or d == n for d, n in zip(spec.shape, x.shape)
+            d is None or d == n for d, n in zip(spec.shape, x.shape, strict=True)
         )
         dtype_ok = spec.dtype is None or x.dtype == _jax_dtype(spec.dtype)
         if not (shape_ok and dtype_ok):
             bad.append(
-                f"input '{spec.name}' expects shape {spec.describe()}, got {tuple(x.shape)} {x.dtype}"
+                f"input '{spec.name}' expects shape {spec.describe()}, got {tuple(x.shape)} "
+                f"{x.dtype}"
             )
         arrays.append(x)
     if bad:
@@ -1169,7 +1186,7 @@ def _check_call(graph: _Graph, params: Any, xs: tuple) -> tuple[dict, list]:
 def _run(graph: _Graph, params: dict, xs: list):
     env: dict[str, Any] = dict(graph.constants)
     env.update(params)
-    env.update(zip((s.name for s in graph.inputs), xs))
+    env.update(zip((s.name for s in graph.inputs), xs, strict=True))
     for node in graph.nodes:
         ins = [env[name] if name else None for name in node.inputs]
         ctx = _Ctx(node, graph.opset)
@@ -1189,9 +1206,10 @@ def _run(graph: _Graph, params: dict, xs: list):
             except Exception as err:
                 raise ParseError(
                     f"{node.describe(graph.path, graph.opset)} failed on inputs of shapes "
-                    f"{[None if v is None else tuple(v.shape) for v in ins]}: {type(err).__name__}: "
-                    f"{err}. The model is malformed or uses an unsupported variant of the op; check "
-                    "it with onnx.checker.check_model(..., full_check=True)."
+                    f"{[None if v is None else tuple(v.shape) for v in ins]}: "
+                    f"{type(err).__name__}: {err}. The model is malformed or uses an unsupported "
+                    "variant of the op; check it with onnx.checker.check_model(..., "
+                    "full_check=True)."
                 ) from err
         outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
         wanted = [i for i, name in enumerate(node.outputs) if name]

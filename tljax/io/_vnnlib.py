@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core._errors import ParseError, UnsupportedPrimitiveError
+from ..core import InputError, ParseError, ShapeMismatchError, UnsupportedPrimitiveError
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _VARIABLE = re.compile(r"([XY])_(\d+)")
@@ -37,6 +37,7 @@ _IGNORED_COMMANDS = {
     "exit",
 }
 _MAX_DISJUNCTS = 200_000
+_NON_NUMBERS = {"nan", "inf", "infinity", "+inf", "-inf"}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -84,7 +85,7 @@ class Property:
         """
         return [
             (lower, upper, [self.unsafe[k] for k in pairs])
-            for (lower, upper), pairs in zip(self.input_boxes, self.pairing)
+            for (lower, upper), pairs in zip(self.input_boxes, self.pairing, strict=True)
         ]
 
     @property
@@ -105,9 +106,10 @@ class Property:
         x = np.asarray(x, np.float64).reshape(-1)
         y = np.asarray(y, np.float64).reshape(-1)
         if x.size != self.n_inputs or y.size != self.n_outputs:
-            raise ValueError(
-                f"x has {x.size} and y {y.size} elements; {self.path} has n_inputs={self.n_inputs}, "
-                f"n_outputs={self.n_outputs}"
+            raise ShapeMismatchError(
+                f"Property.is_counterexample: x has {x.size} and y {y.size} elements; "
+                f"{self.path} has n_inputs={self.n_inputs}, n_outputs={self.n_outputs}; pass the "
+                "network's input and its output at that input"
             )
         for lower, upper, disjuncts in self.cases:
             inside = np.all(lower <= x) and np.all(x <= upper)
@@ -157,7 +159,8 @@ def _tokenize(text: str, path: str) -> list[_Atom]:
                 break
             if kind == "bad":
                 raise ParseError(
-                    f"{path}:{line}:{m.start() + 1}: unterminated quoted symbol '|' (quoted symbols must end on their line)"
+                    f"{path}:{line}:{m.start() + 1}: unterminated quoted symbol '|' (quoted "
+                    "symbols must end on their line)"
                 )
             tokens.append(_Atom(m.group(kind), line, m.start() + 1, kind == "paren"))
     return tokens
@@ -227,7 +230,8 @@ class _Reader:
         if not match:
             raise self.error(
                 name,
-                f"variable '{name.text}' is not named X_i (input) or Y_j (output) as VNN-LIB requires",
+                f"variable '{name.text}' is not named X_i (input) or Y_j (output) as VNN-LIB "
+                "requires",
             )
         if sort.text != "Real":
             raise self.error(
@@ -253,9 +257,9 @@ class _Reader:
                 raise ParseError(
                     f"{self.path}:{end.line}:{end.col}: the file declares {len(indices)} {kind} "
                     f"variables ({_span(kind, indices)}) but {arg}={count}{detail}"
-                    f"{'; extra ' + str([f'{kind}_{i}' for i in extra[:5]]) if extra else ''}. Pass "
-                    f"the network's flattened {'input' if kind == 'X' else 'output'} size as {arg}, "
-                    "or fix the declarations."
+                    f"{'; extra ' + str([f'{kind}_{i}' for i in extra[:5]]) if extra else ''}. "
+                    f"Pass the network's flattened {'input' if kind == 'X' else 'output'} size "
+                    f"as {arg}, or fix the declarations."
                 )
 
     def formula(self, node):
@@ -321,12 +325,19 @@ class _Reader:
         if isinstance(node, _Atom):
             if _NUMBER.fullmatch(node.text):
                 return {}, self.number(node.text)
+            if node.text.lstrip("+-").lower() in _NON_NUMBERS:
+                raise self.error(
+                    node,
+                    f"'{node.text}' is not a number VNN-LIB allows; bounds and coefficients must "
+                    "be finite decimal numbers (leave a side unbounded by omitting its assertion)",
+                )
             match = _VARIABLE.fullmatch(node.text)
             key = (match.group(1), int(match.group(2))) if match else None
             if key not in self.declared:
                 raise self.error(
                     node,
-                    f"undeclared variable '{node.text}'; declare it with (declare-const {node.text} Real)",
+                    f"undeclared variable '{node.text}'; declare it with (declare-const "
+                    f"{node.text} Real)",
                 )
             return {key: Fraction(1)}, Fraction(0)
         op = self.head(node)
@@ -382,7 +393,7 @@ def _scale(term, factor) -> tuple[dict, Fraction]:
 def _combine(terms, signs) -> tuple[dict, Fraction]:
     coeffs: dict = {}
     const = Fraction(0)
-    for (c, k), s in zip(terms, signs):
+    for (c, k), s in zip(terms, signs, strict=True):
         for var, v in c.items():
             coeffs[var] = coeffs.get(var, 0) + s * v
         const += s * k
@@ -421,12 +432,24 @@ def _dnf(formula, path: str) -> list[list[_Constraint]]:
 # From constraints to boxes and polytopes
 
 
-def _to_float(value: Fraction, direction: int) -> float:
+def _to_float(value: Fraction, direction: int, where: str = "") -> float:
     """Nearest float64, or rounded down (-1) / up (+1) when the value is not representable."""
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:
+        raise ParseError(
+            f"{where}: a number of magnitude about 10^{_log10(value)} is outside the float64 "
+            "range (|x| <= 1.8e308); use a finite bound float64 can hold (leave a side unbounded "
+            "for outputs by omitting the constraint)"
+        ) from None
     if direction and Fraction(x) != value and (Fraction(x) < value) == (direction > 0):
         x = float(np.nextafter(x, np.inf if direction > 0 else -np.inf))
     return x
+
+
+def _log10(value: Fraction) -> int:
+    num, den = abs(value.numerator), value.denominator
+    return len(str(num)) - len(str(den))
 
 
 def _compile(c: _Constraint, n_out: int, outward: bool):
@@ -449,12 +472,13 @@ def _compile(c: _Constraint, n_out: int, outward: bool):
         (((_, i), a),) = c.coeffs.items()
         bound = c.rhs if a == 1 else -c.rhs if a == -1 else c.rhs / a
         if a > 0:
-            return ("upper", i, _to_float(bound, +1 if outward else 0))
-        return ("lower", i, _to_float(bound, -1 if outward else 0))
+            return ("upper", i, _to_float(bound, +1 if outward else 0, c.where))
+        return ("lower", i, _to_float(bound, -1 if outward else 0, c.where))
     row = np.zeros(n_out)
     for (_, j), v in c.coeffs.items():
-        row[j] = float(v)
-    return ("row", row, _to_float(c.rhs, +1 if outward else 0))  # up: a larger unsafe set, sound
+        row[j] = _to_float(v, 0, c.where)
+    # up: a larger unsafe set, sound
+    return ("row", row, _to_float(c.rhs, +1 if outward else 0, c.where))
 
 
 def _case(conj: list[_Constraint], n_in: int, n_out: int, path: str, outward: bool, memo: dict):
@@ -482,11 +506,12 @@ def _case(conj: list[_Constraint], n_in: int, n_out: int, path: str, outward: bo
     empty = np.flatnonzero(lower > upper)
     if empty.size:
         detail = "; ".join(
-            f"X_{i}: lower {float(lower[i])!r} (at {lower_at[i]}) > upper {float(upper[i])!r} (at {upper_at[i]})"
+            f"X_{i}: lower {float(lower[i])!r} (at {lower_at[i]}) > upper {float(upper[i])!r} (at "
+            f"{upper_at[i]})"
             for i in empty[:5]
         )
         raise ParseError(f"{path}: empty input box: {detail}. Fix the bounds in the file.")
-    for bounds, at, side in ((lower, lower_at, "lower"), (upper, upper_at, "upper")):
+    for bounds, side in ((lower, "lower"), (upper, "upper")):
         open_ = np.flatnonzero(~np.isfinite(bounds))
         if open_.size:
             where = conj[0].where if conj else path
@@ -557,8 +582,21 @@ def load_vnnlib(
         >>> disjuncts[0]  # (C, d): unsafe if C @ y <= d, here -y_0 <= -3.99...  # doctest: +SKIP
     """
     if rounding not in ("nearest", "outward"):
-        raise ValueError(f"rounding must be 'nearest' or 'outward', got {rounding!r}")
+        raise InputError(
+            f"tljax.io.load_vnnlib: rounding={rounding!r}; use 'nearest' (default) or 'outward'"
+        )
+    for name, n in (("n_inputs", n_inputs), ("n_outputs", n_outputs)):
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise InputError(
+                f"tljax.io.load_vnnlib: {name}={n!r} must be a positive int, the network's "
+                f"flattened {'input' if name == 'n_inputs' else 'output'} size"
+            )
     path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(
+            f"tljax.io.load_vnnlib: no such file {path!r} (working directory {os.getcwd()!r}); "
+            "check the path"
+        )
     text = _read_text(path)
     tokens = _tokenize(text, path)
     reader = _Reader(path, int(n_inputs), int(n_outputs))

@@ -20,12 +20,19 @@ import jax
 import numpy as np
 from jax.extend import source_info_util
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import TljaxError
-from ..core._graph import Graph, iter_eqns
-from ..core._semantics import Semantics
-from ..core._walker import HIGHER_ORDER, Context, bind, eval_jaxpr
-from ._claims import Claim
+from ..core import (
+    HIGHER_ORDER,
+    Context,
+    Graph,
+    Semantics,
+    TljaxError,
+    bind,
+    compat,
+    eval_jaxpr,
+    iter_eqns,
+)
+from ..core import kernel_p as _kernel_p
+from ._promises import Promise
 from ._provenance import PassRecord, record_pass
 
 compat.register_exclusion(__file__)
@@ -91,12 +98,8 @@ def _aval_struct(a):
 
 
 def kernel_p():
-    """The `tljax.kernel` primitive, or None when the kernel module is unavailable."""
-    try:
-        from ..core._kernel import kernel_p as p
-    except Exception:  # noqa: BLE001 - the kernel boundary is optional for passes
-        return None
-    return p
+    """The `tljax.kernel` primitive (kept a function for the passes that call it)."""
+    return _kernel_p
 
 
 def recursing_prims() -> list:
@@ -182,7 +185,7 @@ def rewrite(
     sem: Semantics,
     *,
     name: str,
-    claim: Claim | Callable[[dict], Claim],
+    claim: Promise | Callable[[dict], Promise],
     prepare=None,
     finish=None,
     stats: dict | None = None,
@@ -193,7 +196,7 @@ def rewrite(
       graph: the input `Graph`.
       sem: the pass semantics (see `pass_semantics`).
       name: the pass name (also appended to the graph name, ``"mlp|cse"``).
-      claim: the pass's `Claim`, or a function of the filled-in `stats` returning it (for passes
+      claim: the pass's `Promise`, or a function of the filled-in `stats` returning it (for passes
         whose promise depends on what they did, e.g. constant folding).
       prepare: ``prepare(leaf, aval)`` applied to every input before the walk.
       finish: applied to every output value after the walk.

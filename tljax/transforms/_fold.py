@@ -19,9 +19,7 @@ import dataclasses
 import numpy as np
 from jax import lax
 
-from ..core import _jaxpr_compat as compat
-from ..core._graph import Graph
-from ..core._walker import HIGHER_ORDER
+from ..core import HIGHER_ORDER, Graph, compat
 from ._build import (
     at,
     bind_rule,
@@ -31,8 +29,8 @@ from ._build import (
     rewrite,
     single,
 )
-from ._claims import Claim
 from ._passes import ROUNDING_TOLERANCE, _check_graph, fold_constant
+from ._promises import Promise
 
 compat.register_exclusion(__file__)
 
@@ -128,7 +126,8 @@ def _linear_of(ctx, invals, stats):
 
 
 def _per_feature(c, lin: _Lin, out_shape):
-    """The constant `c` as a float64 vector over the feature axis, or None if it varies elsewhere."""
+    """The constant `c` as a float64 vector over the feature axis, or None if it varies
+    elsewhere."""
     if is_traced(c) or isinstance(c, _Lin) or tuple(out_shape) != lin.shape:
         return None
     c = np.asarray(c)
@@ -182,7 +181,7 @@ def fold_affine(graph: Graph) -> Graph:
     several consumers is materialised once per distinct chain. Inside `scan`/`while`/`cond`
     bodies nothing is folded (the bodies are re-emitted as they are).
 
-    Claim: exact and bitwise when no value was rounded (only biases moved, constants folded
+    Promise: exact and bitwise when no value was rounded (only biases moved, constants folded
     exactly, as for ACAS Xu's Gemm biases). Otherwise a rounding-level tolerance
     (`ROUNDING_TOLERANCE`): the new weights and bias are the original chain's real values
     rounded once to float32, and a folded transcendental constant (`rsqrt(var + eps)`) is its
@@ -275,11 +274,11 @@ def fold_affine(graph: Graph) -> Graph:
 
     def claim(st):
         if st["rounded"] == 0 and not st["inexact"]:
-            return Claim.exact_and_bitwise("only biases moved, no value rounded")
+            return Promise.exact_and_bitwise("only biases moved, no value rounded")
         a, r = ROUNDING_TOLERANCE
         why = f"{st['rounded']} folded layer(s) with weights/bias rounded to float32 once"
         if st["inexact"]:
             why += f", {len(st['inexact'])} constant subexpression(s) rounded"
-        return Claim(atol=a, rtol=r, bitwise=not st["rounded"], note=why)
+        return Promise(atol=a, rtol=r, bitwise=not st["rounded"], note=why)
 
     return rewrite(graph, sem, name="fold_affine", claim=claim, finish=finish, stats=stats)

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import jax.tree_util as jtu
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError
-from ..core._graph import Graph
-from ..core._walker import HIGHER_ORDER
+from ..core import HIGHER_ORDER, Graph, InputError, Kernel, compat
 from ._build import at, pass_semantics, rewrite
-from ._claims import Claim
 from ._passes import _check_graph
+from ._promises import Promise
 
 compat.register_exclusion(__file__)
 
-_CALLS = (compat.jit_p, compat.closed_call_p, compat.custom_jvp_call_p, compat.custom_vjp_call_p)
+_CALLS = compat.CALL_PRIMITIVES
 
 
 def _signature(jaxpr) -> list:
@@ -22,8 +19,9 @@ def _signature(jaxpr) -> list:
     inner, _ = compat.open_jaxpr(jaxpr)
     out = []
     for e in inner.eqns:
-        params = {k: v for k, v in e.params.items() if k not in ("jaxpr", "call_jaxpr", "branches")}
-        subs = [_signature(e.params[k]) for k in ("jaxpr", "call_jaxpr") if k in e.params]
+        sub_params = {s.param for s in compat.sub_jaxprs(e)}
+        params = {k: v for k, v in e.params.items() if k not in sub_params}
+        subs = [_signature(s.jaxpr) for s in compat.sub_jaxprs(e)]
         out.append(
             (e.primitive.name, repr(sorted(params.items())), subs, [str(v.aval) for v in e.invars])
         )
@@ -46,13 +44,11 @@ def substitute_kernels(graph: Graph, kernels) -> Graph:
       The new graph; `stats["substituted"]` counts replaced calls and `stats["same_reference"]`
       whether every replaced call's jaxpr is structurally the kernel's reference jaxpr.
 
-    Claim: exact when every replaced call is structurally the reference (the tljax meaning is the
+    Promise: exact when every replaced call is structurally the reference (the tljax meaning is the
     reference's); floats are not bitwise: the implementation promises its declared tolerance at
     the kernel's outputs (`tljax.core.kernel_contracts(graph)` lists the contracts).
     """
     _check_graph(graph, "substitute_kernels")
-    from ..core._kernel import Kernel, kernel_p
-
     if isinstance(kernels, Kernel):
         kernels = [kernels]
     if isinstance(kernels, dict):
@@ -80,7 +76,7 @@ def substitute_kernels(graph: Graph, kernels) -> Graph:
                 if ref is not None and [str(v.aval) for v in compat.open_jaxpr(ref)[0].outvars] == [
                     str(v.aval) for v in ctx.eqn.outvars
                 ]:
-                    sub = ctx.eqn.params.get("jaxpr") or ctx.eqn.params.get("call_jaxpr")
+                    sub = compat.sub_jaxpr(ctx.eqn, "call").jaxpr
                     stats["same_reference"] &= _signature(sub) == _signature(ref)
                     stats["substituted"] += 1
                     if k.name not in stats["kernels"]:
@@ -92,11 +88,13 @@ def substitute_kernels(graph: Graph, kernels) -> Graph:
         return rule
 
     sem = pass_semantics("substitute_kernels", rules={p: call_rule(p) for p in _CALLS})
-    del kernel_p
 
     def claim(st):
         n = st["substituted"]
-        note = f"{n} call(s) now run kernel(s) {st['kernels']}; implementations meet declared tolerances (contracts)"
-        return Claim(exact=bool(st["same_reference"]), note=note)
+        note = (
+            f"{n} call(s) now run kernel(s) {st['kernels']}; implementations meet declared "
+            "tolerances (contracts)"
+        )
+        return Promise(exact=bool(st["same_reference"]), note=note)
 
     return rewrite(graph, sem, name="substitute_kernels", claim=claim, stats=stats)

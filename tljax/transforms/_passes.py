@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import jax
 import numpy as np
 from jax import lax
 
-from ..core import _jaxpr_compat as compat
-from ..core._graph import Graph, _subjaxprs
-from ..core._walker import HIGHER_ORDER, eval_eqn
+from ..core import HIGHER_ORDER, Graph, compat, eval_eqn
+from ..interpret import get_semantics
 from ._build import (
     at,
     bind_rule,
@@ -23,17 +21,18 @@ from ._build import (
     rewrite,
     single,
 )
-from ._claims import Claim
+from ._promises import Promise
 
 compat.register_exclusion(__file__)
 
-_CALL_PARAM = {
-    compat.jit_p: "jaxpr",
-    compat.closed_call_p: "call_jaxpr",
-    compat.custom_jvp_call_p: "call_jaxpr",
-    compat.custom_vjp_call_p: "call_jaxpr",
-    compat.remat_p: "jaxpr",
-}
+# Sub-jaxprs that run once on the equation's own operands (jit, closed_call, custom_jvp/vjp, remat).
+_CALL_ROLES = ("call", "remat")
+
+
+def _call_body(eqn):
+    """The open body of a call-like equation, or None for any other equation."""
+    subs = [s for s in compat.sub_jaxprs(eqn) if s.role in _CALL_ROLES]
+    return subs[0].jaxpr if subs else None
 
 
 def _check_graph(graph, what: str) -> Graph:
@@ -57,7 +56,7 @@ def inline(graph: Graph, *, kernels: bool = False) -> Graph:
     (differentiating the flat graph differentiates the primal code). `tljax.kernel` equations are
     kept unless `kernels=True`, which replaces each by its reference jaxpr.
 
-    Claim: exact and bitwise (eager): the same equations run on the same values. With inlined
+    Promise: exact and bitwise (eager): the same equations run on the same values. With inlined
     kernels only exact: tljax semantics read the reference either way, but execution now runs
     the reference instead of the kernel's implementation.
 
@@ -81,10 +80,10 @@ def inline(graph: Graph, *, kernels: bool = False) -> Graph:
 
     def claim(st):
         if st.get("kernels_inlined"):
-            return Claim(
+            return Promise(
                 exact=True, note=f"{st['kernels_inlined']} kernel(s) replaced by their reference"
             )
-        return Claim.exact_and_bitwise()
+        return Promise.exact_and_bitwise()
 
     sem = pass_semantics("inline", rules=rules)
     return rewrite(graph, sem, name="inline", claim=claim, stats=stats)
@@ -121,9 +120,8 @@ def _mark_live(jaxpr, live_out, live_ids: set) -> list[bool]:
         if not any(outs_live) and not eqn.effects:
             continue
         live_ids.add(id(eqn))
-        prim = eqn.primitive
-        if prim in _CALL_PARAM:
-            sub, _ = compat.open_jaxpr(eqn.params[_CALL_PARAM[prim]])
+        sub = _call_body(eqn)
+        if sub is not None:
             if len(sub.invars) == len(eqn.invars) and len(sub.outvars) == len(eqn.outvars):
                 ins_live = _mark_live(
                     sub, outs_live if not eqn.effects else [True] * len(outs_live), live_ids
@@ -142,7 +140,7 @@ def _mark_live(jaxpr, live_out, live_ids: set) -> list[bool]:
 
 
 def _loop_bodies(eqn):
-    return list(_subjaxprs(eqn)) if eqn.primitive in HIGHER_ORDER else []
+    return [s.jaxpr for s in compat.sub_jaxprs(eqn)] if eqn.primitive in HIGHER_ORDER else []
 
 
 def dce(graph: Graph) -> Graph:
@@ -153,7 +151,7 @@ def dce(graph: Graph) -> Graph:
     graph's inputs are kept even when unused (the signature does not change); constants that no
     live equation reads disappear.
 
-    Claim: exact and bitwise (eager).
+    Promise: exact and bitwise (eager).
     """
     _check_graph(graph, "dce")
     live_ids: set = set()
@@ -174,7 +172,7 @@ def dce(graph: Graph) -> Graph:
         for p in recursing_prims()
     }
     sem = pass_semantics("dce", rules=rules, default_rule=dead_or(bind_rule))
-    return rewrite(graph, sem, name="dce", claim=Claim.exact_and_bitwise(), stats=stats)
+    return rewrite(graph, sem, name="dce", claim=Promise.exact_and_bitwise(), stats=stats)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,7 +211,7 @@ def cse(graph: Graph) -> Graph:
     so subexpressions are found across function boundaries; inside loop bodies merging happens
     within each body.
 
-    Claim: exact and bitwise (eager): a pure equation gives the same result on the same operands.
+    Promise: exact and bitwise (eager): a pure equation gives the same result on the same operands.
     """
     _check_graph(graph, "cse")
     table: dict = {}
@@ -238,7 +236,7 @@ def cse(graph: Graph) -> Graph:
         return out
 
     sem = pass_semantics("cse", default_rule=rule)
-    return rewrite(graph, sem, name="cse", claim=Claim.exact_and_bitwise(), stats=stats)
+    return rewrite(graph, sem, name="cse", claim=Promise.exact_and_bitwise(), stats=stats)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,19 +245,14 @@ def cse(graph: Graph) -> Graph:
 # Equations that move, select or compare values, or map float values to float values exactly:
 # folding them never changes a real value.
 _EXACT_OPS = frozenset(
-    p
-    for p in (
-        getattr(lax, f"{n}_p", None) or getattr(jax.extend.core.primitives, f"{n}_p", None)
-        for n in (
-            "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "slice",
-            "dynamic_slice", "dynamic_update_slice", "gather", "concatenate", "pad", "rev",
-            "select_n", "copy", "stop_gradient", "neg", "abs", "max", "min", "clamp",
-            "sign", "floor", "ceil", "round", "eq", "ne", "lt", "le", "gt", "ge", "iota",
-            "reduce_max", "reduce_min", "argmax", "argmin", "is_finite", "sort", "stack",
-            "unstack",
-        )
+    compat.primitives_by_name(
+        "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "slice",
+        "dynamic_slice", "dynamic_update_slice", "gather", "concatenate", "pad", "rev",
+        "select_n", "copy", "stop_gradient", "neg", "abs", "max", "min", "clamp",
+        "sign", "floor", "ceil", "round", "eq", "ne", "lt", "le", "gt", "ge", "iota",
+        "reduce_max", "reduce_min", "argmax", "argmin", "is_finite", "sort", "stack",
+        "unstack",
     )
-    if p is not None
 )  # fmt: skip
 
 _VERIFY_LIMIT = 4096  # larger folded results are not checked with the exact semantics
@@ -285,8 +278,6 @@ def _folds_exactly(eqn, invals, outs) -> bool:
         return True  # integer and bool arithmetic: the exact semantics wraps around like XLA
     if sum(int(np.prod(v.aval.shape)) for v in eqn.outvars) > _VERIFY_LIMIT:
         return False
-    from ..interpret._registry import get_semantics
-
     ex = get_semantics("exact")
     try:
         vals = [
@@ -331,7 +322,7 @@ def constant_fold(graph: Graph, *, max_size: int = 1 << 16) -> Graph:
     operands are constants. Equations with effects, and results with more than `max_size`
     elements (a broadcast would store a large constant), are kept.
 
-    Claim: bitwise (eager): JAX computes each folded value exactly as the original's equation
+    Promise: bitwise (eager): JAX computes each folded value exactly as the original's equation
     would. Exact too when every folded float result equals its real value (structural ops,
     selections, comparisons, integer ops, and float arithmetic that the `exact` semantics checks
     to be exact); otherwise (e.g. a folded `rsqrt(var + eps)`) the real meaning moves by the
@@ -365,9 +356,9 @@ def constant_fold(graph: Graph, *, max_size: int = 1 << 16) -> Graph:
 
     def claim(st):
         if not st["inexact"]:
-            return Claim.exact_and_bitwise()
+            return Promise.exact_and_bitwise()
         a, r = ROUNDING_TOLERANCE
-        return Claim(
+        return Promise(
             bitwise=True, atol=a, rtol=r,
             note=f"{len(st['inexact'])} folded equation(s) round their real value",
         )  # fmt: skip
@@ -395,7 +386,7 @@ def unroll(graph: Graph, *, max_length: int = 1024) -> Graph:
     and the bound recorder know. `reverse=True` scans run their steps backwards. Longer scans,
     `while` loops and `cond`s stay (calls inside them are inlined).
 
-    Claim: exact. Not bitwise: XLA compiles a rolled loop body as one computation (it may fuse or
+    Promise: exact. Not bitwise: XLA compiles a rolled loop body as one computation (it may fuse or
     contract ``a*b+c`` to an FMA there), while unrolled equations run one by one.
     """
     _check_graph(graph, "unroll")
@@ -409,7 +400,8 @@ def unroll(graph: Graph, *, max_length: int = 1024) -> Graph:
         consts = invals[:n_consts]
         carry = list(invals[n_consts : n_consts + n_carry])
         xs = invals[n_consts + n_carry :]
-        body, body_consts = compat.open_jaxpr(params["jaxpr"])
+        sub = compat.sub_jaxpr(ctx.eqn, "body")
+        body, body_consts = sub.jaxpr, sub.consts
         y_avals = [v.aval for v in ctx.eqn.outvars[n_carry:]]
         ys: list[list] = [[] for _ in y_avals]
         stats["unrolled"] += 1
@@ -432,5 +424,5 @@ def unroll(graph: Graph, *, max_length: int = 1024) -> Graph:
         return [*carry, *stacked]
 
     sem = pass_semantics("unroll", rules={compat.scan_p: scan_rule})
-    claim = Claim(exact=True, note="scans unrolled")
+    claim = Promise(exact=True, note="scans unrolled")
     return rewrite(graph, sem, name="unroll", claim=claim, stats=stats)

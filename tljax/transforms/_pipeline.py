@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..core._errors import InputError
-from ..core._graph import Graph
+from ..core import Graph, InputError
 from ._fold import fold_affine
 from ._passes import constant_fold, cse, dce, inline, unroll
 from ._precision import lower_precision

@@ -28,111 +28,58 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError
-from ..core._graph import Graph
-from ..core._semantics import Semantics
-from ..core._walker import HIGHER_ORDER, eval_jaxpr
+from ..core import HIGHER_ORDER, Graph, InputError, Semantics, compat, eval_jaxpr
+from ..interpret import Format, get_format
 from ._build import at, bind_rule, emit, is_traced, kernel_p, pass_semantics, rewrite, single
-from ._claims import Claim
 from ._passes import _check_graph
+from ._promises import Promise
 
 compat.register_exclusion(__file__)
 
 
-@dataclasses.dataclass(frozen=True)
-class FloatFormat:
-    """An IEEE-like binary format as `lax.reduce_precision` rounds to it (RNE, subnormals, inf).
+_FP32 = get_format("fp32")
+_FORMATS_HINT = (
+    "use 'bf16', 'fp16', 'e5m2', 'e4m3', 'e3m4' or 'eXmY' (IEEE-like: exponent bits 2..8, "
+    "mantissa bits 0..22, with infinities; fnuz/fn variants are not what lax.reduce_precision "
+    "rounds to)"
+)
 
-    Attributes:
-      name: the name used in semantics names (``"bf16"``, ``"fp16"``, ``"e5m2"``).
-      exponent_bits, mantissa_bits: the format's fields (mantissa without the hidden bit).
+
+def float_format(fmt) -> Format:
+    """The `tljax.interpret.Format` that `lax.reduce_precision` rounds to, from a `Format` or a
+    name in the one registry (``"bf16"``/``"bfloat16"``, ``"fp16"``, ``"e5m2"``, ``"e4m3"``,
+    ``"e3m4"``, ``"eXmY"``): IEEE-like (RNE, subnormals, infinities), narrower than float32."""
+    try:
+        f = get_format(fmt)
+    except InputError:
+        raise InputError(f"unknown float format {fmt!r}; {_FORMATS_HINT}") from None
+    ieee = Format(f.exponent_bits, f.mantissa_bits, name=f.name)
+    if f != ieee or not (2 <= f.exponent_bits <= 8 and 0 <= f.mantissa_bits <= 22):
+        raise InputError(
+            f"float format {fmt!r} ({f.describe()}) is not one lowering can emulate; "
+            f"{_FORMATS_HINT}"
+        )
+    return f
+
+
+def _eta(f: Format) -> float:
+    """Absolute rounding error bound below the normal range (half the subnormal spacing).
+
+    At least float32's smallest normal 2^-126: XLA:CPU flushes float32 subnormals (a bf16
+    subnormal is one), so a tiny value may become 0.
     """
-
-    name: str
-    exponent_bits: int
-    mantissa_bits: int
-
-    @property
-    def unit_roundoff(self) -> float:
-        return 2.0 ** -(self.mantissa_bits + 1)
-
-    @property
-    def emin(self) -> int:
-        return 2 - 2 ** (self.exponent_bits - 1)
-
-    @property
-    def max_finite(self) -> float:
-        emax = 2 ** (self.exponent_bits - 1) - 1
-        return (2.0 - 2.0**-self.mantissa_bits) * 2.0**emax
-
-    @property
-    def overflow(self) -> float:
-        """Values of at least this magnitude round to infinity (max_finite + half an ulp)."""
-        emax = 2 ** (self.exponent_bits - 1) - 1
-        return (2.0 - 2.0 ** -(self.mantissa_bits + 1)) * 2.0**emax
-
-    @property
-    def eta(self) -> float:
-        """Absolute rounding error bound below the normal range (half the subnormal spacing).
-
-        At least 2^-126: XLA:CPU flushes float32 subnormals (a bf16 subnormal is one), so a tiny
-        value may become 0.
-        """
-        return max(2.0 ** (self.emin - self.mantissa_bits - 1), 2.0**-126)
-
-
-_NAMED = {
-    "bf16": FloatFormat("bf16", 8, 7),
-    "bfloat16": FloatFormat("bf16", 8, 7),
-    "fp16": FloatFormat("fp16", 5, 10),
-    "float16": FloatFormat("fp16", 5, 10),
-    "e5m2": FloatFormat("e5m2", 5, 2),
-    "e4m3": FloatFormat("e4m3", 4, 3),
-    "e3m4": FloatFormat("e3m4", 3, 4),
-}
-
-
-def float_format(fmt) -> FloatFormat:
-    """Resolves ``"bf16"``, ``"fp16"``, ``"e5m2"``, ``"e4m3"``, ``"e3m4"`` or ``"eXmY"``."""
-    if isinstance(fmt, FloatFormat):
-        return fmt
-    if isinstance(fmt, str):
-        key = fmt.lower()
-        if key in _NAMED:
-            return _NAMED[key]
-        if key.startswith("e") and "m" in key:
-            try:
-                e, m = (int(t) for t in key[1:].split("m"))
-            except ValueError:
-                e = m = -1
-            if 2 <= e <= 8 and 0 <= m <= 22:
-                return FloatFormat(key, e, m)
-    raise InputError(
-        f"unknown float format {fmt!r}; use 'bf16', 'fp16', 'e5m2', 'e4m3', 'e3m4' or 'eXmY' "
-        "(IEEE-like: exponent bits 2..8, mantissa bits 0..22, with infinities; fnuz/fn variants "
-        "are not what lax.reduce_precision rounds to)"
-    )
-
-
-def _prims(*names):
-    out = []
-    for n in names:
-        p = getattr(lax, f"{n}_p", None) or getattr(jax.extend.core.primitives, f"{n}_p", None)
-        if p is not None:
-            out.append(p)
-    return frozenset(out)
+    return max(f.eta, _FP32.tiny)
 
 
 # Float values in, the same float values (moved, selected) or exact maps of them out.
-_KEEPS_FORMAT = _prims(
+_KEEPS_FORMAT = frozenset(compat.primitives_by_name(
     "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "slice", "dynamic_slice",
     "dynamic_update_slice", "gather", "scatter", "concatenate", "pad", "rev", "select_n", "copy",
     "stop_gradient", "sort", "top_k", "split", "optimization_barrier", "eq", "ne", "lt", "le", "gt",
     "ge", "is_finite", "argmax", "argmin", "neg", "abs", "sign", "floor", "ceil", "round", "max",
     "min", "clamp", "reduce_max", "reduce_min", "cummax", "cummin", "reduce_window_max",
     "reduce_window_min", "reduce_precision", "stack", "unstack",
-)  # fmt: skip
+))  # fmt: skip
 _LINEAR = frozenset([lax.dot_general_p, lax.conv_general_dilated_p])
 _HIGHEST = lax.Precision.HIGHEST
 
@@ -141,7 +88,7 @@ def _is_float(dtype) -> bool:
     return bool(jnp.issubdtype(dtype, jnp.floating))
 
 
-def _rp(x, f: FloatFormat):
+def _rp(x, f: Format):
     return lax.reduce_precision(x, exponent_bits=f.exponent_bits, mantissa_bits=f.mantissa_bits)
 
 
@@ -158,7 +105,7 @@ def lower_precision(graph: Graph, fmt="bf16", *, accumulate: str = "fp32") -> Gr
       A float32 `Graph` with explicit `reduce_precision` equations. `tljax.kernel` equations are
       replaced by their lowered reference (an implementation computes in its own precision).
 
-    Claim: float execution of the result equals ``tljax.evaluate(graph, x,
+    Promise: float execution of the result equals ``tljax.evaluate(graph, x,
     semantics="float[FMT]")`` bit for bit; the real-number deviation from the original is
     whatever the format's rounding makes it (`validate` certifies a bound over a box).
 
@@ -216,7 +163,7 @@ def lower_precision(graph: Graph, fmt="bf16", *, accumulate: str = "fp32") -> Gr
     if kp is not None:  # a kernel runs its reference in the format (what float[...] interprets)
         rules[kp] = lambda ctx, *invals, **params: HIGHER_ORDER[kp](ctx, list(invals))
     sem = pass_semantics(f"lower_precision[{f.name}]", rules=rules, default_rule=arith, lift=lift)
-    claim = Claim(emulates=f"float[{f.name}]", note=f"{f.name} arithmetic, float32 accumulation")
+    claim = Promise(emulates=f"float[{f.name}]", note=f"{f.name} arithmetic, float32 accumulation")
     return rewrite(
         graph, sem, name=f"lower_precision[{f.name}]", claim=claim, prepare=prepare, stats=stats
     )
@@ -232,11 +179,11 @@ def _relax_semantics(noise, scales, counter, sites):
     With `scales` (a flat vector `e`): ``v + e * t`` (affine in the noise; `e` must bound the
     rounding error at every point of the box). Without: ``v + (u|v| + eta) * t``. `noise` is the
     flat vector `t` (None: count only); `counter[0]` the next unused entry; `sites` collects
-    ``(pre-rounding value, FloatFormat)``.
+    ``(pre-rounding value, Format)``.
     """
 
     def rp(ctx, x, *, exponent_bits, mantissa_bits, **params):
-        f = FloatFormat("site", int(exponent_bits), int(mantissa_bits))
+        f = Format(int(exponent_bits), int(mantissa_bits))
         shape = ctx.in_avals[0].shape
         n = int(np.prod(shape))
         k = counter[0]
@@ -247,7 +194,7 @@ def _relax_semantics(noise, scales, counter, sites):
         t = noise[k : k + n].reshape(shape).astype(x.dtype)
         if scales is not None:
             return x + jnp.asarray(scales[k : k + n], x.dtype).reshape(shape) * t
-        return x + (f.unit_roundoff * jnp.abs(x) + f.eta) * t
+        return x + (f.unit_roundoff * jnp.abs(x) + _eta(f)) * t
 
     # Not traceable: scans are unrolled, so each iteration's roundings get their own noise.
     return Semantics(
@@ -267,7 +214,7 @@ class Relaxed:
     Attributes:
       graph: the graph (with `reduce_precision` equations).
       n: number of noise entries (one per rounded element and execution).
-      formats: per noise entry block, ``(size, FloatFormat)`` in evaluation order.
+      formats: per noise entry block, ``(size, tljax.interpret.Format)`` in evaluation order.
     """
 
     graph: Graph
@@ -282,14 +229,15 @@ class Relaxed:
         return (outs, [v for v, _ in found]) if sites else outs
 
     def error_scales(self, site_magnitudes: np.ndarray) -> np.ndarray:
-        """Per-entry error bounds ``u*M + eta`` from bounds `M` of |site values| (flat, in order)."""
+        """Per-entry error bounds ``u*M + eta`` from bounds `M` of |site values| (flat, in
+        order)."""
         u = (
             np.concatenate([np.full(size, f.unit_roundoff) for size, f in self.formats])
             if self.formats
             else np.zeros(0)
         )
         eta = (
-            np.concatenate([np.full(size, f.eta) for size, f in self.formats])
+            np.concatenate([np.full(size, _eta(f)) for size, f in self.formats])
             if self.formats
             else np.zeros(0)
         )
@@ -299,7 +247,7 @@ class Relaxed:
     def overflow(self) -> np.ndarray:
         """Per-entry magnitude from which the rounding gives infinity."""
         return (
-            np.concatenate([np.full(size, f.overflow) for size, f in self.formats])
+            np.concatenate([np.full(size, f.overflow_threshold) for size, f in self.formats])
             if self.formats
             else np.zeros(0)
         )

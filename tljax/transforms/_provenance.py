@@ -11,7 +11,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-from ._claims import Claim, compose
+from ._promises import Promise, compose
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,7 @@ class PassRecord:
     """
 
     name: str
-    claim: Claim
+    claim: Promise
     seconds: float
     input_name: str
     input_id: int
@@ -48,7 +48,7 @@ class Provenance:
     passes: tuple[PassRecord, ...] = ()
     validations: tuple = ()
 
-    def claim_since(self, original) -> Claim | None:
+    def claim_since(self, original) -> Promise | None:
         """Composed claim of the passes applied after `original`; None if it is not an ancestor."""
         for k, rec in enumerate(self.passes):
             if rec.input_id == id(original):

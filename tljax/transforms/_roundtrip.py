@@ -9,11 +9,9 @@ import time
 import jax
 import numpy as np
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError
-from ..core._graph import Graph, trace
+from ..core import Graph, InputError, compat, trace
 from ._build import _aval_struct, count_eqns
-from ._claims import Claim
+from ._promises import Promise
 from ._provenance import PassRecord, record_pass
 
 compat.register_exclusion(__file__)
@@ -28,7 +26,7 @@ def export_roundtrip(graph: Graph, *, platforms=None) -> Graph:
     records the byte size and whether the deserialized module's StableHLO text is identical to
     the exported one.
 
-    Claim: exact and bitwise with `float_mode="jit"` (the same StableHLO, compiled by XLA).
+    Promise: exact and bitwise with `float_mode="jit"` (the same StableHLO, compiled by XLA).
 
     Args:
       graph: the graph.
@@ -63,7 +61,7 @@ def export_roundtrip(graph: Graph, *, platforms=None) -> Graph:
         "bytes": len(data),
         "stablehlo_identical": same,
     }
-    claim = Claim(
+    claim = Promise(
         exact=True, bitwise=True, float_mode="jit", note="serialized StableHLO, called back"
     )
     record_pass(

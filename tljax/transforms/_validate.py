@@ -43,13 +43,13 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError, ShapeMismatchError, TljaxError
-from ..core._graph import Graph, trace
-from ..core._walker import eval_jaxpr
+from ..bounds import METHODS, Box, bound, trace_boxed
+from ..core import Graph, InputError, ShapeMismatchError, TljaxError, compat, eval_jaxpr, trace
+from ..interpret import get_semantics
+from ..interpret import run as run_semantics
 from ._build import pass_semantics
-from ._claims import Claim
 from ._precision import has_rounding, relax_rounding
+from ._promises import Promise
 from ._provenance import PassRecord, attach_validation, provenance
 
 compat.register_exclusion(__file__)
@@ -87,8 +87,10 @@ class Mismatch:
             for x in self.inputs
         )
         return (
-            f"{self.check} check at input '{self.input_label}' = {xs}: output {self.output}{list(self.index)} "
-            f"original {self.original!r}, transformed {self.transformed!r}, |t-o| >= {self.deviation:.6g} "
+            f"{self.check} check at input '{self.input_label}' = {xs}: output "
+            f"{self.output}{list(self.index)} "
+            f"original {self.original!r}, transformed {self.transformed!r}, |t-o| >= "
+            f"{self.deviation:.6g} "
             f"(claim allows {self.allowed:.3g})"
         )
 
@@ -103,12 +105,16 @@ class Stage:
     violations: int = 0
     seconds: float = 0.0
     skipped: str = ""
+    proven: float = 0.0  # exact stage: the largest difference proven (disjoint enclosures)
 
     def __str__(self) -> str:
         if self.skipped:
             return f"{self.name}: skipped ({self.skipped})"
         v = f", {self.violations} violation(s)" if self.violations else ", no violation"
-        return f"{self.name}: {self.inputs} input(s), max |t-o| = {self.max_deviation:.3g}{v} ({self.seconds:.2f} s)"
+        return (
+            f"{self.name}: {self.inputs} input(s), max |t-o| = {self.max_deviation:.3g}{v} "
+            f"({self.seconds:.2f} s)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,12 +128,15 @@ class Validation:
       verdict: ``"violated"`` (a claim is broken at some input: see `mismatches`),
         ``"certified"`` (a tolerance claim holds over the whole box by the certified deviation),
         ``"consistent"`` (no violation at the inputs; certified deviation reported) or
-        ``"unchecked"`` (no check could run).
+        ``"unchecked"`` (no check could run) or ``"unclaimed"`` (no claim to check: no pass
+        recorded between the graphs and no `claim=`; the deviations are only reported and
+        `notes` say whether the exact semantics proved the graphs different).
       stages: the point checks (exact, float, emulation).
       mismatches: up to `max_mismatches` violations, first found first.
       certified_deviation: CROWN bound of ``max |t(x) - o(x)|`` over the box (None: not run).
       certified_per_output: the same per output leaf.
-      certify_method: e.g. ``"crown, float_sound"`` or ``"crown over box x noise[197], float_sound"``.
+      certify_method: e.g. ``"crown, float_sound"`` or
+        ``"crown over box x noise[197], float_sound"``.
       certify_seconds: time of the certified stage (tracing, compiling and running CROWN).
       allowed_over_box: the claim's tolerance over the box (from an IBP bound of the original).
       notes: anything skipped or worth knowing.
@@ -137,7 +146,7 @@ class Validation:
     original: str
     transformed: str
     passes: tuple[PassRecord, ...]
-    claim: Claim
+    claim: Promise
     verdict: str
     stages: tuple[Stage, ...]
     mismatches: tuple[Mismatch, ...]
@@ -165,7 +174,8 @@ class Validation:
 
     def __str__(self) -> str:
         lines = [
-            f"validate {self.original!r} -> {self.transformed!r}: {self.verdict.upper()} ({self.seconds:.2f} s)"
+            f"validate {self.original!r} -> {self.transformed!r}: {self.verdict.upper()} "
+            f"({self.seconds:.2f} s)"
         ]
         if self.passes:
             for p in self.passes:
@@ -181,7 +191,8 @@ class Validation:
         if self.certified_deviation is not None:
             per = ", ".join(f"{d:.3g}" for d in self.certified_per_output)
             lines.append(
-                f"  certified over the box ({self.certify_method}): max |t-o| <= {self.certified_deviation:.4g}"
+                f"  certified over the box ({self.certify_method}): max |t-o| <= "
+                f"{self.certified_deviation:.4g}"
                 f" (per output: {per}) ({self.certify_seconds:.2f} s)"
             )
             if self.allowed_over_box is not None:
@@ -210,9 +221,7 @@ def _run_float(graph: Graph, leaves, mode: str) -> list:
 
 
 def _run_named(graph: Graph, leaves, semantics: str) -> list:
-    from ..interpret._registry import get_semantics, run
-
-    return list(run(graph, get_semantics(semantics), list(leaves)))
+    return list(run_semantics(graph, get_semantics(semantics), list(leaves)))
 
 
 def _fraction(x) -> Fraction:
@@ -251,7 +260,8 @@ def _box_leaves(graph: Graph, box) -> tuple[list, list]:
     avals = graph.in_avals
     if len(lo) != len(avals):
         raise ShapeMismatchError(
-            f"the box has {len(lo)} leaves but {graph.name!r} has {len(avals)} traced inputs; give a Box "
+            f"the box has {len(lo)} leaves but {graph.name!r} has {len(avals)} traced inputs; "
+            "give a Box "
             "over the graph's argument (a tuple of boxes' leaves for several arguments)"
         )
     for k, (a, l) in enumerate(zip(avals, lo, strict=True)):
@@ -320,7 +330,7 @@ def _make_inputs(graph: Graph, box, inputs, n_random: int, seed: int) -> list[tu
 def _exact_stage(original, transformed, pts, claim, mismatches, limit):
     t0 = time.perf_counter()
     atol, rtol = claim.tolerance()
-    worst, violations = 0.0, 0
+    worst, violations, proven = 0.0, 0, 0.0
     for label, leaves in pts:
         try:
             ro = _run_named(original, leaves, "exact")
@@ -335,15 +345,24 @@ def _exact_stage(original, transformed, pts, claim, mismatches, limit):
                 dlo = max(Fraction(0), tlo[idx] - ohi[idx], olo[idx] - thi[idx])
                 dhi = max(thi[idx] - olo[idx], ohi[idx] - tlo[idx])
                 worst = max(worst, _as_float(dhi))
-                allowed = atol + rtol * max(abs(_as_float(olo[idx])), abs(_as_float(ohi[idx])))
-                if allowed != math.inf and dlo > Fraction(allowed):
+                proven = max(proven, _as_float(dlo))
+                mag = max(abs(_as_float(olo[idx])), abs(_as_float(ohi[idx])))
+                # rtol * 0 is 0 even for an infinite rtol (no claim): never inf * 0 = NaN
+                allowed = atol + (rtol * mag if mag else 0.0)
+                if math.isfinite(allowed) and dlo > Fraction(allowed):
                     violations += 1
                     if len(mismatches) < limit:
+                        mid_o = _as_float((olo[idx] + ohi[idx]) / 2)
+                        mid_t = _as_float((tlo[idx] + thi[idx]) / 2)
                         mismatches.append(
-                            Mismatch("exact", label, tuple(leaves), k, idx, _as_float((olo[idx] + ohi[idx]) / 2),
-                                     _as_float((tlo[idx] + thi[idx]) / 2), _as_float(dlo), allowed)
+                            Mismatch(
+                                "exact", label, tuple(leaves), k, idx, mid_o, mid_t,
+                                _as_float(dlo), allowed,
+                            )
                         )  # fmt: skip
-    return Stage("exact semantics", len(pts), worst, violations, time.perf_counter() - t0)
+    return Stage(
+        "exact semantics", len(pts), worst, violations, time.perf_counter() - t0, proven=proven
+    )
 
 
 def _float_stage(name, run_o, run_t, pts, must_equal: bool, mismatches, limit):
@@ -457,8 +476,6 @@ def _certify(original, transformed, box, method, float_sound):
         return 0.0, tuple(0.0 for _ in ks), "identical float programs after normalisation", None
     original, transformed = for_bounds(original), for_bounds(transformed)
     n_in = len(lo)
-    from ..bounds import Box, bound
-
     relaxed = [relax_rounding(g) if has_rounding(g) else None for g in (original, transformed)]
     ns = [r.n if r is not None else 0 for r in relaxed]
     sizes = [int(np.prod(original.out_avals[k].shape)) for k in ks]
@@ -484,7 +501,7 @@ def _certify(original, transformed, box, method, float_sound):
     if sum(ns):
         # Site magnitudes over the box (interval pass on the |v|-scaled noise form): they give
         # affine noise scales, and show whether a rounding can overflow.
-        for i, g in enumerate((original, transformed)):
+        for i in range(2):
             if relaxed[i] is None:
                 continue
 
@@ -526,8 +543,6 @@ def _certify(original, transformed, box, method, float_sound):
 
 
 def _output_magnitude(graph, box, float_sound) -> float:
-    from ..bounds import Box, bound
-
     graph = for_bounds(graph)
     lo, hi = _box_leaves(graph, box)
     ks = _float_outputs(graph)
@@ -549,14 +564,39 @@ def _output_magnitude(graph, box, float_sound) -> float:
 # Entry point.
 
 
-def _graph_of(x, example, what: str) -> Graph:
+def _graph_of(x, example, what: str, box=None) -> Graph:
     if isinstance(x, Graph):
         return x
+    if not callable(x):
+        raise InputError(
+            f"tljax.validate: {what} must be a Graph or a function, got {type(x).__name__}"
+        )
     if example is None:
         raise InputError(
-            f"validate: {what} is a function, not a Graph; pass a Graph (tljax.trace) or a box / inputs to trace it with"
+            f"tljax.validate: {what} is a function, not a Graph; pass a Graph (tljax.trace) or a "
+            "box / inputs to trace it with"
         )
+    if box is not None:
+        return trace_boxed(x, box, (), "tljax.validate")
     return trace(x, *example)
+
+
+def _check_arguments(box, inputs, method, n_random, max_mismatches) -> None:
+    if box is not None and not isinstance(box, Box):
+        raise InputError(
+            f"tljax.validate: box must be a tljax.Box, got {type(box).__name__}; build one with "
+            "tljax.Box(lower, upper) (test inputs given as arrays go to inputs=[...])"
+        )
+    if inputs is not None and (not isinstance(inputs, list | tuple) or not inputs):
+        raise InputError(
+            "tljax.validate: inputs must be a non-empty list of argument tuples (or single arrays "
+            f"for one-argument graphs), got {type(inputs).__name__}"
+        )
+    if method not in METHODS:
+        raise InputError(f"tljax.validate: unknown method={method!r}; choose one of {METHODS}")
+    for name, v in (("n_random", n_random), ("max_mismatches", max_mismatches)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise InputError(f"tljax.validate: {name}={v!r} must be an int >= 0")
 
 
 def validate(
@@ -564,7 +604,7 @@ def validate(
     transformed,
     box=None,
     *,
-    claim: Claim | None = None,
+    claim: Promise | None = None,
     inputs=None,
     n_random: int = 2,
     seed: int = 0,
@@ -583,7 +623,7 @@ def validate(
       box: optional `tljax.Box` over the graph's argument (leaves in the graph's input order):
         its corners, centre and random points are the test inputs, and the deviation is
         certified over it.
-      claim: the `Claim` to check; default: the composed claims of the passes recorded between
+      claim: the `Promise` to check; default: the composed claims of the passes recorded between
         the two graphs (`tljax.transforms.provenance`), or "no claim" if there are none.
       inputs: explicit test inputs instead of generated ones: a list of argument tuples (or
         single arrays for one-argument graphs).
@@ -608,18 +648,23 @@ def validate(
       >>> print(v)
     """
     t_start = time.perf_counter()
+    _check_arguments(box, inputs, method, n_random, max_mismatches)
+    if claim is not None and not isinstance(claim, Promise):
+        raise InputError(
+            f"tljax.validate: claim must be a tljax.transforms.Promise, got {type(claim).__name__}"
+        )
     example = None
     if box is not None:
         example = (box.lower,)
     elif inputs:
         example = inputs[0] if isinstance(inputs[0], tuple) else (inputs[0],)
-    original = _graph_of(original, example, "original")
-    transformed = _graph_of(transformed, example, "transformed")
+    original = _graph_of(original, example, "original", box)
+    transformed = _graph_of(transformed, example, "transformed", box)
     _check_signatures(original, transformed)
     prov = provenance(transformed)
     passes = prov.passes_since(original)
     if claim is None:
-        claim = prov.claim_since(original) or Claim.nothing("no recorded pass between the graphs")
+        claim = prov.claim_since(original) or Promise.nothing("no recorded pass between the graphs")
     notes: list[str] = []
     pts = _make_inputs(original, box, inputs, n_random, seed)
     mismatches: list[Mismatch] = []
@@ -661,7 +706,8 @@ def validate(
                 allowed = claim.atol + claim.rtol * _output_magnitude(original, box, float_sound)
         except (TljaxError, NotImplementedError) as err:
             notes.append(
-                f"certified deviation not computed: {type(err).__name__}: {str(err).splitlines()[0]}"
+                f"certified deviation not computed: {type(err).__name__}: "
+                f"{str(err).splitlines()[0]}"
             )
         secs = time.perf_counter() - t0
     elif certify:
@@ -669,8 +715,12 @@ def validate(
     for s in stages:
         if s.skipped:
             notes.append(f"{s.name} skipped: {s.skipped}")
+    if _no_promise(claim):
+        notes.extend(_unclaimed_notes(stages, dev, box is not None and certify))
     if any(s.violations for s in stages):
         verdict = "violated"
+    elif _no_promise(claim):
+        verdict = "unclaimed"
     elif allowed is not None and dev is not None and dev <= allowed:
         verdict = "certified"
     elif any(not s.skipped for s in stages) or dev is not None:
@@ -698,6 +748,36 @@ def validate(
     return result
 
 
+def _no_promise(claim: Promise) -> bool:
+    return not (claim.exact or claim.bitwise or claim.emulates or claim.atol is not None)
+
+
+def _unclaimed_notes(stages, dev, certified: bool) -> list[str]:
+    """With no claim nothing can be violated: say what the checks saw and what was not checked."""
+    notes = [
+        "no claim: nothing was checked against a promise (no pass recorded between the graphs "
+        "and no claim= given); the deviations above are only observations. To check "
+        "equivalence, pass claim=tljax.transforms.Promise(exact=True) (same real values) or "
+        "Promise(atol=..., rtol=...)"
+    ]
+    exact = next((s for s in stages if s.name == "exact semantics" and not s.skipped), None)
+    if exact is not None and exact.proven > 0:
+        notes.append(
+            f"the graphs DIFFER: the exact semantics proves |t-o| >= {exact.proven:.3g} at some "
+            "checked input"
+        )
+    elif dev == 0:
+        notes.append("the certified deviation over the box is 0: the graphs agree on all of it")
+    elif exact is not None and exact.max_deviation == 0:
+        notes.append(
+            f"the graphs agree exactly at all {exact.inputs} checked inputs (not a proof over "
+            "the whole box)"
+        )
+    if not certified or dev is None:
+        notes.append("no certified deviation over a box was computed")
+    return notes
+
+
 def _check_signatures(a: Graph, b: Graph) -> None:
     problems = []
     if a.in_tree != b.in_tree:
@@ -713,5 +793,6 @@ def _check_signatures(a: Graph, b: Graph) -> None:
         raise ShapeMismatchError(
             f"validate: {a.name!r} and {b.name!r} do not have the same signature: "
             + "; ".join(problems)
-            + ". A transformation must keep inputs and outputs; compare graphs of the same function."
+            + ". A transformation must keep inputs and outputs; compare graphs of the same "
+            "function."
         )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from ..core import InputError
+
 FLOAT_MODES = ("eager", "jit")
 
 
 @dataclasses.dataclass(frozen=True)
-class Claim:
+class Promise:
     """The promise a pass makes; `tljax.transforms.validate` checks it.
 
     Attributes:
@@ -38,19 +40,22 @@ class Claim:
 
     def __post_init__(self):
         if self.float_mode not in FLOAT_MODES:
-            raise ValueError(
-                f"Claim.float_mode must be one of {FLOAT_MODES}, got {self.float_mode!r}"
+            raise InputError(
+                f"Promise(float_mode={self.float_mode!r}): float_mode must be one of {FLOAT_MODES}"
             )
         if (self.atol is None) != (self.rtol is None):
-            raise ValueError("Claim: give both atol and rtol (a tolerance), or neither")
+            raise InputError(
+                f"Promise(atol={self.atol}, rtol={self.rtol}): give both atol and rtol (a "
+                "tolerance |t - o| <= atol + rtol |o|), or neither"
+            )
 
     @classmethod
-    def exact_and_bitwise(cls, note: str = "") -> Claim:
+    def exact_and_bitwise(cls, note: str = "") -> Promise:
         """Same real meaning and same float results op by op (inline, DCE, CSE)."""
         return cls(exact=True, bitwise=True, note=note)
 
     @classmethod
-    def nothing(cls, note: str = "no claim: the deviation is only reported") -> Claim:
+    def nothing(cls, note: str = "no claim: the deviation is only reported") -> Promise:
         return cls(note=note)
 
     @property
@@ -65,7 +70,7 @@ class Claim:
             return math.inf, math.inf
         return float(self.atol), float(self.rtol)
 
-    def then(self, later: Claim) -> Claim:
+    def then(self, later: Promise) -> Promise:
         """The claim of running this pass and then `later` (tolerances add, to first order)."""
         exact = self.exact and later.exact
         same_mode = self.float_mode == later.float_mode
@@ -88,7 +93,7 @@ class Claim:
             emulates = later.emulates
         mode = self.float_mode if same_mode else "eager"
         notes = "; ".join(n for n in (self.note, later.note) if n)
-        return Claim(exact, bitwise, mode, atol, rtol, emulates, notes)
+        return Promise(exact, bitwise, mode, atol, rtol, emulates, notes)
 
     def describe(self) -> str:
         parts = []
@@ -105,9 +110,9 @@ class Claim:
         return ", ".join(parts)
 
 
-def compose(claims) -> Claim:
-    """The claim of a sequence of passes run in order (`Claim.exact_and_bitwise()` for none)."""
+def compose(claims) -> Promise:
+    """The claim of a sequence of passes run in order (`Promise.exact_and_bitwise()` for none)."""
     out = None
     for c in claims:
         out = c if out is None else out.then(c)
-    return out if out is not None else Claim.exact_and_bitwise("no pass")
+    return out if out is not None else Promise.exact_and_bitwise("no pass")
