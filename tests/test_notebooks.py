@@ -44,7 +44,9 @@ def test_committed_notebook_is_executed_and_small(name):
             if png:
                 pngs.append(len(base64.b64decode(png)))
     assert not errors, errors
-    assert executed == sum(1 for _ in _code_outputs(nb)), "commit the notebook executed top to bottom"
+    assert executed == sum(1 for _ in _code_outputs(nb)), (
+        "commit the notebook executed top to bottom"
+    )
     assert all(n <= MAX_PNG_BYTES for n in pngs), f"PNG outputs too large (dpi 60 expected): {pngs}"
     last = [o for o in list(_code_outputs(nb))[-1][1] if o.output_type == "stream"]
     assert last and "notebook ran in" in last[-1].text
@@ -65,6 +67,9 @@ def test_notebook_runs_in_a_fresh_kernel(name):
     )
     client.execute()  # raises CellExecutionError (with the cell and traceback) on any failure
     streams = "".join(
-        o.get("text", "") for _, outs in _code_outputs(nb) for o in outs if o.output_type == "stream"
+        o.get("text", "")
+        for _, outs in _code_outputs(nb)
+        for o in outs
+        if o.output_type == "stream"
     )
     assert "notebook ran in" in streams

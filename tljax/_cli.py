@@ -2,18 +2,56 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 import sys
+import textwrap
 import time
 
-USAGE = """usage: tljax COMMAND [ARGS]
+# (command, what it does); each command's options are read from its own parser (`usage`)
+COMMANDS = (
+    ("demo", "certified bounds and a semantics comparison on a built-in model"),
+    ("proofs", "check the registered claims and print the table"),
+    (
+        "verify",
+        "verify a VNN-LIB property of an ONNX network (VNN-COMP result on stdout, its first "
+        "line the verdict; progress on stderr)",
+    ),
+    ("run-instances", "run a VNN-COMP benchmark folder and print a table"),
+)
 
-commands:
-  demo                          certified bounds and a semantics comparison on a built-in model
-  proofs [--tag T] [--audit]    check every registered claim and print the table
-  verify NET.onnx SPEC.vnnlib [--timeout S] [--out FILE]
-                                verify a VNN-LIB property of an ONNX network (VNN-COMP format)
-  run-instances instances.csv   run a VNN-COMP benchmark folder and print a table
-"""
+
+def _parsers() -> dict:
+    from . import proofs, verify
+
+    return {
+        "proofs": proofs.cli_parser(),
+        "verify": verify.verify_parser(),
+        "run-instances": verify.run_parser(),
+    }
+
+
+def usage() -> str:
+    """The top-level usage: every command with all its options."""
+    parsers = _parsers()
+    lines = ["usage: tljax COMMAND [ARGS]", "", "commands:"]
+    for cmd, what in COMMANDS:
+        p = parsers.get(cmd)
+        # argparse's own usage line, minus "usage:", the program name and [-h]; one token per
+        # option group, positionals first
+        args = "" if p is None else p.format_usage().split(p.prog, 1)[1]
+        tokens = [t for t in re.findall(r"\[[^\[\]]*\]|\S+", args) if t != "[-h]"]
+        tokens.sort(key=lambda t: t.startswith("["))
+        line = f"  {cmd}"
+        for t in tokens:
+            if len(line) + 1 + len(t) > 98:
+                lines.append(line)
+                line = "     "
+            line += " " + t
+        lines.append(line)
+        lines += textwrap.wrap(what, 98, initial_indent="      ", subsequent_indent="      ")
+    lines += ["", "`tljax COMMAND --help` describes a command's options."]
+    return "\n".join(lines) + "\n"
 
 
 def demo(argv=()) -> int:
@@ -29,7 +67,7 @@ def demo(argv=()) -> int:
     sizes = [8, 32, 32, 4]
     params = [
         ((rng.randn(o, i) / np.sqrt(i)).astype(np.float32), (0.1 * rng.randn(o)).astype(np.float32))
-        for i, o in zip(sizes[:-1], sizes[1:], strict=True)
+        for i, o in itertools.pairwise(sizes)
     ]
 
     def mlp(x, params):
@@ -58,35 +96,39 @@ def demo(argv=()) -> int:
         dt = time.perf_counter() - t0
         lo, hi = np.asarray(b.lower), np.asarray(b.upper)
         inside = np.all((ys >= lo) & (ys <= hi))
-        print(f"{method:12s} {dt:7.2f}s  {float(np.mean(hi - lo)):10.4f}  {'all 10000' if inside else 'VIOLATION'}")
+        seen = "all 10000" if inside else "VIOLATION"
+        print(f"{method:12s} {dt:7.2f}s  {float(np.mean(hi - lo)):10.4f}  {seen}")
         if not inside:
             return 1
     b = tljax.bound(mlp, box, params, method="crown")
     for j in range(4):
-        print(f"  y[{j}] in [{float(b.lower[j]): .5f}, {float(b.upper[j]): .5f}]   sampled range "
-              f"[{ys[:, j].min(): .5f}, {ys[:, j].max(): .5f}]")
+        print(
+            f"  y[{j}] in [{float(b.lower[j]): .5f}, {float(b.upper[j]): .5f}]   sampled range "
+            f"[{ys[:, j].min(): .5f}, {ys[:, j].max(): .5f}]"
+        )
     return 0
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage())
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd == "demo":
         return demo(rest)
+    # each command's package loads only when that command runs
     if cmd == "proofs":
-        from .proofs._cli import main as proofs_main
+        from . import proofs
 
-        return proofs_main(rest)
+        return proofs.cli_main(rest)
     if cmd == "verify":
-        from .verify._cli import main_verify
+        from . import verify
 
-        return main_verify(rest)
+        return verify.main_verify(rest)
     if cmd == "run-instances":
-        from .verify._cli import main_run_instances
+        from . import verify
 
-        return main_run_instances(rest)
-    print(f"tljax: unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+        return verify.main_run_instances(rest)
+    print(f"tljax: unknown command {cmd!r}\n\n{usage()}", file=sys.stderr)
     return 2

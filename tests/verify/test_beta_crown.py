@@ -54,7 +54,10 @@ def domains():
     for b in range(1, B):
         idx = rng.choice(unstable, 4, replace=False)
         splits[b, idx] = rng.choice([-1, 1], 4)
-    rep = lambda v: jnp.asarray(np.repeat(v[None], B, 0))
+
+    def rep(v):
+        return jnp.asarray(np.repeat(v[None], B, 0))
+
     args = (rep(lo), rep(hi), jnp.asarray(splits), rep(rlo), rep(rhi))
     return params, shapes, total, args, splits, (lo, hi)
 

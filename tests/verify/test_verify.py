@@ -130,7 +130,8 @@ def test_disjunctive_property_union_of_boxes_and_polytopes(tmp_path):
 
 def test_non_product_pairing_only_pairs_listed_disjuncts(tmp_path):
     params = _abs_net()
-    # case A: x in [-1, 1] with unsafe y0 >= 2 (never); case B: x in [3, 4] with unsafe y1 >= 0 (never)
+    # case A: x in [-1, 1] with unsafe y0 >= 2 (never);
+    # case B: x in [3, 4] with unsafe y1 >= 0 (never)
     text = """
     (declare-const X_0 Real) (declare-const Y_0 Real) (declare-const Y_1 Real)
     (assert (or (and (>= X_0 -1) (<= X_0 1) (>= Y_0 2))
@@ -161,7 +162,8 @@ def test_relu_splitting_proves_what_the_root_bound_cannot(relu_split_instance):
 
 
 def _cancel(x, a):
-    # float32: (x + 1e8) - 1e8 == 0 for |x| < 4; exactly: x. `a` is an argument so XLA cannot fold it.
+    # float32: (x + 1e8) - 1e8 == 0 for |x| < 4; exactly: x. `a` is an argument so XLA cannot
+    # fold it.
     return (x + a) - a
 
 
@@ -176,15 +178,18 @@ def test_confirm_rejects_float_and_exact_disagreement():
     assert "disagree" in c.reason
 
 
-def test_float_only_counterexample_is_not_reported():
+def test_float_only_counterexample_is_not_reported_under_real_semantics():
     # unsafe y <= 0.25 on x in [0.5, 1]: float32 gives y = 0 (violates), exact gives y = x (safe)
     prop = _prop([([0.5], [1.0])], [(np.array([[1.0]]), np.array([0.25]))])
-    c = confirm(_cancel, (BIG,), prop, np.array([0.75], np.float32), (1,))
+    c = confirm(_cancel, (BIG,), prop, np.array([0.75], np.float32), (1,), semantics="real")
     assert c.counterexample is None and c.float_violates and c.exact_violates is False
-    res = verify(_cancel, prop, BIG, timeout=4)
+    res = verify(_cancel, prop, BIG, timeout=4, semantics="real")
     assert res.verdict in ("unknown", "timeout")
     assert res.stats["rejected_candidates"] >= 1
     assert any("exact output does not" in n for n in res.notes)
+    # the default (the program as it runs) takes the same point as a counterexample
+    c = confirm(_cancel, (BIG,), prop, np.array([0.75], np.float32), (1,))
+    assert c.counterexample is not None and c.counterexample.float_only
 
 
 def test_exact_only_violation_is_neither_sat_nor_unsat():
@@ -317,7 +322,7 @@ def test_wrong_input_count_names_both_sizes():
 
 def test_wrong_output_count():
     prop = _prop([([0.0], [1.0])], [(np.array([[1.0, 0.0, 0.0]]), np.array([0.0]))])
-    with pytest.raises(ShapeMismatchError, match="3 outputs .* returns 2 elements"):
+    with pytest.raises(ShapeMismatchError, match=r"3 outputs .* returns 2 elements"):
         verify(lambda x: jnp.concatenate([x, x]), prop)
 
 
@@ -329,7 +334,7 @@ def test_function_that_rejects_the_input_shape():
 
 def test_bad_arguments():
     prop = _prop([([0.0], [1.0])], [(np.array([[1.0]]), np.array([0.0]))])
-    with pytest.raises(InputError, match="tljax.io.Property"):
+    with pytest.raises(InputError, match=re.escape("tljax.io.Property")):
         verify(lambda x: x, {"boxes": []})
     with pytest.raises(InputError, match="unknown method 'beta'"):
         verify(lambda x: x, prop, method="beta")
@@ -337,6 +342,8 @@ def test_bad_arguments():
         verify(lambda x: x, prop, timeout=0)
     with pytest.raises(InputError, match="unknown split"):
         verify(lambda x: x, prop, split="neurons")
+    with pytest.raises(InputError, match="unknown semantics 'exact'"):
+        verify(lambda x: x, prop, semantics="exact")
 
 
 def test_no_progress_output_when_not_a_terminal(capsys):

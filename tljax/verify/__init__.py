@@ -5,9 +5,10 @@
 - "unsat": no input of any case box reaches the unsafe set, for the float32 program as executed
   and for the real-valued network; `result.certificate` holds the search leaves (boxes, ReLU
   splits, certified bounds, optionally per-leaf bound certificates);
-- "sat": `result.counterexample` is a float32 input whose float32 (XLA) and exact rational
-  outputs both violate the property (a candidate on which they disagree is rejected, never
-  reported);
+- "sat": `result.counterexample` is a float32 input whose float32 (XLA) output violates the
+  property, tested exactly; `counterexample.float_only` says when the exact (real-valued) output
+  does not (a violation of the program as it runs). With `semantics="real"` both must violate it
+  (a candidate on which they disagree is rejected);
 - "unknown" or "timeout".
 
 `result.check()` re-verifies either verdict (coverage of the leaves is checked exactly by
@@ -25,10 +26,14 @@ Example:
 
 from ._api import verify as verify
 from ._attack import Counterexample as Counterexample
+from ._cli import main_run_instances as main_run_instances
+from ._cli import main_verify as main_verify
+from ._cli import run_parser as run_parser
+from ._cli import verify_parser as verify_parser
 from ._coverage import check_cover as check_cover
 from ._instances import load_instance as load_instance
 from ._instances import load_network as load_network
-from ._result import Certificate as Certificate
 from ._result import CheckReport as CheckReport
 from ._result import GroupLeaves as GroupLeaves
 from ._result import Result as Result
+from ._result import SearchCertificate as SearchCertificate

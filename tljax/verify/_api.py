@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import InputError, ShapeMismatchError
-from ._bab import LeafSet, Options, Outcome, Search
-from ._result import Certificate, GroupLeaves, Result
+from ..core import InputError, ShapeMismatchError, compat
+from ._attack import SEMANTICS
+from ._bab import LeafSet, Outcome, Search, SearchOptions
+from ._result import GroupLeaves, Result, SearchCertificate
 from ._spec import f32_outward, make_groups, validate_property
 
 compat.register_exclusion(__file__)
@@ -29,14 +29,16 @@ def _output_size(fn, shape, args) -> int:
         out = jax.eval_shape(fn, jax.ShapeDtypeStruct(tuple(shape), jnp.float32), *args)
     except Exception as err:  # re-raised with the shape that was tried
         raise ShapeMismatchError(
-            f"tljax.verify: calling fn on an input of shape {tuple(shape)} failed ({type(err).__name__}: "
+            f"tljax.verify: calling fn on an input of shape {tuple(shape)} failed "
+            f"({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}); pass the network's input shape as "
             "`input_shape=` (e.g. the ONNX input shape (1, 1, 1, 5))"
         ) from err
     leaves = jax.tree_util.tree_leaves(out)
     if len(leaves) != 1:
         raise InputError(
-            f"tljax.verify needs fn to return one array, got {len(leaves)} outputs; return the one the property is about"
+            f"tljax.verify needs fn to return one array, got {len(leaves)} outputs; return the "
+            "one the property is about"
         )
     return int(np.prod(leaves[0].shape, dtype=np.int64))
 
@@ -70,6 +72,7 @@ def verify(
     certificate_timeout: float | None = None,
     progress: bool | None = None,
     seed: int = 0,
+    semantics: str = "float32",
 ) -> Result:
     """Decides a VNN-LIB property of a network: unsat (verified), sat (counterexample) or unknown.
 
@@ -81,9 +84,13 @@ def verify(
     real-valued network, over every point of the boxes.
 
     A sat verdict is reported only after the counterexample is re-executed: its float32 output
-    (through XLA) and its exact rational output (`tljax.evaluate(..., semantics="exact")`) must
-    both violate the property, tested exactly. A candidate on which they disagree is rejected (a
-    note says so) and the search goes on.
+    (through XLA) must violate the property, tested exactly, and its exact rational output
+    (`tljax.evaluate(..., semantics="exact")`) is tested too. Where only the float32 program
+    violates it (rounding: a large bias absorbing a small input, a dot product whose rounding
+    flips a sign), the deployed program is wrong there and the verdict is sat; the
+    counterexample says so (`Counterexample.float_only`, a note). `semantics="real"` asks for a
+    violation of the real-valued network as well: such a candidate is then rejected (a note says
+    so) and the search goes on.
 
     Args:
       fn: the network as a pure function `fn(x, *args)` of an input `x` of shape `input_shape`,
@@ -109,7 +116,7 @@ def verify(
       beta: ReLU splitting with beta-CROWN (True, or "auto": unless `method="ibp"`): every case
         box's ReLU input bounds are computed once (alpha-CROWN on them) and every domain's output
         bound is optimised over the ReLU lower slopes and the split constraints' Lagrange
-        multipliers, warm-started from its parent (`tljax.bounds._crown.split_bound`). False:
+        multipliers, warm-started from its parent (`tljax.bounds.Problem.split_bound`). False:
         each domain is bounded from scratch by `method` with its splits clipping the ReLU input
         intervals. Input splitting ignores it.
       certificates: also attach `tljax.bound(..., certificate=True)` certificates to the leaves
@@ -119,9 +126,12 @@ def verify(
         rule it out (`leaf_certificate`).
       certificate_timeout: seconds for attaching the bound certificates once the verdict is
         unsat (None: what is left of `timeout`); out of time, they are skipped with a note.
-      progress: show a tqdm bar (domains left, best bound, elapsed time); None: only when stderr
-        is a terminal.
+      progress: show a tqdm bar on stderr (domains open, leaves closed, best margin); None: only
+        when stderr is a terminal.
       seed: PRNG seed of the falsifier.
+      semantics: what a counterexample must violate: "float32" (default: the program as it runs,
+        as VNN-COMP's checker executes it) or "real" (the float32 program and the real-valued
+        network both).
 
     Returns:
       A `Result`; `result.check()` re-verifies it, `result.vnncomp()` is the result-file text.
@@ -154,6 +164,11 @@ def verify(
         raise InputError(
             f"tljax.verify: timeout must be a positive number of seconds or None, got {timeout!r}"
         )
+    if semantics not in SEMANTICS:
+        raise InputError(
+            f"tljax.verify: unknown semantics {semantics!r}; choose 'float32' (the program as it "
+            "runs) or 'real' (the real-valued network too)"
+        )
     if beta not in (True, False, "auto"):
         raise InputError(f"tljax.verify: beta must be True, False or 'auto', got {beta!r}")
     if not isinstance(batch_size, int) or batch_size < 2:
@@ -174,7 +189,7 @@ def verify(
     n_out = _output_size(fn, shape, args)
     validate_property(prop, shape, n_out)
 
-    opts = Options(
+    opts = SearchOptions(
         method=method,
         batch_size=batch_size,
         split=split,
@@ -183,6 +198,7 @@ def verify(
         alpha=alpha,
         beta=beta,
         seed=seed,
+        semantics=semantics,
     )
     deadline = t0 + (timeout if timeout is not None else float("inf"))
     stats: dict = {}
@@ -202,6 +218,7 @@ def verify(
             stats=stats,
             notes=tuple(notes),
             context=context,
+            semantics=semantics,
             **kw,
         )
 
@@ -218,7 +235,10 @@ def verify(
             all_leaves.append((g, leaves))
     except Outcome as out:
         if out.verdict == "sat":
-            return done("sat", counterexample=out.counterexample)
+            cex = out.counterexample
+            if cex.float_only:
+                notes.append(cex.describe())
+            return done("sat", counterexample=cex)
         return done("timeout")
     if any(v != "unsat" for v in verdicts):
         return done("unknown")
@@ -237,7 +257,7 @@ def verify(
                 witness=a["witness"],
             )
         )
-    cert = Certificate(groups=tuple(cert_groups), input_shape=shape)
+    cert = SearchCertificate(groups=tuple(cert_groups), input_shape=shape)
     if certificates:
         if certificate_timeout is not None:
             deadline = time.monotonic() + certificate_timeout
@@ -247,8 +267,8 @@ def verify(
 
 
 def _attach_bound_certificates(
-    cert: Certificate, fn, args, shape, limit, deadline, notes
-) -> Certificate:
+    cert: SearchCertificate, fn, args, shape, limit, deadline, notes
+) -> SearchCertificate:
     from .. import bounds as tb
 
     if not hasattr(tb, "check"):
@@ -293,7 +313,6 @@ def leaf_certificate(gl: GroupLeaves, i: int, fn, args, shape, notes=None):
     the leaf out, `CERT_RETRY_ITERS` beta-CROWN steps from the witness follow (with a note).
     """
     from .. import bounds as tb
-    from ..bounds._certificate import SplitParams
     from ._bounder import ROOT_ITERS, ROOT_LR, _layout, spec_fn
 
     g_fn = spec_fn(fn)
@@ -324,7 +343,7 @@ def leaf_certificate(gl: GroupLeaves, i: int, fn, args, shape, notes=None):
     rows = spec.shape[0]
     k = gl.group.cases.index(int(gl.case[i]))
     rlo, rhi = f32_outward(*gl.group.boxes[k])
-    params = SplitParams(
+    params = tb.SplitParams(
         alpha=unflatten(np.asarray(gl.witness[0][i], np.float32), (rows,)),
         beta=unflatten(np.asarray(gl.witness[1][i], np.float32), (rows,)),
         root_box=tb.Box(jnp.asarray(rlo).reshape(shape), jnp.asarray(rhi).reshape(shape)),

@@ -5,7 +5,10 @@ The objective of a concrete output `y` is `min_k max_i (C_k y - d_k)_i`; it is <
 of an input box with signed-gradient steps (batched, jitted). A candidate is then re-checked
 concretely (`confirm`): the float32 output computed by XLA and the exact rational output of the
 same program (`tljax.evaluate(..., semantics="exact")`) are compared against the stored
-constraints in exact arithmetic. Only a point that violates the property under both is reported.
+constraints in exact arithmetic. Under the default `semantics="float32"` the program as it runs
+decides (VNN-COMP's checker executes it in float32): a float32 violation is a counterexample even
+where the exact output is safe, and the counterexample says so. Under `semantics="real"` only a
+point that violates the property under both is reported.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core._errors import UnsupportedPrimitiveError
+from ..core import InputError, UnsupportedPrimitiveError
 from ._spec import Group, f32_inward
 
 
@@ -220,6 +223,9 @@ class Counterexample:
       case: index into `prop.cases` of the box that holds `x`.
       disjunct: index into `prop.unsafe` of a polytope that holds the outputs.
       exact_note: why `y_exact` is None, else "".
+      exact_violates: whether the exact output violates the property too (None: unknown). False
+        means the violation exists in float32 execution and not in exact arithmetic (possible
+        only under `semantics="float32"`).
     """
 
     x: np.ndarray
@@ -228,6 +234,23 @@ class Counterexample:
     case: int
     disjunct: int
     exact_note: str = ""
+    exact_violates: bool | None = None
+
+    @property
+    def float_only(self) -> bool:
+        """The float32 program violates the property here, the exact (real-valued) one does not."""
+        return self.exact_violates is False
+
+    def describe(self) -> str:
+        """One sentence on which arithmetic the violation holds in."""
+        if self.float_only:
+            return (
+                "the violation exists in float32 execution and not in exact arithmetic (the "
+                "real-valued network satisfies the property at this input)"
+            )
+        if self.exact_violates is None:
+            return "the float32 output violates the property (exact output unavailable)"
+        return "the float32 and the exact outputs both violate the property"
 
 
 def _rows_hold(c: np.ndarray, d: np.ndarray, y) -> bool:
@@ -256,17 +279,27 @@ class Confirmation:
     reason: str
 
 
-def confirm(fn, args, prop, x, shape, *, cases=None) -> Confirmation:
+SEMANTICS = ("float32", "real")
+
+
+def confirm(fn, args, prop, x, shape, *, cases=None, semantics: str = "float32") -> Confirmation:
     """Re-executes candidate `x` and checks it against `prop` exactly.
 
     `x` is rounded to float32 (the program's input type) and must lie in a case box exactly. The
     float32 output is computed by XLA (`jax.jit(fn)`), the exact output by the exact semantics;
-    both are tested against the stored `(C, d)` with rational arithmetic. Policy: a counterexample
-    is returned only when both violate the property for the same case. When they disagree (the
-    float program and the real-valued network differ at this point) the candidate is rejected
-    with the reason; the search goes on. When the exact semantics does not support the program,
-    the float verdict alone decides and `Counterexample.exact_note` says so.
+    both are tested against the stored `(C, d)` with rational arithmetic.
+
+    Policy: with `semantics="float32"` (default) a float32 violation is a counterexample; its
+    `exact_violates` says whether the real-valued network violates the property there too. With
+    `semantics="real"` a counterexample needs both to violate it for the same case; a candidate
+    on which they disagree is rejected with the reason. When the exact semantics does not support
+    the program, the float verdict alone decides and `Counterexample.exact_note` says so.
     """
+    if semantics not in SEMANTICS:
+        raise InputError(
+            f"tljax.verify: unknown semantics {semantics!r}; choose one of {SEMANTICS} "
+            "(float32: the program as it runs; real: the real-valued network as well)"
+        )
     x32 = np.asarray(x, np.float32).reshape(shape)
     xf = x32.astype(np.float64).reshape(-1)
     idx = range(len(prop.cases)) if cases is None else cases
@@ -276,15 +309,7 @@ def confirm(fn, args, prop, x, shape, *, cases=None) -> Confirmation:
     y = np.asarray(jax.jit(fn)(jnp.asarray(x32), *args), np.float32).reshape(-1)
     if not np.all(np.isfinite(y)):
         return Confirmation(None, False, None, "the float output is not finite")
-    float_hit = None
-    for i in inside:
-        for k in prop.pairing[i]:
-            c, d = prop.unsafe[k]
-            if _rows_hold(c, d, y.astype(np.float64)):
-                float_hit = (i, k)
-                break
-        if float_hit:
-            break
+    float_hit = _first_hit(prop, inside, y.astype(np.float64))
     try:
         y_ex = np.asarray(_exact(fn, x32, args), dtype=object).reshape(-1)
         note = ""
@@ -293,40 +318,42 @@ def confirm(fn, args, prop, x, shape, *, cases=None) -> Confirmation:
             None,
             f"exact semantics unavailable ({str(err).splitlines()[0]}); float check only",
         )
-    exact_hit = None
-    if y_ex is not None:
-        for i in inside:
-            for k in prop.pairing[i]:
-                c, d = prop.unsafe[k]
-                if _rows_hold(c, d, y_ex):
-                    exact_hit = (i, k)
-                    break
-            if exact_hit:
-                break
+    exact_hit = None if y_ex is None else _first_hit(prop, inside, y_ex)
+    exact_violates = None if y_ex is None else exact_hit is not None
     if float_hit is None:
         reason = "the float32 output satisfies the property"
         if exact_hit is not None:
             reason += " (the exact output violates it: float and exact disagree)"
-        return Confirmation(
-            None, False, exact_hit is not None if y_ex is not None else None, reason
-        )
-    if y_ex is not None and exact_hit is None:
+        return Confirmation(None, False, exact_violates, reason)
+    if semantics == "real" and exact_violates is False:
         return Confirmation(
             None,
             True,
             False,
-            "the float32 output violates the property but the exact output does not (float and exact disagree)",
+            "the float32 output violates the property but the exact output does not (float and "
+            "exact disagree; semantics='real' asks for both)",
         )
     case, disjunct = float_hit
     cex = Counterexample(
         x=x32,
         y=y,
-        y_exact=None if y_ex is None else y_ex,
+        y_exact=y_ex,
         case=case,
         disjunct=disjunct,
         exact_note=note,
+        exact_violates=exact_violates,
     )
-    return Confirmation(cex, True, None if y_ex is None else True, "")
+    return Confirmation(cex, True, exact_violates, "")
+
+
+def _first_hit(prop, inside, y):
+    """The first `(case, disjunct)` whose unsafe polytope holds `y` exactly, or None."""
+    for i in inside:
+        for k in prop.pairing[i]:
+            c, d = prop.unsafe[k]
+            if _rows_hold(c, d, y):
+                return i, k
+    return None
 
 
 def _exact(fn, x32, args):

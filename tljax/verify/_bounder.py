@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ..bounds import Box, bound
+from ..bounds import Box, bound, prepare
 from ._attack import _objective
 
 # `bound(..., jit=False)` runs inside this module's jit (a nested jit may not carry compiler
@@ -118,7 +118,8 @@ def _spread_fn(fn, shape):
 def input_split_bounder(
     fn, shape, *, method: str, batch: int, rows: int, n_args: int, spread: bool = False
 ):
-    """Jitted `(lo (B, n), hi (B, n), spec, d, mask, real, args) -> (lower (B, R), obj (B,), jac (B, R, n), rows (B, R), spread (B, n))`.
+    """Jitted `(lo (B, n), hi (B, n), spec, d, mask, real, args) ->
+    (lower (B, R), obj (B,), jac (B, R, n), rows (B, R), spread (B, n))`.
 
     `lower` are certified lower bounds of the spec rows over each box; `obj` is the float
     objective at each box centre (a falsification probe) and `jac` the input Jacobian of the spec
@@ -166,7 +167,8 @@ def input_split_bounder(
 def relu_split_bounder(
     fn, shape, relu_shapes, *, method: str, batch: int, rows: int, n_args: int, taps=None
 ):
-    """Jitted `(lo (B, n), hi (B, n), splits (B, s), spec, args) -> (lower (B, R), pre_lower (B, s), pre_upper (B, s))`.
+    """Jitted `(lo (B, n), hi (B, n), splits (B, s), spec, args) ->
+    (lower (B, R), pre_lower (B, s), pre_upper (B, s))`.
 
     `splits` are flat ReLU split vectors (+1/-1/0) in the layout of `relu_shapes`. With `taps`
     (a `Taps` of `fn`), the bounds of every ReLU input under the domain's splits are returned
@@ -234,32 +236,17 @@ def single_bound(fn, lo, hi, shape, spec, args, *, method: str, splits=None):
 
 # --- beta-CROWN for ReLU splitting ------------------------------------------------------------
 # Root: alpha-CROWN on the ReLU input bounds of a case box (iterations, Adam step). Domains:
-# beta-CROWN on the output with those bounds (`tljax.bounds._crown.split_bound`).
+# beta-CROWN on the output with those bounds (`tljax.bounds.Problem.split_bound`).
 ROOT_ITERS = 20
 ROOT_LR = 0.1
 BETA_LR = 0.1
 
 
-def _tape_of(g, shape, lo, hi, spec, args):
-    """The bound tape of `g(x, spec, *args)` with `x` boxed in `[lo, hi]` (float-sound float32)."""
-    from ..bounds import _float_model as fm
-    from ..bounds._relax import Options
-    from ..bounds._tape import record_graph
-    from ..core._graph import trace
-
-    x0 = lo.reshape(shape)
-    graph = trace(g, x0, spec, *args)
-    leaves = graph.flatten_inputs(x0, spec, *args)
-    mask = [True] + [False] * (len(graph.in_avals) - 1)
-    tape = record_graph(graph, mask, leaves[1:], name="beta-crown")
-    node = tape.inputs[0]
-    in_bounds = {
-        node.id: (
-            jnp.broadcast_to(jnp.asarray(lo, node.dtype).reshape(node.shape), node.shape),
-            jnp.broadcast_to(jnp.asarray(hi, node.dtype).reshape(node.shape), node.shape),
-        )
-    }
-    return tape, in_bounds, Options(float_sound=True, program=fm.FLOAT32)
+def _problem(g, shape, lo, hi, spec, args):
+    """The bound problem of `g(x, spec, *args)` with `x` boxed in `[lo, hi]` (float-sound
+    float32)."""
+    box = Box(lo.reshape(shape), hi.reshape(shape))
+    return prepare(g, box, spec, *args, name="beta-crown")
 
 
 def _layout(relu_shapes):
@@ -271,14 +258,12 @@ def _layout(relu_shapes):
 def relu_root_bounder(fn, shape, relu_shapes, *, rows: int, n_args: int):
     """Jitted `(lo (n,), hi (n,), spec, args) -> (relu_lo (s,), relu_hi (s,))`: bounds of every ReLU
     input over one box (`root_relu_bounds`, flat in the layout of `relu_shapes`)."""
-    from ..bounds._crown import root_relu_bounds
-
     g = spec_fn(fn)
 
     def build():
         def run(lo, hi, spec, args):
-            tape, in_bounds, opts = _tape_of(g, shape, lo, hi, spec, args)
-            b = root_relu_bounds(tape, in_bounds, opts, iters=ROOT_ITERS, lr=ROOT_LR)
+            p = _problem(g, shape, lo, hi, spec, args)
+            b = p.root_relu_bounds(iters=ROOT_ITERS, lr=ROOT_LR)
             return (
                 jnp.concatenate([v[0].reshape(-1) for v in b]),
                 jnp.concatenate([v[1].reshape(-1) for v in b]),
@@ -296,15 +281,13 @@ def beta_bounder(
     """Jitted beta-CROWN over a batch of ReLU-split domains:
 
     `(lo (B, n), hi (B, n), splits (B, s) int8, relu_lo (B, s), relu_hi (B, s), alpha (B, R, s),
-    beta (B, R, s), iters, spec, args) -> (lower (B, R), alpha, beta, used_lo (B, s), used_hi (B, s),
-    scores (B, R, s), corners (B, R, n))`
+    beta (B, R, s), iters, spec, args) -> (lower (B, R), alpha, beta, used_lo (B, s),
+    used_hi (B, s), scores (B, R, s), corners (B, R, n))`
 
     `relu_lo/hi` must hold over each domain (e.g. `relu_root_bounder` of its case box); `alpha` NaN
     entries start from CROWN's slopes; `iters` is a runtime count (0: evaluate the given
-    parameters, which reproduces a leaf's bounds from its witness). See `split_bound`.
+    parameters, which reproduces a leaf's bounds from its witness). See `Problem.split_bound`.
     """
-    from ..bounds._crown import split_bound
-
     g = spec_fn(fn)
     sizes, offsets = _layout(relu_shapes)
 
@@ -316,13 +299,10 @@ def beta_bounder(
 
     def build():
         def one(lo, hi, sp, rlo, rhi, alpha, beta, iters, spec, args):
-            tape, in_bounds, opts = _tape_of(g, shape, lo, hi, spec, args)
+            p = _problem(g, shape, lo, hi, spec, args)
             R = spec.shape[0]
             lam = jnp.eye(R, dtype=jnp.float32)
-            lower, a, b, used, scores, corners = split_bound(
-                tape,
-                in_bounds,
-                opts,
+            lower, a, b, used, scores, corners = p.split_bound(
                 lam,
                 relu_bounds=list(zip(unflatten(rlo), unflatten(rhi), strict=True)),
                 splits=[v.astype(jnp.int32) for v in unflatten(sp)],

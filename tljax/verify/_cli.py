@@ -8,17 +8,38 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools as ft
 import os
 import statistics
 import sys
 import time
 
-from ..core._errors import TljaxError
+from ..core import TljaxError
 
 VERIFY_USAGE = "tljax verify NET.onnx SPEC.vnnlib [--timeout S] [--out RESULT]"
 
 
-def _verify_parser() -> argparse.ArgumentParser:
+def display_path(path) -> str:
+    """`path` for messages: relative to the current directory when under it, else to the
+    repository (the folder holding `tljax/`) when under that, else as given."""
+    path = os.fspath(path)
+    full = os.path.abspath(path)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for base in (os.getcwd(), repo):
+        if full == base or full.startswith(base.rstrip(os.sep) + os.sep):
+            return os.path.relpath(full, base)
+    return path
+
+
+def _short(text: str, *paths) -> str:
+    """`text` with the absolute forms of `paths` shown by `display_path`."""
+    for p in paths:
+        full = os.path.abspath(os.fspath(p))
+        text = text.replace(full, display_path(full))
+    return text
+
+
+def verify_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tljax verify",
         description=(
@@ -44,9 +65,25 @@ def _verify_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="domains per compiled bound call")
     p.add_argument("--seed", type=int, default=0, help="falsifier seed")
     p.add_argument(
+        "--semantics",
+        default="float32",
+        choices=["float32", "real"],
+        help="what a counterexample must violate: the float32 program as it runs (default, as "
+        "VNN-COMP's checker executes it) or, with 'real', the real-valued network too",
+    )
+    p.add_argument(
         "--check",
         action="store_true",
         help="re-check the result before printing it (certificate / counterexample)",
+    )
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress",
+        action="store_true",
+        help="show the search progress on stderr (default: only when stderr is a terminal)",
+    )
+    shown.add_argument(
+        "--quiet", action="store_true", help="no progress and no summary lines on stderr"
     )
     return p
 
@@ -66,6 +103,7 @@ def run_one(
     batch_size=256,
     seed=0,
     progress=None,
+    semantics="float32",
 ):
     """Loads and verifies one instance; returns the `Result`."""
     from ._api import verify
@@ -85,16 +123,23 @@ def run_one(
         batch_size=batch_size,
         seed=seed,
         progress=progress,
+        semantics=semantics,
     )
 
 
 def main_verify(argv: list[str] | None = None) -> int:
     """`tljax verify`: exit status 0 when a verdict (unsat/sat/unknown/timeout) was produced, 2 on
-    bad input (unreadable files, mismatched property)."""
-    args = _verify_parser().parse_args(argv)
+    bad input (unreadable files, mismatched property).
+
+    stdout is the VNN-COMP result (its first line the verdict); stderr has the progress (on a
+    terminal or with --progress), a summary, notes and the re-check outcome (not with --quiet)."""
+    args = verify_parser().parse_args(argv)
     for path, what in ((args.onnx, "network"), (args.vnnlib, "property")):
         if not os.path.isfile(path):
-            return _error(f"{what} file {path!r} does not exist")
+            return _error(
+                f"{what} file {display_path(path)!r} does not exist; check the path (relative "
+                "paths are read from the current directory)"
+            )
     if args.timeout is not None and not args.timeout > 0:
         return _error(f"--timeout must be positive, got {args.timeout}")
     try:
@@ -106,14 +151,20 @@ def main_verify(argv: list[str] | None = None) -> int:
             split=args.split,
             batch_size=args.batch_size,
             seed=args.seed,
+            progress=False if args.quiet else (True if args.progress else None),
+            semantics=args.semantics,
         )
     except (TljaxError, OSError) as err:
-        return _error(str(err))
+        return _error(_short(str(err), args.onnx, args.vnnlib))
+    say = (lambda *a: None) if args.quiet else ft.partial(print, file=sys.stderr)
     if args.check:
         report = res.check()
-        if not report.accepted:
+        if report.accepted:
+            say(f"tljax verify: re-check passed: {'; '.join(report.checked)}")
+        else:
             print(
-                f"tljax verify: the {res.verdict} result failed its re-check: {'; '.join(report.reasons)}",
+                f"tljax verify: the {res.verdict} result failed its re-check: "
+                f"{'; '.join(report.reasons)}",
                 file=sys.stderr,
             )
             res = type(res)(
@@ -125,27 +176,29 @@ def main_verify(argv: list[str] | None = None) -> int:
             )
     text = res.vnncomp()
     sys.stdout.write(text)
-    print(
-        f"# {res} ; {', '.join(f'{k}={v}' for k, v in sorted(res.stats.items()))}", file=sys.stderr
-    )
+    sys.stdout.flush()
+    if res.verdict == "sat" and res.counterexample.float_only:
+        # said even with --quiet: the verdict rests on the float32 reading
+        print(f"tljax verify: {res.counterexample.describe()}", file=sys.stderr)
+    say(f"# {res} ; {', '.join(f'{k}={v}' for k, v in sorted(res.stats.items()))}")
     for note in res.notes[:5]:
-        print(f"# note: {note}", file=sys.stderr)
+        say(f"# note: {_short(note, args.onnx, args.vnnlib)}")
     if args.out:
         try:
             with open(args.out, "w") as f:
                 f.write(text)
         except OSError as err:
-            return _error(f"cannot write --out {args.out!r}: {err}")
+            return _error(f"cannot write --out {display_path(args.out)!r}: {err}")
     return 0
 
 
-def _run_parser() -> argparse.ArgumentParser:
+def run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tljax run-instances",
         description=(
-            "Run a VNN-COMP benchmark folder: every row `onnx,vnnlib,timeout` of instances.csv (paths "
-            "relative to the csv). Prints verdict and time per instance, and whether it matches "
-            "expected.csv when that file is beside instances.csv."
+            "Run a VNN-COMP benchmark folder: every row `onnx,vnnlib,timeout` of instances.csv "
+            "(paths relative to the csv). Prints verdict and time per instance, and whether it "
+            "matches expected.csv when that file is beside instances.csv."
         ),
     )
     p.add_argument("instances", help="instances.csv of a benchmark folder")
@@ -171,13 +224,17 @@ def read_instances(path: str) -> tuple[list[tuple[str, str, float]], dict]:
             if not row or row[0].startswith("#"):
                 continue
             if len(row) < 3:
-                raise ValueError(f"{path}:{k + 1}: expected `onnx,vnnlib,timeout`, got {row}")
+                raise ValueError(
+                    f"{display_path(path)}:{k + 1}: expected `onnx,vnnlib,timeout`, got {row}"
+                )
             try:
                 timeout = float(row[2])
             except ValueError as err:
                 if k == 0:
                     continue  # a header
-                raise ValueError(f"{path}:{k + 1}: timeout {row[2]!r} is not a number") from err
+                raise ValueError(
+                    f"{display_path(path)}:{k + 1}: timeout {row[2]!r} is not a number"
+                ) from err
             rows.append(
                 (os.path.join(base, row[0].strip()), os.path.join(base, row[1].strip()), timeout)
             )
@@ -242,7 +299,9 @@ def run_instances(
         }
         records.append(rec)
         log(
-            f"{i:4d}  {rec['onnx'][:40]:40s} {rec['vnnlib'][:22]:22s} {verdict:8s} {elapsed:8.2f}s  {rec['expected']:8s} {rec['match']:8s} {domains:7d}{'  ' + error if error else ''}"
+            f"{i:4d}  {rec['onnx'][:40]:40s} {rec['vnnlib'][:22]:22s} {verdict:8s} "
+            f"{elapsed:8.2f}s  {rec['expected']:8s} {rec['match']:8s} {domains:7d}"
+            f"{'  ' + error if error else ''}"
         )
     return records
 
@@ -272,9 +331,13 @@ _VERDICTS = ("unsat", "sat", "unknown", "timeout", "error")
 def main_run_instances(argv: list[str] | None = None) -> int:
     """`tljax run-instances`: exit status 0 when no verdict contradicts expected.csv, 1 when one
     does, 2 on bad input."""
-    args = _run_parser().parse_args(argv)
+    args = run_parser().parse_args(argv)
     if not os.path.isfile(args.instances):
-        print(f"tljax run-instances: error: {args.instances!r} does not exist", file=sys.stderr)
+        print(
+            f"tljax run-instances: error: {display_path(args.instances)!r} does not exist; check "
+            "the path to the benchmark folder or its instances.csv",
+            file=sys.stderr,
+        )
         return 2
     try:
         rows, expected = read_instances(args.instances)
@@ -287,7 +350,8 @@ def main_run_instances(argv: list[str] | None = None) -> int:
     if args.limit is not None:
         rows = rows[: args.limit]
     print(
-        f"{'#':>4s}  {'network':40s} {'property':22s} {'verdict':8s} {'time':>9s}  {'expected':8s} {'match':8s} domains"
+        f"{'#':>4s}  {'network':40s} {'property':22s} {'verdict':8s} {'time':>9s}  "
+        f"{'expected':8s} {'match':8s} domains"
     )
     records = run_instances(
         rows,
@@ -301,7 +365,8 @@ def main_run_instances(argv: list[str] | None = None) -> int:
     s = summary(records)
     print(
         f"solved {s['solved']}/{s['total']}, wrong {s['wrong']}, errors {s['errors']}, "
-        f"median time (solved) {s['median_time']:.2f}s, median time (all) {s['median_time_all']:.2f}s"
+        f"median time (solved) {s['median_time']:.2f}s, "
+        f"median time (all) {s['median_time_all']:.2f}s"
     )
     if args.out:
         with open(args.out, "w", newline="") as f:

@@ -84,7 +84,8 @@ def check_cover(
     if hi.shape != lo.shape or rsp.size != sp.shape[1]:
         return (
             False,
-            f"inconsistent shapes: lower {lo.shape}, upper {hi.shape}, splits {sp.shape}, root splits {rsp.shape}",
+            f"inconsistent shapes: lower {lo.shape}, upper {hi.shape}, splits {sp.shape}, "
+            f"root splits {rsp.shape}",
         )
     if np.isnan(lo).any() or np.isnan(hi).any():
         return False, "a leaf box has NaN bounds"
@@ -145,9 +146,8 @@ def check_cover(
 
 
 def _describe(r_lo, r_hi, r_sp, why: str) -> str:
-    box = ", ".join(
-        f"x{j} in [{float(a)!r}, {float(b)!r}]" for j, (a, b) in enumerate(zip(r_lo, r_hi)) if j < 8
-    )
+    pairs = enumerate(zip(r_lo, r_hi, strict=True))
+    box = ", ".join(f"x{j} in [{float(a)!r}, {float(b)!r}]" for j, (a, b) in pairs if j < 8)
     more = " ..." if r_lo.size > 8 else ""
     splits = ""
     if r_sp.size and np.any(r_sp != 0):

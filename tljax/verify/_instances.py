@@ -15,8 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core import _jaxpr_compat as compat
-from ..core._errors import UnsupportedPrimitiveError
+from ..core import UnsupportedPrimitiveError, compat
 
 _CANONICAL: dict[str, object] = {}
 
@@ -80,11 +79,14 @@ def load_instance(onnx_path, vnnlib_path, *, rounding: str = "outward"):
         an unsat verdict also holds for the decimal numbers of the file.
 
     Returns:
-      `(fn, prop, args, input_shape)`: call `tljax.verify(fn, prop, *args, input_shape=input_shape)`.
+      `(fn, prop, args, input_shape)`: call
+      `tljax.verify(fn, prop, *args, input_shape=input_shape)`.
 
     Example:
-      >>> fn, prop, args, shape = tljax.verify.load_instance("net.onnx", "prop.vnnlib")  # doctest: +SKIP
-      >>> tljax.verify.verify(fn, prop, *args, input_shape=shape, timeout=60).verdict  # doctest: +SKIP
+      >>> fn, prop, args, shape = tljax.verify.load_instance(
+      ...     "net.onnx", "prop.vnnlib")  # doctest: +SKIP
+      >>> tljax.verify.verify(
+      ...     fn, prop, *args, input_shape=shape, timeout=60).verdict  # doctest: +SKIP
     """
     from ..io import load_vnnlib
 

@@ -50,7 +50,7 @@ class GroupLeaves:
 
 @dataclasses.dataclass(frozen=True)
 class CheckReport:
-    """Outcome of `Result.check` / `Certificate.check`.
+    """Outcome of `Result.check` / `SearchCertificate.check`.
 
     Attributes:
       accepted: True when every check passed.
@@ -67,7 +67,7 @@ class CheckReport:
 
 
 @dataclasses.dataclass(frozen=True)
-class Certificate:
+class SearchCertificate:
     """Evidence for an `unsat` verdict: the search leaves, per group of cases.
 
     The property holds when (1) for every case, the leaves of that case cover the case's input box
@@ -132,7 +132,8 @@ class Certificate:
             bad = np.flatnonzero(~(margins > 0))
             if bad.size:
                 reasons.append(
-                    f"group {gi}: {bad.size} leaves do not rule out the unsafe set (first: leaf {int(bad[0])}, margin {float(margins[bad[0]])!r})"
+                    f"group {gi}: {bad.size} leaves do not rule out the unsafe set (first: leaf "
+                    f"{int(bad[0])}, margin {float(margins[bad[0]])!r})"
                 )
             else:
                 checked.append(f"group {gi}: all {len(got)} leaves have margin > 0")
@@ -256,7 +257,10 @@ def _rebound(leaves: GroupLeaves, fn, args, shape, batch_size) -> str | None:
     margins = g.margins(lower_all.astype(np.float64))
     bad = np.flatnonzero(~(margins > 0))
     if bad.size:
-        return f"recomputed bounds do not rule out {bad.size} leaves (first: leaf {int(bad[0])}, margin {float(margins[bad[0]])!r})"
+        return (
+            f"recomputed bounds do not rule out {bad.size} leaves (first: leaf {int(bad[0])}, "
+            f"margin {float(margins[bad[0]])!r})"
+        )
     return None
 
 
@@ -425,26 +429,30 @@ class Result:
       verdict: "unsat" (the property holds: no input of any box reaches the unsafe set), "sat"
         (`counterexample` violates it), "unknown" (the search gave up) or "timeout".
       counterexample: a confirmed `Counterexample` when sat, else None.
-      certificate: the `Certificate` when unsat, else None.
+      certificate: the `SearchCertificate` when unsat, else None.
       time: wall time in seconds.
       stats: counters (domains bounded, leaves, maximum depth, attack objective, ...).
       notes: remarks from the search (rejected candidates, why it stopped, skipped parts).
+      semantics: what the counterexample had to violate ("float32": the program as it runs;
+        "real": the real-valued network too), see `tljax.verify`.
     """
 
     verdict: str
     counterexample: Counterexample | None = None
-    certificate: Certificate | None = None
+    certificate: SearchCertificate | None = None
     time: float = 0.0
     stats: dict = dataclasses.field(default_factory=dict)
     notes: tuple[str, ...] = ()
     context: Any = dataclasses.field(default=None, repr=False, compare=False)
+    semantics: str = "float32"
 
     def check(self, *, rebound: bool = False) -> CheckReport:
         """Re-verifies the verdict with the network and property it was computed for.
 
         sat: the counterexample is re-executed (float32 through XLA and in exact arithmetic) and
-        must violate the property. unsat: the certificate's coverage and leaf margins are
-        re-checked exactly (and, with `rebound=True`, every leaf's bounds are recomputed).
+        must violate the property under the result's `semantics`. unsat: the certificate's
+        coverage and leaf margins are re-checked exactly (and, with `rebound=True`, every leaf's
+        bounds are recomputed).
         unknown / timeout: nothing to check (accepted, with a note).
         """
         if self.context is None:
@@ -453,13 +461,11 @@ class Result:
         if self.verdict == "sat":
             if self.counterexample is None:
                 return CheckReport(False, ("verdict sat without a counterexample",))
-            c = confirm(fn, args, prop, self.counterexample.x, shape)
+            c = confirm(fn, args, prop, self.counterexample.x, shape, semantics=self.semantics)
             if c.counterexample is None:
                 return CheckReport(False, (f"the counterexample does not re-check: {c.reason}",))
             return CheckReport(
-                True,
-                (),
-                ("counterexample re-executed: float32 and exact outputs violate the property",),
+                True, (), (f"counterexample re-executed: {c.counterexample.describe()}",)
             )
         if self.verdict == "unsat":
             if self.certificate is None:
@@ -486,4 +492,6 @@ class Result:
             extra = f", {self.certificate.n_leaves} leaves"
         if self.verdict == "sat" and self.counterexample is not None:
             extra = f", counterexample in case {self.counterexample.case}"
+            if self.counterexample.float_only:
+                extra += ", a violation of the float32 program only"
         return f"{self.verdict} ({self.time:.2f}s{extra})"

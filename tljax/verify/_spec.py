@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from ..core._errors import InputError, InvalidBoxError, ShapeMismatchError
+from ..core import InputError, InvalidBoxError, ShapeMismatchError
 
 # Row counts are padded to a few sizes so that properties with 1, 3 or 4 rows share one compiled
 # bound function (the spec matrix is an argument of the compiled code, not a constant).
@@ -71,7 +71,8 @@ class Group:
         (only when some C entry is not a float32 number) the n_out identity rows.
       d: float64 (R,): right-hand sides (0 on padding rows).
       owner: int (R,): the disjunct of each row; -1 padding, -2 identity rows.
-      residual: float64 (R, n_out): `C - float32(C)` on disjunct rows (zero when C is float32-exact).
+      residual: float64 (R, n_out): `C - float32(C)` on disjunct rows (zero when C is
+        float32-exact).
     """
 
     cases: tuple[int, ...]
@@ -211,8 +212,8 @@ def validate_property(prop, input_shape: tuple[int, ...], n_out: int) -> None:
     if prop.n_inputs != n_in:
         raise ShapeMismatchError(
             f"property {prop.path!r} has {prop.n_inputs} inputs (X_0..X_{prop.n_inputs - 1}) but "
-            f"the network input has shape {tuple(input_shape)} = {n_in} elements; pass the matching "
-            "`input_shape=` to tljax.verify or the matching VNN-LIB file"
+            f"the network input has shape {tuple(input_shape)} = {n_in} elements; pass the "
+            "matching `input_shape=` to tljax.verify or the matching VNN-LIB file"
         )
     if prop.n_outputs != n_out:
         raise ShapeMismatchError(

@@ -21,8 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..core import _jaxpr_compat as compat
-from ..core._walker import eval_jaxpr
+from ..core import compat, eval_jaxpr
 
 
 def _is_concrete(v) -> bool:
