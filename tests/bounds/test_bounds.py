@@ -397,3 +397,35 @@ def test_bounds_of_a_tanh_gradient_contain_float32_and_float64_values(method):
         assert np.all(np.asarray(b.lower) <= ys.min(0)) and np.all(ys.max(0) <= np.asarray(b.upper))
     if method == "crown":  # IBP loses the correlation of (1 - t) and t in JAX 0.10's form
         assert np.all(np.asarray(b.upper - b.lower) < 2.0)  # not vacuous (the range is [0, 2])
+
+
+def test_alpha_steps_and_rate_do_not_recompile():
+    # alpha_iters / alpha_lr are arguments of the compiled program: one compilation serves all
+    from tljax.bounds import _api
+
+    rng = np.random.RandomState(5)
+    params = [
+        (rng.randn(32, 3).astype(np.float32), rng.randn(32).astype(np.float32)),
+        (rng.randn(2, 32).astype(np.float32), rng.randn(2).astype(np.float32)),
+    ]
+
+    def net(x, p):
+        return p[1][0] @ jax.nn.relu(p[0][0] @ x + p[0][1]) + p[1][1]
+
+    box = tljax.Box.linf(np.zeros(3, np.float32), 1.0)
+    g = tljax.trace(net, box.lower, params)
+    runs = {}
+    for iters, lr in [(1, 0.1), (30, 0.1), (30, 0.5)]:
+        b = tljax.bound(g, box, params, method="alpha-crown", alpha_iters=iters, alpha_lr=lr)
+        compiled = next(reversed(_api._CACHE.values()))[1]
+        runs[(iters, lr)] = (np.asarray(b.lower), np.asarray(b.upper))
+        # the same options uncompiled: the traced count and rate are used, not ignored
+        ref = tljax.bound(
+            g, box, params, method="alpha-crown", alpha_iters=iters, alpha_lr=lr, jit=False
+        )
+        lo, hi = runs[(iters, lr)]
+        np.testing.assert_allclose(lo, np.asarray(ref.lower), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(hi, np.asarray(ref.upper), rtol=1e-5, atol=1e-5)
+    assert compiled._cache_size() == 1
+    # the options changed the bounds
+    assert len({v[0].tobytes() + v[1].tobytes() for v in runs.values()}) == 3

@@ -297,6 +297,13 @@ def _compute(
     return [(_invalid_to(ok, lo, +1), _invalid_to(ok, hi, -1)) for lo, hi in outs]
 
 
+def _compute_with(graph, n_box, box_leaves, arg_leaves, splits, alpha, **kw):
+    """`_compute` with alpha-CROWN's (steps, rate) as arguments when `alpha` is given."""
+    if alpha is not None:
+        kw["alpha_iters"], kw["alpha_lr"] = alpha
+    return _compute(graph, n_box, box_leaves, arg_leaves, splits, **kw)
+
+
 def _invalid_to(ok, v, side):
     # NaN where the box is invalid; integer and bool outputs (no NaN) get the empty interval
     # [max, min] of their type instead.
@@ -480,6 +487,11 @@ def bound(
                 # layers) into kernels that recompute shared producers: minutes instead of ms.
                 copts["xla_cpu_use_fusion_emitters"] = False
             copts = compat.supported_compiler_options(copts)  # jaxlib 0.11 has no such XLA:CPU flag
+            # alpha-CROWN's step count and rate are arguments of the compiled program: changing
+            # them does not recompile (0 steps is plain CROWN, compiled as such)
+            steps = method == "alpha-crown" and alpha_iters > 0
+            static = {k: v for k, v in kw.items() if not (steps and k.startswith("alpha_"))}
+            alpha = (np.int32(alpha_iters), np.float32(alpha_lr)) if steps else None
             key = (
                 nested,
                 tuple(sorted(copts.items())),
@@ -489,14 +501,13 @@ def bound(
                 method,
                 opts,
                 None if spec_arr is None else (spec_arr.shape, spec_arr.tobytes()),
-                alpha_iters,
-                alpha_lr,
+                steps or (alpha_iters, alpha_lr),
                 check,
             )
             entry = _CACHE.get(key)
             if entry is None or entry[0] is not fn:
                 compiled = jax.jit(
-                    ft.partial(_compute, graph, n_box, check_box=check, **kw),
+                    ft.partial(_compute_with, graph, n_box, check_box=check, **static),
                     compiler_options=None if nested else copts,
                 )
                 entry = (fn, compiled)
@@ -505,14 +516,14 @@ def bound(
                     _CACHE.popitem(last=False)
             _CACHE.move_to_end(key)
             try:
-                outs = entry[1](boxes, arg_leaves, relu_splits)
+                outs = entry[1](boxes, arg_leaves, relu_splits, alpha)
             except ValueError as err:
                 if "compiler_options" not in str(err):
                     raise
                 # called inside a user's trace with concrete values: compile as a nested jit
-                plain = jax.jit(ft.partial(_compute, graph, n_box, check_box=check, **kw))
+                plain = jax.jit(ft.partial(_compute_with, graph, n_box, check_box=check, **static))
                 _CACHE[key] = (fn, plain)
-                outs = plain(boxes, arg_leaves, relu_splits)
+                outs = plain(boxes, arg_leaves, relu_splits, alpha)
         else:
             outs = _compute(graph, n_box, boxes, arg_leaves, relu_splits, check_box=check, **kw)
     except UnsupportedPrimitiveError as err:

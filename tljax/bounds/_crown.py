@@ -683,11 +683,12 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
     base = _Pass(tape, in_bounds, opts)
     base.propagate("crown", plan=plan, splits=splits)
     best = _finish(base, "crown", spec)
-    if not any(e.kind == Kind.UNARY and e.prim is relu_p for e in tape.eqns) or iters <= 0:
-        return _mark_empty(best, base.empty), base
+    # `iters` and `lr` may be traced (`bound` passes them as arguments: no recompilation when
+    # they change); a concrete 0 is plain CROWN
+    no_steps = isinstance(iters, int | np.integer) and iters <= 0
     relu_eqns = relu_eqns_of(tape)
-    if not relu_eqns or iters <= 0:
-        return best, base
+    if not relu_eqns or no_steps:
+        return _mark_empty(best, base.empty), base
     starts = [(n, n.id, 2 * n.size) for n in tape.nodes if n.id in plan]
     outs = [(k, o) for k, o in enumerate(tape.outputs) if isinstance(o, Node)]
     alphas = {}
@@ -732,7 +733,11 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
         params = [jnp.clip(v, 0.0, 1.0) for v in optax.apply_updates(params, updates)]
         return (params, state, new_best), loss
 
-    (params, state, flat_best), _ = lax.scan(step, (params, state, flat_best), None, length=iters)
+    def body(_, carry):
+        return step(carry, None)[0]
+
+    # a scan for a concrete count, a while loop for a traced one
+    params, state, flat_best = lax.fori_loop(0, iters, body, (params, state, flat_best))
     # The final parameters are evaluated too (the scan evaluates before each update).
     _, res = evaluate(params)
     flat_best = [
