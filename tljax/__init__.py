@@ -30,8 +30,19 @@ from .interpret import round_to_format as round_to_format
 # The model-side libraries, io and the claims load when first used (`tljax.rl`, ...): most
 # sessions bound or evaluate a program and never pay for sympy, onnx or the claims registry.
 _SUBPACKAGES = frozenset(
-    ["bounds", "core", "diffusion", "interpret", "io", "layers", "objectives", "proofs", "rl",
-     "transforms", "verify"]
+    [
+        "bounds",
+        "core",
+        "diffusion",
+        "interpret",
+        "io",
+        "layers",
+        "objectives",
+        "proofs",
+        "rl",
+        "transforms",
+        "verify",
+    ]
 )
 _LAZY = {"train": ("objectives", "train"), "validate": ("transforms", "validate")}
 

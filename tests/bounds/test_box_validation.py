@@ -69,6 +69,7 @@ def test_traced_invalid_boxes_give_nan_bounds_under_vmap(method):
     # only the invalid batch elements are NaN
     lo = np.stack([GOOD[0], INVERTED[0], WITH_NAN[0]])
     hi = np.stack([GOOD[1], INVERTED[1], WITH_NAN[1]])
+
     def g(lo, hi):
         return _bound(lo, hi, method)
 
@@ -94,8 +95,11 @@ def test_check_box_raises_under_checkify_with_the_offending_entry():
     f = checkify.checkify(jax.jit(lambda lo, hi: _bound(lo, hi, "crown", check_box=True)))
     err, b = f(*INVERTED)
     assert _all_nan(b)
-    with pytest.raises(Exception, match=r"invalid input box .*leaf 0: 1 bad entries, first at flat "
-                                        r"index 1 \(lower=0\.5, upper=0\.4"):
+    with pytest.raises(
+        Exception,
+        match=r"invalid input box .*leaf 0: 1 bad entries, first at flat "
+        r"index 1 \(lower=0\.5, upper=0\.4",
+    ):
         err.throw()
     err, b = f(*GOOD)
     err.throw()  # nothing to report

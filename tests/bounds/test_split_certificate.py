@@ -148,6 +148,7 @@ def split_case():
     assert [e.shape for e in splits] == [
         tuple(s) for s in relu_shapes(lambda x: mlp2(x, PARAMS), BOX)
     ]
+
     def f(x):
         return SPEC @ mlp2(x, PARAMS)
 

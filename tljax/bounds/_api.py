@@ -284,10 +284,26 @@ def _check_relu_splits(relu_splits, shapes: list[tuple]) -> None:
 
 
 def _compute(
-    graph: Graph, n_box: int, box_leaves, arg_leaves, splits=None, *, check_box=False, **kw
+    graph: Graph,
+    box_leaves,
+    arg_leaves,
+    splits=None,
+    alpha=None,
+    *,
+    check_box=False,
+    method,
+    opts,
+    spec,
+    alpha_iters=None,
+    alpha_lr=None,
 ):
-    """`_compute_bounds`, then the invalid-box policy below (`kw`: its keyword options)."""
-    outs = _compute_bounds(graph, n_box, box_leaves, arg_leaves, splits, **kw)
+    """`Problem.bounds` of `graph` over the box, then the invalid-box policy below. `alpha`:
+    alpha-CROWN's (steps, rate) as arguments of a compiled program, in place of the static
+    `alpha_iters` / `alpha_lr`."""
+    if alpha is not None:
+        alpha_iters, alpha_lr = alpha
+    p = Problem.from_graph(graph, box_leaves, arg_leaves, options=opts, name=method)
+    outs = p.bounds(method, spec, alpha_iters=alpha_iters, alpha_lr=alpha_lr, splits=splits)
     # An invalid box (lower > upper or NaN somewhere; under jit/vmap it could not be checked
     # when the Box was built) gets NaN bounds: never a finite pair that looks valid. Per batch
     # element under vmap, since this runs inside the mapped program.
@@ -295,13 +311,6 @@ def _compute(
         box_check(box_leaves, "tljax.bound")
     ok = box_valid(box_leaves)
     return [(_invalid_to(ok, lo, +1), _invalid_to(ok, hi, -1)) for lo, hi in outs]
-
-
-def _compute_with(graph, n_box, box_leaves, arg_leaves, splits, alpha, **kw):
-    """`_compute` with alpha-CROWN's (steps, rate) as arguments when `alpha` is given."""
-    if alpha is not None:
-        kw["alpha_iters"], kw["alpha_lr"] = alpha
-    return _compute(graph, n_box, box_leaves, arg_leaves, splits, **kw)
 
 
 def _invalid_to(ok, v, side):
@@ -314,24 +323,6 @@ def _invalid_to(ok, v, side):
         return jnp.where(ok, v, side > 0)
     info = jnp.iinfo(v.dtype)
     return jnp.where(ok, v, info.max if side > 0 else info.min).astype(v.dtype)
-
-
-def _compute_bounds(
-    graph: Graph,
-    n_box: int,
-    box_leaves,
-    arg_leaves,
-    splits=None,
-    *,
-    method,
-    opts,
-    spec,
-    alpha_iters,
-    alpha_lr,
-):
-    del n_box  # the boxed inputs are the first len(box_leaves)
-    p = Problem.from_graph(graph, box_leaves, arg_leaves, options=opts, name=method)
-    return p.bounds(method, spec, alpha_iters=alpha_iters, alpha_lr=alpha_lr, splits=splits)
 
 
 def relu_shapes(fn, box: Box, *args) -> list[tuple]:
@@ -507,7 +498,7 @@ def bound(
             entry = _CACHE.get(key)
             if entry is None or entry[0] is not fn:
                 compiled = jax.jit(
-                    ft.partial(_compute_with, graph, n_box, check_box=check, **static),
+                    ft.partial(_compute, graph, check_box=check, **static),
                     compiler_options=None if nested else copts,
                 )
                 entry = (fn, compiled)
@@ -521,11 +512,11 @@ def bound(
                 if "compiler_options" not in str(err):
                     raise
                 # called inside a user's trace with concrete values: compile as a nested jit
-                plain = jax.jit(ft.partial(_compute_with, graph, n_box, check_box=check, **static))
+                plain = jax.jit(ft.partial(_compute, graph, check_box=check, **static))
                 _CACHE[key] = (fn, plain)
                 outs = plain(boxes, arg_leaves, relu_splits, alpha)
         else:
-            outs = _compute(graph, n_box, boxes, arg_leaves, relu_splits, check_box=check, **kw)
+            outs = _compute(graph, boxes, arg_leaves, relu_splits, check_box=check, **kw)
     except UnsupportedPrimitiveError as err:
         ints = [
             f"leaf {k}: {_dtype_of(v).name}{list(np.shape(v))}"
@@ -549,7 +540,6 @@ def bound(
         lower, upper = graph.unflatten_outputs(lows), graph.unflatten_outputs(highs)
     cert = None
     if certificate:
-
         cert = make_certificate(
             graph, n_box, boxes, arg_leaves, bounds=(lows, highs), relu_splits=relu_splits, **kw
         )

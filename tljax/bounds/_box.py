@@ -239,6 +239,7 @@ class Bounds:
 
     def contains(self, y, *, strict: bool = False) -> bool:
         """Whether the (pytree of) array(s) `y` lies inside the bounds."""
+
         def inside(lo, hi, v):
             v = np.asarray(v)
             return bool(np.all((np.asarray(lo) <= v) & (v <= np.asarray(hi))))

@@ -39,8 +39,9 @@ _COORDWISE = _BOXLIKE | frozenset(
 _RELAXED = (Kind.UNARY, Kind.MUL, Kind.SELECT)
 
 
-def relu_eqns_of(tape: Tape) -> list[int]:
-    """Indices of the ReLU equations (alpha-CROWN's slopes, ReLU splits)."""
+def relu_eqns(tape: Tape) -> list[int]:
+    """Indices of the ReLU equations of `tape`, in the order `relu_splits` numbers them (also
+    alpha-CROWN's slopes)."""
     return [i for i, e in enumerate(tape.eqns) if e.kind == Kind.UNARY and e.prim is relu_p]
 
 
@@ -686,20 +687,20 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
     # `iters` and `lr` may be traced (`bound` passes them as arguments: no recompilation when
     # they change); a concrete 0 is plain CROWN
     no_steps = isinstance(iters, int | np.integer) and iters <= 0
-    relu_eqns = relu_eqns_of(tape)
-    if not relu_eqns or no_steps:
+    relus = relu_eqns(tape)
+    if not relus or no_steps:
         return _mark_empty(best, base.empty), base
     starts = [(n, n.id, 2 * n.size) for n in tape.nodes if n.id in plan]
     outs = [(k, o) for k, o in enumerate(tape.outputs) if isinstance(o, Node)]
     alphas = {}
     for node, key, S in starts:
-        for i in relu_eqns:
+        for i in relus:
             if i < node.eqn_index:
                 a_l = base.relax[i][0]
                 alphas[(key, i)] = jnp.broadcast_to(a_l, (S, *a_l.shape))
     for k, o in outs:
         S = 2 * (o.size if spec is None else int(np.asarray(spec).reshape(-1, o.size).shape[0]))
-        for i in relu_eqns:
+        for i in relus:
             if i < o.eqn_index:
                 a_l = base.relax[i][0]
                 alphas[(_out_key(k), i)] = jnp.broadcast_to(a_l, (S, *a_l.shape))
@@ -747,11 +748,6 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
     if record is not None:
         record["alphas"] = dict(zip(keys, params, strict=True))
     return _mark_empty(flat_best, base.empty), base
-
-
-def relu_eqns(tape: Tape) -> list[int]:
-    """Indices of the ReLU equations of `tape`, in the order `relu_splits` numbers them."""
-    return relu_eqns_of(tape)
 
 
 def root_relu_bounds(

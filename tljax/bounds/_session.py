@@ -27,9 +27,8 @@ import jax.tree_util as jtu
 from ..core import Graph, InputError, InvalidBoxError, trace
 from . import _float_model as fm
 from ._box import Box
-from ._crown import root_relu_bounds, run_method, split_bound
+from ._crown import relu_eqns, root_relu_bounds, run_method, split_bound
 from ._relax import Options
-from ._rules import Kind, relu_p
 from ._tape import Tape, record_graph
 from ._zonotope import run_affine
 
@@ -90,7 +89,7 @@ class Problem:
     def relu_shapes(self) -> list[tuple]:
         """Input shapes of the ReLUs in tape order: the layout of `relu_splits`, `splits`,
         `relu_bounds` and the per-ReLU parameters below."""
-        return [tuple(e.inputs[0].shape) for e in self.tape.eqns if _is_relu(e)]
+        return [tuple(self.tape.eqns[i].inputs[0].shape) for i in relu_eqns(self.tape)]
 
     def bounds(
         self, method: str = "crown", spec=None, *, alpha_iters=20, alpha_lr=0.1, splits=None
@@ -153,10 +152,6 @@ class Problem:
             lr=lr,
             use_beta=use_beta,
         )
-
-
-def _is_relu(e) -> bool:
-    return e.kind == Kind.UNARY and e.prim is relu_p
 
 
 def prepare(

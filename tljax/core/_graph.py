@@ -25,8 +25,6 @@ def is_array_leaf(x) -> bool:
     ) and not isinstance(x, bool)
 
 
-
-
 def _nnx():
     try:
         from flax import nnx
