@@ -8,20 +8,36 @@ import sys
 import textwrap
 import time
 
-# (command, what it does); each command's options are read from its own parser (`usage`)
+# (command, its arguments, what it does). The arguments are written out rather than read from
+# the commands' parsers so that `tljax --help` imports neither jax nor the subpackages; a test
+# (tests/test_import_time.py) checks them against the parsers (`_parsers`).
 COMMANDS = (
-    ("demo", "certified bounds and a semantics comparison on a built-in model"),
-    ("proofs", "check the registered claims and print the table"),
+    ("demo", "", "certified bounds and a semantics comparison on a built-in model"),
+    (
+        "proofs",
+        "[--tag TAG] [--claim CLAIM] [-v] [--audit] [--list]",
+        "check the registered claims and print the table",
+    ),
     (
         "verify",
+        "onnx vnnlib [--timeout TIMEOUT] [--out OUT] [--method {crown,alpha-crown,ibp}] "
+        "[--split {auto,input,relu}] [--batch-size BATCH_SIZE] [--seed SEED] "
+        "[--semantics {float32,real}] [--check] [--progress | --quiet]",
         "verify a VNN-LIB property of an ONNX network (VNN-COMP result on stdout, its first "
         "line the verdict; progress on stderr)",
     ),
-    ("run-instances", "run a VNN-COMP benchmark folder and print a table"),
+    (
+        "run-instances",
+        "instances [--timeout TIMEOUT] [--limit LIMIT] [--select SELECT] [--out OUT] "
+        "[--method {crown,alpha-crown,ibp}] [--split {auto,input,relu}] "
+        "[--batch-size BATCH_SIZE]",
+        "run a VNN-COMP benchmark folder and print a table",
+    ),
 )
 
 
 def _parsers() -> dict:
+    """Each command's argparse parser (imports the commands' packages, hence jax)."""
     from . import proofs, verify
 
     return {
@@ -31,19 +47,20 @@ def _parsers() -> dict:
     }
 
 
+def parser_args(parser) -> str:
+    """A parser's usage line minus "usage:", the program name and [-h], positionals first."""
+    args = parser.format_usage().split(parser.prog, 1)[1]
+    tokens = [t for t in re.findall(r"\[[^\[\]]*\]|\S+", args) if t != "[-h]"]
+    tokens.sort(key=lambda t: t.startswith("["))
+    return " ".join(tokens)
+
+
 def usage() -> str:
     """The top-level usage: every command with all its options."""
-    parsers = _parsers()
     lines = ["usage: tljax COMMAND [ARGS]", "", "commands:"]
-    for cmd, what in COMMANDS:
-        p = parsers.get(cmd)
-        # argparse's own usage line, minus "usage:", the program name and [-h]; one token per
-        # option group, positionals first
-        args = "" if p is None else p.format_usage().split(p.prog, 1)[1]
-        tokens = [t for t in re.findall(r"\[[^\[\]]*\]|\S+", args) if t != "[-h]"]
-        tokens.sort(key=lambda t: t.startswith("["))
+    for cmd, args, what in COMMANDS:
         line = f"  {cmd}"
-        for t in tokens:
+        for t in re.findall(r"\[[^\[\]]*\]|\S+", args):
             if len(line) + 1 + len(t) > 98:
                 lines.append(line)
                 line = "     "

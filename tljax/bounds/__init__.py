@@ -1,5 +1,8 @@
 """tljax.bounds: sound interval and CROWN / alpha-CROWN bounds over jaxprs, and certificates."""
 
+from typing import TYPE_CHECKING
+
+from ..core import lazy_exports
 from ._api import METHODS as METHODS
 from ._api import bound as bound
 from ._api import relu_shapes as relu_shapes
@@ -22,7 +25,13 @@ from ._rules import register as register
 from ._rules import registered as registered
 from ._session import Problem as Problem
 from ._session import prepare as prepare
-from ._sharding import batch_mesh as batch_mesh
-from ._sharding import bound_sharded as bound_sharded
 from ._smooth import SMOOTH as SMOOTH
 from ._smooth import Smooth as Smooth
+
+# Multi-device bounds load when first used: a single-device bound never needs them.
+_LAZY = {"batch_mesh": "._sharding", "bound_sharded": "._sharding"}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
+
+if TYPE_CHECKING:  # the same names, for type checkers and editors
+    from ._sharding import batch_mesh as batch_mesh
+    from ._sharding import bound_sharded as bound_sharded

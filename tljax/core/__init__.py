@@ -1,5 +1,7 @@
 """tljax.core: tracing, the one jaxpr walker, semantics records, errors."""
 
+from typing import TYPE_CHECKING
+
 from . import _jaxpr_compat
 from ._errors import CertificateError as CertificateError
 from ._errors import InputError as InputError
@@ -26,8 +28,9 @@ from ._kernel import format_contracts as format_contracts
 from ._kernel import kernel as kernel
 from ._kernel import kernel_contracts as kernel_contracts
 from ._kernel import kernel_p as kernel_p
+from ._lazy import lazy_exports as lazy_exports
+from ._lazy import optional_import as optional_import
 from ._semantics import Semantics as Semantics
-from ._typed import typed as typed
 from ._walker import HIGHER_ORDER as HIGHER_ORDER
 from ._walker import Context as Context
 from ._walker import bind as bind
@@ -38,3 +41,9 @@ from ._walker import unsupported as unsupported
 from ._walker import where as where
 
 compat = _jaxpr_compat  # the one module with version-sensitive JAX knowledge, by its public name
+
+# `typed` is for user code, never needed by a bound: it loads when first used.
+__getattr__, __dir__ = lazy_exports(__name__, {"typed": "._typed"}, globals())
+
+if TYPE_CHECKING:  # the same name, for type checkers and editors
+    from ._typed import typed as typed

@@ -19,6 +19,7 @@ import functools as ft
 import inspect
 import operator
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -26,15 +27,10 @@ from typing import Any, TypeVar
 
 import jax
 import jax.extend
-import jaxtyping
 import numpy as np
 
 from tljax.core._errors import ShapeMismatchError
-
-try:  # optional: beartype checks the non-array annotations when present
-    from beartype.door import is_bearable as _is_bearable
-except ImportError:  # pragma: no cover - exercised only where beartype is absent
-    _is_bearable = None
+from tljax.core._lazy import optional_import
 
 __all__ = ["typed"]
 
@@ -133,7 +129,11 @@ def _expected(dims: tuple[_Dim, ...], bound: dict[str, Any]) -> str:
 
 
 def _is_array_annotation(ann: Any) -> bool:
-    return isinstance(ann, type) and issubclass(ann, jaxtyping.AbstractArray)
+    # A jaxtyping annotation exists only once its author imported jaxtyping: no need to load it.
+    jaxtyping = sys.modules.get("jaxtyping")
+    return (
+        jaxtyping is not None and isinstance(ann, type) and issubclass(ann, jaxtyping.AbstractArray)
+    )
 
 
 def _dtype_ok(dtype: Any, ann: Any) -> bool:
@@ -292,9 +292,11 @@ def _check_value(value: Any, ann: Any, what: str, fn_name: str, memo: _Memo) -> 
 
 
 def _plain_ok(value: Any, ann: Any) -> bool:
-    if _is_bearable is not None:
+    # optional: beartype checks the non-array annotations when installed (~0.1 s to import)
+    door = optional_import("beartype.door")
+    if door is not None:
         try:
-            return bool(_is_bearable(value, ann))
+            return bool(door.is_bearable(value, ann))
         except Exception:  # noqa: BLE001 - beartype refuses some hints (e.g. jaxtyping PyTree); do not guess
             return True
     if isinstance(ann, type):

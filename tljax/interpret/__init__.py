@@ -1,19 +1,8 @@
 """tljax.interpret: one module per semantics, each a rule table over the one walker."""
 
-import importlib
+from typing import TYPE_CHECKING
 
-from ._compare import Comparison as Comparison
-from ._compare import compare as compare
-from ._exact import Enclosure as Enclosure
-from ._exact import ExactArray as ExactArray
-from ._exact import ExactDomainError as ExactDomainError
-from ._exact import exact_semantics as exact_semantics
-from ._exact import exact_to_float as exact_to_float
-from ._exact import is_exact as is_exact
-from ._exact import to_sympy as to_sympy
-from ._exact import ulp_distance as ulp_distance
-from ._float import FloatOptions as FloatOptions
-from ._float import float_semantics as float_semantics
+from ..core import lazy_exports
 from ._reference import reference as reference
 from ._registry import coverage as coverage
 from ._registry import evaluate as evaluate
@@ -29,16 +18,38 @@ from ._rounding import round_to_format as round_to_format
 
 register_semantics(reference)
 
-# The symbolic semantics imports sympy: its helpers load when first used, so `import tljax`
-# stays free of sympy (see tljax/__init__.py).
-_LAZY = {"as_object_array": "_symbolic", "round_fraction": "_symbolic"}
+# The exact (python-flint), float and symbolic (sympy) semantics and `compare` load when first
+# used: bounds need only the formats, and `get_semantics` imports the built-in semantics itself.
+_LAZY = {
+    "Comparison": "._compare",
+    "compare": "._compare",
+    "Enclosure": "._exact",
+    "ExactArray": "._exact",
+    "ExactDomainError": "._exact",
+    "exact_semantics": "._exact",
+    "exact_to_float": "._exact",
+    "is_exact": "._exact",
+    "to_sympy": "._exact",
+    "ulp_distance": "._exact",
+    "FloatOptions": "._float",
+    "float_semantics": "._float",
+    "as_object_array": "._symbolic",
+    "round_fraction": "._symbolic",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+if TYPE_CHECKING:  # the same names, for type checkers and editors
+    from ._compare import Comparison as Comparison
+    from ._compare import compare as compare
+    from ._exact import Enclosure as Enclosure
+    from ._exact import ExactArray as ExactArray
+    from ._exact import ExactDomainError as ExactDomainError
+    from ._exact import exact_semantics as exact_semantics
+    from ._exact import exact_to_float as exact_to_float
+    from ._exact import is_exact as is_exact
+    from ._exact import to_sympy as to_sympy
+    from ._exact import ulp_distance as ulp_distance
+    from ._float import FloatOptions as FloatOptions
+    from ._float import float_semantics as float_semantics
+    from ._symbolic import as_object_array as as_object_array
+    from ._symbolic import round_fraction as round_fraction
