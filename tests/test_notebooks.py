@@ -15,7 +15,7 @@ import pytest
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
 SHARED = NOTEBOOKS.parents[1] / "shared" / "benchmarks"
-NEEDS_BENCHMARKS = {"04_acasxu"}
+NEEDS_BENCHMARKS = {"04_acasxu", "08_sciml_control"}
 MAX_PNG_BYTES = 60_000
 
 

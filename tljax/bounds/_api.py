@@ -368,7 +368,9 @@ def bound(
         outward. With False, bounds are for the real-valued network computed in plain float
         (what peers report).
       float_format: the program's arithmetic when it is not float32: ``"bf16"`` or ``"fp16"``
-        (float32 accumulation).
+        (float32 accumulation), or ``"real"``: the program's mathematical function, no program
+        rounding charged while the bound computation still rounds outward (in float64 under
+        `jax.enable_x64`, rigorous bounds of the real-valued network).
       spec: optional matrix `C` of shape (m, n_out): bound `C @ y` (y the flattened single
         output) directly, as robustness margins need.
       certificate: also return a `Certificate` (IBP / CROWN / CROWN-IBP / alpha-CROWN) checkable

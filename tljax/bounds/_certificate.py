@@ -1088,13 +1088,16 @@ class _Checker(Forward):
             )
 
         # The float program's f at x is f(x) + d with |d| <= q |f(x)| + eta2: k ulps of the
-        # result (k = `ULPS[s.ulps]`), a result below the normal range possibly flushed. It reads
-        # a subnormal input as +-0 (DAZ), returning f(+-0) (within `s.f0`) instead.
+        # result (k = `ULPS[s.ulps]`), a result below the normal range possibly flushed, plus
+        # the absolute part of `s` (`abs_ulps` u + `abs_eta` eta). It reads a subnormal input as
+        # +-0 (DAZ), returning f(+-0) (within `s.f0`) instead.
         q, eta2, eta = Fraction(0), Fraction(0), None
         if self.model is not None:
             u_out, _, eta = self.model
             k = Fraction(fm.ULPS[s.ulps])
-            q, eta2 = 2 * k * max(u_out, _unit(x.dtype)), 2 * eta
+            uu = max(u_out, _unit(x.dtype))
+            q = 2 * k * uu
+            eta2 = Fraction(s.abs_ulps) * u_out + (2 + Fraction(s.abs_eta)) * eta
         lines = self.relax_of(i, e, 4, x.size) if i in self.relax else None
         olo, ohi = [], []
         for r in range(x.size):

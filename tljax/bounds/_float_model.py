@@ -140,6 +140,10 @@ class ProgramModel:
 
 
 FLOAT32 = ProgramModel()
+# The program's mathematical function: no rounding of the program is charged, while the bound
+# computation itself still rounds outward, so bounds hold for the real-valued function (a PINN's
+# residual as a function, not as float32 executes it).
+REAL = ProgramModel(0.0, 0.0, 0.0, "real arithmetic (the program's mathematical function)")
 
 
 class _ProgramModels(Mapping):

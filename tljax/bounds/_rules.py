@@ -18,7 +18,8 @@ checker need:
 (ibp, affine, crown, alpha-crown, crown-ibp), by certificates and by `tljax.verify` with one call.
 Primitives that are rewritten into others while lowering (max as a ReLU, division as a reciprocal,
 ...) have only a `lower` rule. Synthetic primitives (`relu_p`, `softplus_p`, `recip_p`,
-`square_p`) name the nonlinearities such rewrites produce; they are never bound in a program.
+`square_p`, `sech2_p`, `dlogistic_p`) name the nonlinearities such rewrites produce; they are
+never bound in a program.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ def _synthetic(name: str) -> Primitive:
 relu_p = _synthetic("relu")
 softplus_p = _synthetic("softplus")
 recip_p = _synthetic("recip")
+# tanh'(x) = sech^2(x) and logistic'(x) = s(1 - s) as one function of x (`_tape`'s rewrite of
+# the derivative patterns JAX emits)
+sech2_p = _synthetic("sech2")
+dlogistic_p = _synthetic("dlogistic")
 square_p = compat.square_p if compat.square_p is not None else _synthetic("square")
 
 
@@ -210,6 +215,8 @@ for _prim, _name in (
     (square_p, "square"),
     (softplus_p, "softplus"),
     (recip_p, "recip"),
+    (sech2_p, "sech2"),
+    (dlogistic_p, "dlogistic"),
 ):
     unary(_prim, smooth_rule(_smooth.SMOOTH[_name]))
 

@@ -38,12 +38,14 @@ def program_model(float_format=None, who: str = "tljax.bound") -> fm.ProgramMode
     `_float_model.PROGRAM_MODELS` such as "bf16", or a `ProgramModel`)."""
     if float_format is None or float_format in ("fp32", "float32"):
         return fm.FLOAT32
+    if float_format == "real":
+        return fm.REAL
     if isinstance(float_format, fm.ProgramModel):
         return float_format
     if not isinstance(float_format, str) or float_format not in fm.PROGRAM_MODELS:
         raise InputError(
             f"{who}: float_format={float_format!r} is not supported; use one of "
-            f"{sorted(fm.PROGRAM_MODELS)}, 'float32', or a tljax.bounds.ProgramModel"
+            f"{sorted(fm.PROGRAM_MODELS)}, 'float32', 'real' or a tljax.bounds.ProgramModel"
         )
     return fm.PROGRAM_MODELS[float_format]
 
@@ -92,15 +94,23 @@ class Problem:
         return [tuple(self.tape.eqns[i].inputs[0].shape) for i in relu_eqns(self.tape)]
 
     def bounds(
-        self, method: str = "crown", spec=None, *, alpha_iters=20, alpha_lr=0.1, splits=None
+        self,
+        method: str = "crown",
+        spec=None,
+        *,
+        alpha_iters=20,
+        alpha_lr=0.1,
+        splits=None,
+        symbols: int | None = None,
     ) -> list:
         """`(lower, upper)` of every output (or of `spec @ output` for one output) by `method`
         ("ibp", "affine", "crown", "crown-ibp" or "alpha-crown"); `splits` as `_Pass.propagate`
-        takes them (per ReLU +1 / -1 / 0, or None)."""
+        takes them (per ReLU +1 / -1 / 0, or None); `symbols`: for "affine", a window of that
+        many symbols reused by the latest relaxations (deep programs; default: a budget)."""
         if method == "affine":
             if splits is not None:
                 raise InputError("relu_splits needs method 'crown' or 'alpha-crown' (got 'affine')")
-            return run_affine(self.tape, self.in_bounds, self.options, spec)[0]
+            return run_affine(self.tape, self.in_bounds, self.options, spec, window=symbols)[0]
         outs, _ = run_method(
             self.tape,
             self.in_bounds,

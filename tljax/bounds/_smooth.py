@@ -70,6 +70,15 @@ class Smooth:
       drel: relative error of the computed `df(x)`, in units of the unit roundoff (callable of x).
       nonneg: the float program's result is >= 0 too.
       arb_f, arb_df: python-flint `arb` versions of f and f' (rigorous on balls).
+      inflection_err: inflection points that are irrational (sech^2): each true one lies in
+        [c - err, c + err] for c in `inflections` (all exact dyadics); that gap is bounded with
+        `lip`, the curvature signs hold outside the gaps.
+      stationary: exact stationary points of a non-monotone, non-periodic f (where |f| may peak
+        inside a box), for the exact enclosure.
+      abs_ulps, abs_eta: an absolute part of the program's error, in units of its unit roundoff
+        and of its flush threshold, beside the relative `ulps`: for a value the program computes
+        from a rounded intermediate whose error does not shrink with f (1 - t^2 from a rounded
+        t = tanh(x): 9 u measured where f is ~1e-7).
     """
 
     name: str
@@ -91,6 +100,10 @@ class Smooth:
     arb_f: Callable | None = None
     arb_df: Callable | None = None
     ulps: str = ""
+    inflection_err: float = 0.0
+    stationary: tuple[float, ...] = ()
+    abs_ulps: float = 0.0
+    abs_eta: float = 0.0
 
     def __post_init__(self):
         if len(self.curvature) != len(self.inflections) + 1:
@@ -126,6 +139,29 @@ def _sech2(x):
 def _dlogistic(x):
     e = jnp.exp(-jnp.abs(x))
     return e / jnp.square(1.0 + e)
+
+
+def _dsech2(x):
+    return -2.0 * jnp.tanh(x) * _sech2(x)
+
+
+def _crit_sech2(a, p, q):
+    # sech^2' = -2 t (1 - t^2) = a with t = tanh x: the cubic t^3 - t - a/2 = 0, three real roots
+    # (trigonometric form), the one of the piece's region; then one guarded Newton step in x.
+    phi = jnp.arccos(jnp.clip(0.75 * math.sqrt(3.0) * a, -1.0, 1.0))
+    m = 0.5 * (p + q)
+    k = jnp.where(m > _SECH2_INFL, 0.0, jnp.where(m < -_SECH2_INFL, 2.0, 1.0))
+    t = (2.0 / math.sqrt(3.0)) * jnp.cos(phi / 3.0 - 2.0 * math.pi * k / 3.0)
+    x = jnp.arctanh(jnp.clip(t, -1.0 + 2.0**-23, 1.0 - 2.0**-23))
+    tx = jnp.tanh(x)
+    d2 = (1.0 - tx * tx) * (6.0 * tx * tx - 2.0)
+    step = (_dsech2(x) - a) / jnp.where(d2 == 0, 1.0, d2)
+    return jnp.where(jnp.abs(step) < 0.5, x - step, x)
+
+
+def _crit_dlogistic(a, p, q):
+    # s(1 - s) = sech^2(x / 2) / 4
+    return 2.0 * _crit_sech2(8.0 * a, 0.5 * p, 0.5 * q)
 
 
 def _crit_tanh(a, p, q):
@@ -166,6 +202,28 @@ def _a_c():
 
 
 _LOG2 = (0.6931471805599452, 0.6931471805599454)
+# sech^2's inflection points are +-atanh(1/sqrt(3)) = +-0.65847894846240835...: enclosed in
+# [c - err, c + err] with exact dyadic ends (checked in arb by tests/bounds/test_smooth.py).
+_SECH2_INFL = 0.6584792137145996
+_INFL_ERR = 2.0**-21
+
+
+def _a_sech2(x):
+    return 1 / x.cosh() ** 2
+
+
+def _a_dsech2(x):
+    return -2 * x.tanh() / x.cosh() ** 2
+
+
+def _a_dlogistic(x):
+    return _a_dsigmoid(x)
+
+
+def _a_ddlogistic(x):
+    s = _a_sigmoid(x)
+    return s * (1 - s) * (1 - 2 * s)
+
 
 SMOOTH: dict[str, Smooth] = {
     s.name: s
@@ -318,6 +376,53 @@ SMOOTH: dict[str, Smooth] = {
             arb_f=_a_sigmoid,
             arb_df=_a_dsigmoid,
         ),
+        # The derivative terms of tanh and logistic as one function of the pre-activation (the
+        # rewrite `_tape._tanh_derivative` records them): the program computes them from the
+        # rounded t = tanh(x) or s = logistic(x) as (1 - t)(1 + t) or s (1 - s), whose error is
+        # absolute (measured on XLA:CPU float32: 9.3 u and 1.5 u). Allowance, derived from the
+        # tanh / logistic allowance (|t' - t| <= 24 u |t|): |1 - t'^2 - (1 - t^2)| <= 48.1 u, the
+        # rounding of t (1 - t) in JAX 0.10's (g + g t)(1 - t) 2.0 u, and flushed intermediates.
+        Smooth(
+            "sech2",
+            _sech2,
+            _dsech2,
+            _crit_sech2,
+            inflections=(-_SECH2_INFL, _SECH2_INFL),
+            curvature=(1, -1, 1),
+            range=(0.0, 1.0),
+            f0=(1.0, 1.0),
+            absmax=1.0,
+            lip=0.77,  # max |f'| = 4 / (3 sqrt 3) = 0.7698
+            drel=lambda x: 40.0,
+            ulps="tanh",
+            inflection_err=_INFL_ERR,
+            stationary=(0.0,),
+            abs_ulps=52.0,
+            abs_eta=4.0,
+            arb_f=_a_sech2,
+            arb_df=_a_dsech2,
+        ),
+        Smooth(
+            "dlogistic",
+            _dlogistic,
+            lambda x: -_dlogistic(x) * jnp.tanh(0.5 * x),
+            _crit_dlogistic,
+            inflections=(-2.0 * _SECH2_INFL, 2.0 * _SECH2_INFL),
+            curvature=(1, -1, 1),
+            range=(0.0, 0.25),
+            f0=(0.25, 0.25),
+            absmax=0.25,
+            lip=0.193,  # max |f'| = 1 / (6 sqrt 3) = 0.19245
+            drel=lambda x: 40.0,
+            nonneg=True,  # s, 1 - s >= 0 in float: 0 <= s <= 1 exactly
+            ulps="logistic",
+            inflection_err=2.0 * _INFL_ERR,
+            stationary=(0.0,),
+            abs_ulps=24.0,
+            abs_eta=4.0,
+            arb_f=_a_dlogistic,
+            arb_df=_a_ddlogistic,
+        ),
         Smooth(
             "erf",
             jax.lax.erf,
@@ -435,12 +540,18 @@ def _mul0(a, x):
 def _pieces(s: Smooth, l, u):
     """[(p, q, curv, is_gap, active)] covering [l, u], and the mask where they do cover it."""
     if s.phase is None:
+        e = s.inflection_err
         cs = [-_INF, *s.inflections, _INF]
         out = []
         for i, cv in enumerate(s.curvature):
-            lo, hi = cs[i], cs[i + 1]
+            lo = cs[i] + e if i > 0 else cs[i]
+            hi = cs[i + 1] - e if i < len(s.inflections) else cs[i + 1]
             p, q = jnp.maximum(l, lo), jnp.minimum(u, hi)
             out.append((p, q, cv, False, (l <= hi) & (u >= lo)))
+            if e and i < len(s.inflections):  # the gap holding the irrational inflection point
+                lo, hi = cs[i + 1] - e, cs[i + 1] + e
+                p, q = jnp.maximum(l, lo), jnp.minimum(u, hi)
+                out.append((p, q, 0, True, (l <= hi) & (u >= lo)))
         return out, jnp.ones(l.shape, bool)
     # Periodic: inflection points (k + phase)·pi, enclosed in [c_lo, c_hi]; regions between.
     k0 = jnp.floor(l / math.pi - s.phase)
@@ -538,10 +649,14 @@ def _masks(s: Smooth, l, u):
     return bad, rng, rep
 
 
-def _prog_err(y, k, opts, dt):
-    """Allowance for the program's evaluation of a k-ulp function with |result| <= y."""
+def _prog_err(s: Smooth, y, opts, dt):
+    """Allowance for the program's evaluation of f with |result| <= y: `ULPS[s.ulps]` ulps of
+    the result plus the absolute part (`s.abs_ulps`, `s.abs_eta`)."""
     u = max(fm.unit(dt), opts.program.u_out)
-    return 2.0 * k * u * y + 2.0 * opts.program.eta
+    k = fm.ULPS[s.ulps]
+    # the absolute part is the program's rounding only (none for a real-valued program)
+    absolute = s.abs_ulps * opts.program.u_out + s.abs_eta * opts.program.eta
+    return 2.0 * k * u * y + absolute + 2.0 * opts.program.eta
 
 
 def _np_out(x: float, dt, down: bool) -> float:
@@ -557,11 +672,10 @@ def _np_out(x: float, dt, down: bool) -> float:
 def _range(s: Smooth, opts, dt):
     lo, hi = s.range
     if opts.float_sound:
-        k = fm.ULPS[s.ulps]
         if math.isfinite(lo):
-            lo = _np_out(lo - 2.0 * _prog_err(abs(lo), k, opts, dt), dt, down=True)
+            lo = _np_out(lo - 2.0 * _prog_err(s, abs(lo), opts, dt), dt, down=True)
         if math.isfinite(hi):
-            hi = _np_out(hi + 2.0 * _prog_err(abs(hi), k, opts, dt), dt, down=False)
+            hi = _np_out(hi + 2.0 * _prog_err(s, abs(hi), opts, dt), dt, down=False)
         if s.nonneg:
             lo = 0.0
     return lo, hi
@@ -571,9 +685,8 @@ def _daz(s: Smooth, l, u, a, lo, hi, opts):
     """A subnormal input reads as +-0 in the program: the point set gains (x, f(+-0))."""
     eta = opts.program.eta
     meets = (l < eta) & (u > -eta)
-    k = fm.ULPS[s.ulps]
     f0lo, f0hi = s.f0
-    e0 = _prog_err(max(abs(f0lo), abs(f0hi)), k, opts, l.dtype) if math.isfinite(f0lo) else 0.0
+    e0 = _prog_err(s, max(abs(f0lo), abs(f0hi)), opts, l.dtype) if math.isfinite(f0lo) else 0.0
     slack = fm.inflate(jnp.abs(a) * eta + e0)
     lo = jnp.where(meets, jnp.minimum(lo, fm.down(f0lo - slack)), lo)
     hi = jnp.where(meets, jnp.maximum(hi, fm.up(f0hi + slack)), hi)
@@ -610,8 +723,8 @@ def interval(s: Smooth, lo, hi, opts):
         ylo, yhi, cover = _g_bounds(s, zero, l, u, sound, rep)
     if sound:
         # f_prog >= phi(f) with phi(y) = y - K|y| - 2 eta increasing: apply it at the ends.
-        ylo = fm.down(ylo - fm.inflate(_prog_err(jnp.abs(ylo), k, opts, dt)))
-        yhi = fm.up(yhi + fm.inflate(_prog_err(jnp.abs(yhi), k, opts, dt)))
+        ylo = fm.down(ylo - fm.inflate(_prog_err(s, jnp.abs(ylo), opts, dt)))
+        yhi = fm.up(yhi + fm.inflate(_prog_err(s, jnp.abs(yhi), opts, dt)))
         ylo, yhi = _daz(s, l, u, jnp.zeros_like(l), ylo, yhi, opts)
     r_lo, r_hi = _range(s, opts, dt)
     ylo = jnp.where(jnp.isnan(ylo), -_INF, ylo)
@@ -650,7 +763,7 @@ def relax(s: Smooth, l, u, opts):
             fmax = jnp.full(l.shape, s.absmax, dt)
         else:
             fmax = fm.inflate(jnp.maximum(jnp.abs(fl), jnp.abs(fu)) * (1.0 + 2.0 * k * uc) + tc)
-        e = fm.inflate(_prog_err(fmax, k, opts, dt))
+        e = fm.inflate(_prog_err(s, fmax, opts, dt))
         b_l = fm.down(b_l - e)
         b_u = fm.up(b_u + e)
         b_l, b_u = _daz(s, l, u, a, b_l, b_u, opts)
@@ -700,14 +813,20 @@ def _exact_pieces(s: Smooth, l: Fraction, u: Fraction):
     """(p, q, curvature sign or None) covering [l, u]; None: unknown (periodic: use B&B)."""
     if s.phase is not None:
         return [(l, u, None)]
+    e = Fraction(s.inflection_err)
     cs = [None, *(Fraction(c) for c in s.inflections), None]
     out = []
     for i, cv in enumerate(s.curvature):
-        lo, hi = cs[i], cs[i + 1]
+        lo = None if cs[i] is None else cs[i] + e
+        hi = None if cs[i + 1] is None else cs[i + 1] - e
         p = l if lo is None else max(l, lo)
         q = u if hi is None else min(u, hi)
         if p <= q:
             out.append((p, q, cv))
+        if e and cs[i + 1] is not None:  # a gap around an irrational inflection point: B&B
+            p, q = max(l, cs[i + 1] - e), min(u, cs[i + 1] + e)
+            if p <= q:
+                out.append((p, q, None))
     return out
 
 
@@ -816,6 +935,8 @@ def check_line(
 
 def _stationary(s: Smooth, l: Fraction, u: Fraction) -> list[arb]:
     """Balls holding the stationary points of a non-monotone f that may lie in [l, u]."""
+    if s.phase is None and s.stationary:
+        return [_A(c) for c in s.stationary if l <= Fraction(c) <= u]
     if s.name == "square":
         return [arb(0)] if l <= 0 <= u else []
     if s.phase is None:

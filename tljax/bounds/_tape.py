@@ -418,7 +418,183 @@ def _add(ctx, a, b, **params):
     for x, c in ((a, b), (b, a)):
         if isinstance(x, Node) and x.shape == tuple(ctx.out_avals[0].shape) and _is_zero(c):
             return x
+    d = _tanh_grad(ctx, a, b)
+    if d is not None:
+        return d
     return _record_affine(ctx, a, b, **params)
+
+
+# ----------------------------------------------------------------------------------------------
+# Derivative terms of tanh and logistic as one smooth function of the pre-activation.
+#
+# JAX writes tanh'(z) = 1 - t^2 (t = tanh z) as (g + g t)(1 - t) in a jvp, c + c t with
+# c = ct (1 - t) in a transpose (0.10), one_minus_square(t) (0.11), and logistic'(z) as
+# s (1 - s). Bounded as products of two nodes (McCormick), the correlation of t and 1 - t is
+# lost; recorded as g * sech2(z) (resp. dlogistic(z)) they get one relaxation in z. Matched on
+# the tape's own equations (the same t node, of the same z), so the rewrite is an identity of
+# real numbers; `_smooth.SMOOTH["sech2"]` / `["dlogistic"]` carry the allowance for how the
+# program rounds these expressions.
+
+
+def _producer(ctx, v):
+    """The recorded equation whose output is node `v` (None for inputs and known values)."""
+    if not isinstance(v, Node) or v.eqn_index is None:
+        return None
+    return _tape(ctx).eqns[v.eqn_index]
+
+
+# Exact maps that commute with elementwise functions (vmap and jacfwd put them between a value
+# and its uses): the rewrite looks through them.
+_VIEWS = frozenset([P.broadcast_in_dim_p, P.transpose_p, P.reshape_p, P.squeeze_p, P.copy_p])
+
+
+def _view(ctx, v):
+    """(base, ops): `v` is the structural maps `ops` ((prim, params), innermost first) of `base`."""
+    ops = []
+    while isinstance(v, Node):
+        e = _producer(ctx, v)
+        if e is None or e.kind != Kind.AFFINE or e.prim not in _VIEWS or len(e.inputs) != 1:
+            break
+        ops.append((e.prim, e.params))
+        v = e.inputs[0]
+    return v, tuple(reversed(ops))
+
+
+def _same_ops(p, q) -> bool:
+    if len(p) != len(q):
+        return False
+    for (a, pa), (b, pb) in zip(p, q, strict=True):
+        try:
+            if a is not b or pa != pb:
+                return False
+        except Exception:  # noqa: BLE001 - params that do not compare: not provably equal
+            return False
+    return True
+
+
+def _is_view(ctx, v, base, ops) -> bool:
+    b, o = _view(ctx, v)
+    return b is base and _same_ops(o, ops)
+
+
+def _same(ctx, a, b) -> bool:
+    """Whether `a` and `b` are provably the same value (the same node, the same maps of one
+    node, or equal known arrays)."""
+    if a is b:
+        return True
+    if isinstance(a, Node) and isinstance(b, Node):
+        return _is_view(ctx, b, *_view(ctx, a))
+    if isinstance(a, Node) or isinstance(b, Node):
+        return False
+    x, y = _known(a), _known(b)
+    return x is not None and y is not None and x.shape == y.shape and bool(np.all(x == y))
+
+
+def _one_minus(ctx, v, prim):
+    """(z, ops) where `v` is the maps `ops` of `1 - t` with `t = prim(z)` recorded, else None."""
+    base, ops = _view(ctx, v)
+    e = _producer(ctx, base)
+    if e is None or e.kind != Kind.AFFINE or e.prim is not P.sub_p:
+        return None
+    one, t = e.inputs
+    c = _known(one)
+    if not (isinstance(t, Node) and t.shape == e.out.shape and c is not None and c.size > 0):
+        return None
+    pt = _producer(ctx, t)
+    if not np.all(c == 1) or pt is None or pt.kind != Kind.UNARY or pt.prim is not prim:
+        return None
+    return t, pt.inputs[0], ops
+
+
+def _factor(ctx, v, t, ops):
+    """g where `v = g * ops(t)` (or `ops(t) * g`) was recorded, else None."""
+    e = _producer(ctx, v)
+    if e is None or e.prim is not P.mul_p or e.kind not in (Kind.AFFINE, Kind.MUL):
+        return None
+    x, y = e.inputs
+    if _is_view(ctx, y, t, ops):
+        return x
+    return y if _is_view(ctx, x, t, ops) else None
+
+
+def _derivative_node(ctx, prim, z, ops):
+    """`ops(prim(z))`: the smooth derivative node of `z`, mapped like the matched pattern."""
+    h = _unary(ctx, prim, z)
+    for op, params in ops:
+        h = _sub_walk(ctx, lambda v, op=op, params=params: bind_prim(op, params, [v]), h)
+    return h
+
+
+def _times_sech2(ctx, g, z, ops):
+    """Records `g * ops(sech2(z))`, the program's rounded form of g (1 - ops(tanh(z))^2), or
+    None when the shapes do not broadcast to the output's."""
+    shape = tuple(ctx.out_avals[0].shape)
+    h = _derivative_node(ctx, _rules.sech2_p, z, ops)
+    try:
+        if np.broadcast_shapes(np.shape(g), h.shape) != shape:
+            return None
+    except ValueError:
+        return None
+    out = _sub_walk(ctx, lambda c, v: jnp.broadcast_to(c * v, shape), g, h)
+    # The program rounds intermediates scaled by g (g t, g + g t): a flush to zero there is an
+    # absolute error of a few eta in the output, which no allowance of sech2 (scaled by g) can
+    # hold. Two exact additions of 0 each charge one rounding, so 2 eta or more, everywhere.
+    tape = _tape(ctx)
+    aval = jax.core.ShapedArray(shape, ctx.out_avals[0].dtype)
+    for _ in range(2):
+        out = tape.record(
+            Kind.AFFINE, P.add_p, {}, [out, jnp.zeros(shape, aval.dtype)], aval, ctx=ctx
+        )
+    return out
+
+
+def _tanh_jvp(ctx, a, b):
+    """mul(g + g t, 1 - t) with t = tanh(z) (JAX 0.10's jvp of tanh): g * sech2(z), else None."""
+    for e_, f_ in ((a, b), (b, a)):
+        m = _one_minus(ctx, f_, P.tanh_p)
+        pe = _producer(ctx, e_)
+        if m is None or pe is None or pe.kind != Kind.AFFINE:
+            continue
+        if pe.prim not in (P.add_p, compat.add_any_p):
+            continue
+        t, z, ops = m
+        for g, d in (pe.inputs, pe.inputs[::-1]):
+            g2 = _factor(ctx, d, t, ops)
+            if g2 is not None and _same(ctx, g, g2):
+                return _times_sech2(ctx, g, z, ops)
+    return None
+
+
+def _tanh_grad(ctx, a, b):
+    """c + c t with c = g (1 - t), t = tanh(z) (JAX 0.10's transpose of tanh's jvp):
+    g * sech2(z), else None."""
+    for c, ct in ((a, b), (b, a)):
+        pc = _producer(ctx, c)
+        if pc is None or pc.prim is not P.mul_p or pc.kind not in (Kind.AFFINE, Kind.MUL):
+            continue
+        for g, f_ in (pc.inputs, pc.inputs[::-1]):
+            m = _one_minus(ctx, f_, P.tanh_p)
+            if m is None:
+                continue
+            t, z, ops = m
+            c2 = _factor(ctx, ct, t, ops)
+            if c2 is not None and _same(ctx, c, c2):
+                return _times_sech2(ctx, g, z, ops)
+    return None
+
+
+def _logistic_derivative(ctx, a, b):
+    """s (1 - s) with s = logistic(z): dlogistic(z), else None."""
+    for s_, d in ((a, b), (b, a)):
+        m = _one_minus(ctx, d, P.logistic_p)
+        if m is None:
+            continue
+        t, z, ops = m
+        if _is_view(ctx, s_, t, ops):
+            h = _derivative_node(ctx, _rules.dlogistic_p, z, ops)
+            if h.shape == tuple(ctx.out_avals[0].shape):
+                return h
+    return None
 
 
 def _is_zero(v) -> bool:
@@ -525,6 +701,11 @@ def _mul(ctx, a, b, **params):
         # x * x: a square (>= 0, convex), not a product of two independent factors.
         return _square(ctx, a)
     if isinstance(a, Node) and isinstance(b, Node):
+        d = _tanh_jvp(ctx, a, b)
+        if d is None:
+            d = _logistic_derivative(ctx, a, b)
+        if d is not None:
+            return d
         return _tape(ctx).record(Kind.MUL, ctx.primitive, params, [a, b], ctx.out_avals[0], ctx=ctx)
     return _record_affine(ctx, a, b, **params)
 
@@ -783,6 +964,14 @@ def _split(ctx, x, *, sizes, axis):
     return outs
 
 
+def _unstack(ctx, x, *, axis):
+    # lax.unstack (jax.hessian / jacfwd outputs on newer JAX): exact slices, axis dropped
+    return [
+        _sub_walk(ctx, lambda v, i=i: lax.index_in_dim(v, i, axis=axis, keepdims=False), x)
+        for i in range(x.shape[axis])
+    ]
+
+
 def _reduce_prod(ctx, x, *, axes, **params):
     del params
 
@@ -843,7 +1032,12 @@ def _argminmax(ctx, x, **params):
 
 def _one_minus_square(ctx, x, **params):
     # JAX 0.11+: `1 - x**2` as one primitive (in tanh/asin/acos/atanh derivatives). XLA lowers it
-    # as (1 + x) * (1 - x), three roundings: record exactly those so the float model charges them.
+    # as (1 + x) * (1 - x), three roundings: of x = tanh(z) that is sech2(z) (its allowance
+    # covers them); otherwise record exactly those roundings so the float model charges them.
+    t, ops = _view(ctx, x)
+    pt = _producer(ctx, t)
+    if pt is not None and pt.kind == Kind.UNARY and pt.prim is P.tanh_p:
+        return _derivative_node(ctx, _rules.sech2_p, pt.inputs[0], ops)
     return _sub_walk(ctx, lambda v: (1.0 + v) * (1.0 - v), x)
 
 
@@ -883,6 +1077,8 @@ for _p, _fn in {
     P.reduce_prod_p: _reduce_prod,
 }.items():
     _rules.define(_p, Kind.REWRITE if _p in _REWRITES else Kind.AFFINE, _fn)
+for _p in compat.primitives_by_name("unstack"):
+    _rules.define(_p, Kind.AFFINE, _unstack)
 for _p, _fn in {P.not_p: _not, P.is_finite_p: _is_finite, P.select_n_p: _select_n}.items():
     _rules.define(_p, Kind.SELECT, _fn)
 _rules.define(P.sort_p, Kind.CONCRETIZE, _sort)

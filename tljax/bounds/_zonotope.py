@@ -89,7 +89,14 @@ def _abs_gap(l, u, fs):
 class _AffinePass(Forward):
     """Zonotopes as a forward domain (`_drive.forward`), intersected with intervals."""
 
-    def __init__(self, tape: Tape, in_bounds: dict, opts: Options, max_symbols: int):
+    def __init__(
+        self,
+        tape: Tape,
+        in_bounds: dict,
+        opts: Options,
+        max_symbols: int,
+        window: int | None,
+    ):
         self.tape, self.opts = tape, opts
         self.fs = opts.float_sound
         self.bounds = dict(in_bounds)
@@ -99,12 +106,42 @@ class _AffinePass(Forward):
         # equation while the budget lasts), so every generator matrix has the same K rows and a
         # fresh block is a static slice update (no padding or concatenation chains).
         K = sum(n.size for n in tape.inputs)
-        budget = max(max_symbols, K)
+        self.n_inputs = K
         self.offset: dict[int, int] = {}
-        for i, e in enumerate(tape.eqns):
-            if e.kind != Kind.AFFINE and K + e.out.size <= budget:
-                self.offset[i] = K
-                K += e.out.size
+        # evict[i]: the symbol rows equation i reuses (a window of recent blocks): their
+        # coefficients move into the remainder of every node still in use.
+        self.evict: dict[int, tuple[int, int]] = {}
+        if window is None:
+            budget = max(max_symbols, K)
+            for i, e in enumerate(tape.eqns):
+                if e.kind != Kind.AFFINE and K + e.out.size <= budget:
+                    self.offset[i] = K
+                    K += e.out.size
+        else:
+            # a ring of `window` symbols after the inputs: deep programs (derivative chains)
+            # keep the correlations of their recent relaxations at a bounded cost
+            ptr, used = K, K
+            for i, e in enumerate(tape.eqns):
+                s = e.out.size
+                if e.kind == Kind.AFFINE or s > window:
+                    continue
+                if ptr + s > self.n_inputs + window:
+                    ptr = self.n_inputs
+                if ptr < used:
+                    self.evict[i] = (ptr, ptr + s)
+                self.offset[i] = ptr
+                ptr += s
+                used = max(used, ptr)
+            K = used
+            last = {}
+            for i, e in enumerate(tape.eqns):
+                for n in e.inputs:
+                    if isinstance(n, Node):
+                        last[n.id] = i
+            for o in tape.outputs:
+                if isinstance(o, Node):
+                    last[o.id] = len(tape.eqns)
+            self.last_use = last
         self.K = K
         k0 = 0
         for n in tape.inputs:
@@ -131,11 +168,29 @@ class _AffinePass(Forward):
         off = self.offset.get(i)
         if off is None:
             return _Z(c, G, total)
+        if i in self.evict:
+            a, b = self.evict[i]
+            G, total = self._drop_rows(G, total, a, b)
+            # every node still used after equation i loses those symbols the same way
+            for nid, z in list(self.z.items()):
+                if self.last_use.get(nid, -1) > i:
+                    Gz, rz = self._drop_rows(z.G, z.r, a, b)
+                    self.z[nid] = _Z(z.c, Gz, rz)
         size = int(np.prod(c.shape, dtype=np.int64))
         finite = jnp.isfinite(total)
         block = jnp.diag(jnp.where(finite, total, 0.0).reshape(-1)).reshape(size, *c.shape)
         G = G.at[off : off + size].set(block)
         return _Z(c, G, jnp.where(finite, 0.0, jnp.inf))
+
+    def _drop_rows(self, G, r, a, b):
+        """Rows a:b of G folded into the remainder r (sound: |G_ab·ε| <= Σ|G_ab|)."""
+        part = jnp.sum(jnp.abs(G[a:b]), axis=0)
+        if self.fs:
+            part = fm.inflate(part * (1.0 + fm.gamma(b - a + 1, fm.unit(part.dtype))), 4.0)
+            r = fm.up(r + part)
+        else:
+            r = r + part
+        return G.at[a:b].set(0.0), r
 
     def affine(self, i, e):
         ins = e.node_inputs
@@ -312,9 +367,20 @@ class _AffinePass(Forward):
 
 
 def run_affine(
-    tape: Tape, in_bounds: dict, opts: Options, spec=None, max_symbols: int | None = None
+    tape: Tape,
+    in_bounds: dict,
+    opts: Options,
+    spec=None,
+    max_symbols: int | None = None,
+    window: int | None = None,
 ):
-    """Zonotope bounds of every tape output (or of `spec @ output` for a single output)."""
-    p = _AffinePass(tape, in_bounds, opts, MAX_SYMBOLS if max_symbols is None else max_symbols)
+    """Zonotope bounds of every tape output (or of `spec @ output` for a single output).
+
+    `window`: instead of a symbol budget spent in tape order, a ring of that many symbols reused
+    by the most recent relaxed equations (older ones move to the remainders of the nodes still in
+    use): bounded memory for deep programs."""
+    p = _AffinePass(
+        tape, in_bounds, opts, MAX_SYMBOLS if max_symbols is None else max_symbols, window
+    )
     forward(tape, p)
     return [p.output(o, spec) for o in tape.outputs], p

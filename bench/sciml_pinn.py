@@ -1,0 +1,128 @@
+"""Certified Burgers PINN (../shared/benchmarks/sciml/pinn): sup |residual|, initial and boundary
+errors over the whole domain by `tljax.sciml.certify_pinn`, against the sampled maxima.
+
+Usage: python bench/sciml_pinn.py [--semantics real|float32] [--timeout S] [--batch B]
+       [--only residual,initial,boundary]
+
+Prints one markdown table: certified sup, sampled max, ratio, leaves, wall time, compile time,
+and the folder README's sampled references beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tljax.io import load_onnx
+from tljax.sciml import certify_pinn
+
+ROOT = Path(__file__).resolve().parents[1]
+ONNX = ROOT / ".." / "shared" / "benchmarks" / "sciml" / "pinn" / "burgers_tanh_lbfgs.onnx"
+NU = 0.01 / np.pi
+LAYERS = ["layers.first_layer"] + [f"layers.hidden_{i}" for i in range(8)] + ["layers.last_fc"]
+# sampled by the folder's README (float64, fine grids): the anchors a certificate must approach
+README_SAMPLED = {
+    "residual": 0.133949,
+    "initial": 1.26039e-3,
+    "boundary x=-1": 2.84156e-4,
+    "boundary x=1": 2.55452e-4,
+}
+
+
+def burgers_u(params, dtype):
+    """u(t, x) of the ONNX graph written in jax.numpy for any float dtype (the graph's input
+    rescaling to [-1, 1]^2, nine tanh layers, a linear output)."""
+    Ws = [
+        (jnp.asarray(params[n + ".weight"], dtype), jnp.asarray(params[n + ".bias"], dtype))
+        for n in LAYERS
+    ]
+
+    def u(z):
+        h = z * jnp.asarray([2.0, 1.0], z.dtype) - jnp.asarray([1.0, 0.0], z.dtype)
+        for W, b in Ws[:-1]:
+            h = jnp.tanh(W @ h + b)
+        W, b = Ws[-1]
+        return (W @ h + b)[0]
+
+    return u
+
+
+def residual(d, z):
+    del z
+    return d["t"] + d[""] * d["x"] - NU * d["xx"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--semantics", default="real", choices=["real", "float32"])
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per quantity")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--method", default="affine")
+    ap.add_argument("--only", default="residual,initial,boundary")
+    ap.add_argument("--save", default="", help="write the leaves to this .npz")
+    a = ap.parse_args(argv)
+    if not ONNX.exists():
+        print(f"skipped: {ONNX} not found (the shared benchmarks folder is absent)")
+        return 0
+    fn, params = load_onnx(ONNX)
+    # the jax.numpy network is the ONNX graph: check on 1000 points in float32
+    pts = np.random.default_rng(0).uniform([0, -1], [1, 1], (1000, 2)).astype(np.float32)
+    ref = np.asarray(fn(params, jnp.asarray(pts)))[:, 0]
+    mine = np.asarray(jax.vmap(burgers_u(params, jnp.float32))(jnp.asarray(pts)))
+    print(
+        f"jax.numpy network vs ONNX graph, 1000 points: max |diff| {np.abs(ref - mine).max():.2e}"
+    )
+    dtype = jnp.float64 if a.semantics == "real" else jnp.float32
+    with jax.enable_x64(a.semantics == "real"):
+        u = burgers_u(params, dtype)
+        rep = certify_pinn(
+            u,
+            residual,
+            [0.0, -1.0],
+            [1.0, 1.0],
+            partials=["t", "x", "xx"],
+            names="tx",
+            initial=lambda x: -jnp.sin(jnp.pi * x[0]),
+            boundary=[(1, -1.0, 0.0), (1, 1.0, 0.0)],
+            which=a.only.split(","),
+            semantics=a.semantics,
+            method=a.method,
+            batch=a.batch,
+            timeout=a.timeout,
+            progress=sys.stderr.isatty(),
+        )
+    print(
+        f"\nBurgers PINN, semantics={a.semantics}, method={a.method}, batch={a.batch}, "
+        f"{os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.1f}\n"
+    )
+    print(
+        "| quantity | certified sup | sampled (this run) | README sampled | certified / README "
+        "| goal reached | leaves | bounded | wall s | compile s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for c in rep.certificates:
+        r = README_SAMPLED.get(c.name, float("nan"))
+        print(
+            f"| {c.name} | {c.certified:.6g} | {c.sampled:.6g} | {r:.6g} | {c.certified / r:.3f} "
+            f"| {c.reached} | {c.leaves} | {c.bounded} | {c.wall_s:.1f} | {c.compile_s:.1f} |"
+        )
+    if a.save:
+        np.savez(
+            a.save,
+            **{
+                f"{c.name}/{k}": getattr(c, k)
+                for c in rep.certificates
+                for k in ("lower", "upper", "f_lower", "f_upper")
+            },
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
