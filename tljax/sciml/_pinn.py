@@ -169,7 +169,7 @@ class SupCertificate:
         reps = max(1, min(per_leaf, max_points // max(n, 1)))
         idx = np.repeat(np.arange(n), reps)
         frac = rng.uniform(size=(len(idx), d))
-        frac[: min(len(idx), n * min(reps, 2)) : reps] = 0.0  # a lower corner of each leaf
+        frac[::reps] = 0.0  # each leaf's first point is its lower corner
         pts = self.lower[idx] + frac * (self.upper[idx] - self.lower[idx])
         pts = np.minimum(np.maximum(pts, self.lower[idx]), self.upper[idx])
         with jax.enable_x64(self.semantics == "real"):
@@ -467,9 +467,9 @@ def certify_pinn(
     if initial is not None and "initial" in which:
         faces.append(("initial", 0, lo[0], initial))
     if "boundary" in which:
-        for k, (coord, value, h) in enumerate(boundary):
+        for coord, value, h in boundary:
             label = f"boundary {names[coord]}={value:g}" if len(boundary) > 1 else "boundary"
-            faces.append((label if k >= 0 else "boundary", coord, value, h))
+            faces.append((label, coord, value, h))
     for label, coord, value, h in faces:
         rest = [i for i in range(lo.size) if i != coord]
 
