@@ -6,12 +6,17 @@ Run from the repository root:
     python bench/vnncomp.py --limit 10 --timeout 30
     python bench/vnncomp.py --suite mnist_fc --limit 5
     python bench/vnncomp.py --select 0,18,36        # rows of instances.csv (0-based)
+    python bench/vnncomp.py --suite verivital --timeout 300
 
 Per instance it prints verdict, wall time (network loading and compilation included; compiled
 code is shared by networks of one architecture within the process), whether the verdict
 matches expected.csv and the number of branch-and-bound domains bounded; then the solved count,
 the verdict counts, the number of wrong verdicts (sat where unsat is expected or the reverse;
-must be 0), the median time of the solved instances and the total time.
+must be 0), the median time of the solved instances and the total time. Where expected.csv
+has alpha-beta-CROWN's time per instance (`abcrown_seconds`, measured on a GPU, start-up
+included), a second table puts it beside ours, with the process's peak resident memory after
+each instance (`getrusage`: the peak so far, as instances share one process and its compiled
+code) and the median ratio.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--suite",
         default="acasxu",
-        help="folder under ../shared/benchmarks (acasxu, mnist_fc, test)",
+        help="folder under ../shared/benchmarks (acasxu, mnist_fc, verivital, test)",
     )
     p.add_argument("--benchmarks", default=str((REPO / ".." / "shared" / "benchmarks").resolve()))
     p.add_argument(
@@ -77,9 +82,13 @@ def main(argv=None) -> int:
         f"cpus {os.cpu_count()}, load {load:.2f}"
     )
     t0 = time.monotonic()
-    records = run_instances(
-        chosen, expected, timeout=args.timeout, log=lambda s: print(s, flush=True)
-    )
+    peaks: list[float] = []
+
+    def log(line):
+        peaks.append(_peak_mib())
+        print(line, flush=True)
+
+    records = run_instances(chosen, expected, timeout=args.timeout, log=log)
     for rec, i in zip(records, index, strict=True):
         rec["index"] = i
     s = summary(records)
@@ -91,6 +100,9 @@ def main(argv=None) -> int:
         f"median all {s['median_time_all']:.2f}s, "
         f"total {time.monotonic() - t0:.0f}s, load at end {load:.2f}"
     )
+    peer = _abcrown_times(os.path.join(args.benchmarks, args.suite, "expected.csv"))
+    if peer:
+        _peer_table(records, chosen, peer, peaks)
     if args.out:
         import csv
 
@@ -99,6 +111,53 @@ def main(argv=None) -> int:
             w.writeheader()
             w.writerows(records)
     return 1 if s["wrong"] else 0
+
+
+def _peak_mib() -> float:
+    import resource
+
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024.0
+
+
+def _abcrown_times(path) -> dict:
+    """`{(onnx, vnnlib): (result, seconds)}` from expected.csv's alpha-beta-CROWN columns."""
+    import csv
+
+    if not os.path.isfile(path):
+        return {}
+    path = os.path.abspath(path)
+    out = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            sec = row.get("abcrown_seconds")
+            if sec:
+                key = tuple(os.path.join(os.path.dirname(path), row[k]) for k in ("onnx", "vnnlib"))
+                out[key] = (row.get("abcrown_result", ""), float(sec))
+    return out
+
+
+def _peer_table(records, chosen, peer, peaks) -> None:
+    import statistics
+
+    print("\n| vnnlib | tljax | s | peak MiB | abcrown | s | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    ratios = []
+    for rec, row, peak in zip(records, chosen, peaks, strict=False):
+        key = (row[0], row[1])
+        res, sec = peer.get(key, ("", float("nan")))
+        ratio = rec["time"] / sec if sec == sec and sec > 0 else float("nan")
+        if rec["verdict"] in ("sat", "unsat") and ratio == ratio:
+            ratios.append(ratio)
+        print(
+            f"| {rec['vnnlib']} | {rec['verdict']} | {rec['time']:.1f} | {peak:.0f} | {res} | "
+            f"{sec:.1f} | {ratio:.2f} |"
+        )
+    if ratios:
+        print(
+            f"# time / alpha-beta-CROWN's (solved): median {statistics.median(ratios):.2f}, "
+            f"max {max(ratios):.2f}; peak resident memory {max(peaks):.0f} MiB"
+        )
 
 
 def _zip_longest(*lists):

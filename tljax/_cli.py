@@ -30,7 +30,7 @@ COMMANDS = (
         "run-instances",
         "instances [--timeout TIMEOUT] [--limit LIMIT] [--select SELECT] [--out OUT] "
         "[--method {crown,alpha-crown,ibp}] [--split {auto,input,relu}] "
-        "[--batch-size BATCH_SIZE]",
+        "[--batch-size BATCH_SIZE] [--spread]",
         "run a VNN-COMP benchmark folder and print a table",
     ),
 )

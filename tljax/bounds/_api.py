@@ -335,6 +335,17 @@ def relu_shapes(fn, box: Box, *args) -> list[tuple]:
     return _relu_layout(fn, graph, n_box, graph.flatten_inputs(*example)[n_box:])
 
 
+def _check_limit(limit, who: str):
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit < 1:
+        raise InputError(
+            f"{who}: refine_limit must be a positive int (coefficients per pass) or None, got "
+            f"{limit!r}"
+        )
+    return int(limit)
+
+
 def bound(
     fn,
     box: Box,
@@ -350,6 +361,7 @@ def bound(
     split_params=None,
     jit: bool = True,
     check_box: bool = False,
+    refine_limit: int | None = None,
 ) -> Bounds:
     """Certified bounds of `fn(x, *args)` for every `x` in `box`.
 
@@ -390,6 +402,11 @@ def bound(
         entries; the call must then be inside `checkify.checkify(...)` (else JAX refuses to
         compile the unfunctionalized check). Without it an invalid traced box only makes the
         bounds NaN (see below).
+      refine_limit: CROWN tightens an intermediate node only when its pass carries at most this
+        many coefficients (twice the node's size times the widest node it reaches, see
+        `tljax.bounds.refine_cost`); the others keep interval bounds. Bounds memory and time on
+        wide convolutions with pooling (`tljax.verify` sets it from the memory it has). None:
+        every node.
 
     Invalid boxes: a concrete box with lower > upper or NaN anywhere raises `InvalidBoxError`
     (listing the entries), here or when the `Box` is built. A traced box cannot be checked
@@ -416,7 +433,11 @@ def bound(
     if not getattr(box, "_validated", False):  # rebuilt as a pytree: check its concrete leaves
         _validate(box.lower, box.upper, what="tljax.bound: the input box")
     spec_arr = _check_options(alpha_iters, alpha_lr, spec)
-    opts = Options(float_sound=bool(float_sound), program=program_model(float_format))
+    opts = Options(
+        float_sound=bool(float_sound),
+        program=program_model(float_format),
+        refine_limit=_check_limit(refine_limit, "tljax.bound"),
+    )
     fn = adapt_fn(fn)
     example = (box.lower, *args)
     box_lo = jtu.tree_leaves(box.lower)

@@ -322,7 +322,7 @@ def _split_passes(tape, in_bounds, opts, spec, splits, params: SplitParams):
     if len(tape.outputs) != 1 or not outs:
         raise ValueError("split_params needs a function with one array output")
     out = outs[0]
-    plan = refine_plan(tape)
+    plan = refine_plan(tape, opts.refine_limit)
     relus = relu_eqns(tape)
     xs = [tape.eqns[i].inputs[0] for i in relus]
     root_in = in_bounds if params.root_box is None else params.root_box
@@ -464,7 +464,7 @@ def make_certificate(
     """
 
     del bounds
-    copts = Options(float_sound=True, program=opts.program)
+    copts = Options(float_sound=True, program=opts.program, refine_limit=opts.refine_limit)
     mask = [True] * n_box + [False] * (len(graph.in_avals) - n_box)
     tape = record_graph(graph, mask, arg_leaves, name=method)
 
@@ -496,7 +496,8 @@ def make_certificate(
         empty = bool(p.empty)
         if method == "alpha-crown":
             res = _alpha_pass(
-                tape, in_bounds, copts, spec, refine_plan(tape), alpha_iters, alpha_lr, jsplits
+                tape, in_bounds, copts, spec, refine_plan(tape, copts.refine_limit),
+                alpha_iters, alpha_lr, jsplits,
             )
             if res is not None:
                 pa, a, outs_a = res

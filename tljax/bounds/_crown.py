@@ -45,11 +45,35 @@ def relu_eqns(tape: Tape) -> list[int]:
     return [i for i, e in enumerate(tape.eqns) if e.kind == Kind.UNARY and e.prim is relu_p]
 
 
-def refine_plan(tape: Tape) -> set[int]:
+def refine_plan(tape: Tape, limit: int | None = None) -> set[int]:
     """Ids of nodes whose bounds CROWN tightens: inputs of relaxed equations that are not an exact
     interval image already (an input, one affine map of box-like nodes, or a chain of maps that
     keep the node's elements independent: elementwise functions, sums over disjoint groups, as
-    in ``rsqrt(mean(x * x))`` of an input ``x``; CROWN cannot tighten an exact interval)."""
+    in ``rsqrt(mean(x * x))`` of an input ``x``; CROWN cannot tighten an exact interval).
+
+    With `limit`, a node whose pass would carry more than `limit` coefficients (`refine_cost`)
+    keeps its interval bounds."""
+    plan = _full_plan(tape)
+    if limit is None:
+        return plan
+    cost = refine_cost(tape)
+    return {i for i in plan if cost.get(i, 0) <= limit}
+
+
+def refine_cost(tape: Tape) -> dict[int, int]:
+    """Per node id: the coefficients its CROWN pass carries at its widest, `2 * size` rows times
+    the largest node (or cotangent: a slice's is its operand's size) the pass reaches. A dense
+    estimate: what the pass's largest array holds, per domain."""
+    widest = {n.id: n.size for n in tape.inputs}
+    for e in tape.eqns:
+        w = e.out.size
+        for n in e.node_inputs:
+            w = max(w, widest.get(n.id, n.size))
+        widest[e.out.id] = w
+    return {n.id: 2 * n.size * widest.get(n.id, n.size) for n in tape.nodes}
+
+
+def _full_plan(tape: Tape) -> set[int]:
     boxlike = {n.id for n in tape.inputs}
     exact = set(boxlike)
     # indep: the node ranges over exactly the product of its elements' intervals
@@ -612,7 +636,7 @@ def run_method(
 
     Returns (list of (lower, upper) per output, the `_Pass` with all intermediate state).
     """
-    plan = refine_plan(tape) if method not in ("ibp", "crown-ibp") else set()
+    plan = refine_plan(tape, opts.refine_limit) if method not in ("ibp", "crown-ibp") else set()
     if method == "alpha-crown":
         return _alpha_crown(tape, in_bounds, opts, spec, plan, alpha_iters, alpha_lr, splits)
     p = _Pass(tape, in_bounds, opts)
@@ -633,6 +657,7 @@ def _out_key(k: int):
 
 def _finish(p: _Pass, method, spec, alphas=None):
     outs = []
+    limit = p.opts.refine_limit
     for k, o in enumerate(p.tape.outputs):
         if not isinstance(o, Node):
             v = jnp.asarray(o)
@@ -643,6 +668,12 @@ def _finish(p: _Pass, method, spec, alphas=None):
         if method == "ibp" or method == "affine" or not jnp.issubdtype(o.dtype, jnp.floating):
             # integer outputs (argmax) are bounded by their interval
             outs.append(_interval_out(p, o, spec))
+            continue
+        if spec is None and alphas is None and method == "crown" and _settled(p, o):
+            outs.append(p.bounds[o.id])
+            continue
+        if spec is None and limit is not None and refine_cost(p.tape)[o.id] > limit:
+            outs.append(p.bounds[o.id])  # over `refine_limit`, as an intermediate node would be
             continue
         lam, m = _output_lam(o, spec)
         low = p.backward(o, lam, alphas, start_key=_out_key(k), sym=True)
@@ -657,6 +688,21 @@ def _finish(p: _Pass, method, spec, alphas=None):
             lo, hi = jnp.maximum(lo, ilo), jnp.minimum(hi, ihi)
         outs.append((lo, hi))
     return outs
+
+
+def _settled(p: _Pass, o: Node) -> bool:
+    """Whether output `o`'s bounds are already what a CROWN pass from it would give: `o` is an
+    operand of a relaxed equation, so the sweep either refined it by that same pass, kept it as
+    an exact interval, or kept its interval because the pass is over `refine_limit` (a search
+    asking for the ReLU inputs of a wide CNN must not pay for every one of them twice)."""
+    sw = getattr(p, "_sweep", None)
+    if sw is None or sw.plan is None:
+        return False
+    if o.id in sw.refined:
+        return True
+    return o.id not in sw.plan and any(
+        e.kind in _RELAXED and any(n.id == o.id for n in e.node_inputs) for e in p.tape.eqns
+    )
 
 
 def _interval_out(p: _Pass, o: Node, spec):
@@ -765,7 +811,7 @@ def root_relu_bounds(
     re-derives each row from them (exactly the best bounds when the earlier nodes' bounds are the
     same in every iterate, as in a network with one alpha-optimised layer).
     """
-    plan = refine_plan(tape)
+    plan = refine_plan(tape, opts.refine_limit)
     relus = relu_eqns(tape)
     xs = [tape.eqns[i].node_inputs[0] for i in relus]
     base = _Pass(tape, in_bounds, opts)
@@ -891,7 +937,7 @@ def split_bound(
       multipliers of the returned bounds as `_Pass.backward` takes them (`"alphas"`, `"betas"`:
       keys `("out", eqn)`), for a certificate.
     """
-    plan = refine_plan(tape)
+    plan = refine_plan(tape, opts.refine_limit)
     relus = relu_eqns(tape)
     xs = [tape.eqns[i].node_inputs[0] for i in relus]
     out = tape.outputs[0]
@@ -990,4 +1036,11 @@ def split_bound(
     return lb, a, b, used, scores, corners
 
 
-__all__ = ["refine_plan", "relu_eqns", "root_relu_bounds", "run_method", "split_bound"]
+__all__ = [
+    "refine_cost",
+    "refine_plan",
+    "relu_eqns",
+    "root_relu_bounds",
+    "run_method",
+    "split_bound",
+]

@@ -28,10 +28,15 @@ class Options:
     Attributes:
       float_sound: also cover the float program's rounding and this computation's own rounding.
       program: the rounding model of the program being bounded (default float32 on XLA:CPU).
+      refine_limit: the most elements one CROWN pass for an intermediate node may carry (its
+        rows, twice the node's size, times the widest node it reaches); nodes over it keep their
+        interval bounds (`_crown.refine_plan`). None: no limit. The search sets it from the
+        memory it has (`tljax.verify`); max pooling over a wide convolution is the usual case.
     """
 
     float_sound: bool = True
     program: fm.ProgramModel = fm.FLOAT32
+    refine_limit: int | None = None
 
 
 def _err(y, ulps, opts: Options):

@@ -27,9 +27,9 @@ import jax.tree_util as jtu
 from ..core import Graph, InputError, InvalidBoxError, trace
 from . import _float_model as fm
 from ._box import Box
-from ._crown import relu_eqns, root_relu_bounds, run_method, split_bound
+from ._crown import refine_cost, refine_plan, relu_eqns, root_relu_bounds, run_method, split_bound
 from ._relax import Options
-from ._tape import Tape, record_graph
+from ._tape import Node, Tape, record_graph
 from ._zonotope import run_affine
 
 
@@ -123,6 +123,21 @@ class Problem:
         )
         return outs
 
+    def refine_costs(self, rows: int | None = None) -> tuple[list[int], int]:
+        """What CROWN's passes carry at their widest, per domain (`refine_cost`): the costs of
+        the nodes CROWN would tighten (largest first) and of the pass from the output (`rows`
+        rows of a spec, default the output's size). A search picks its batch and
+        `refine_limit` from them."""
+        tape = self.tape
+        cost = refine_cost(tape)
+        plan = sorted((cost[i] for i in refine_plan(tape)), reverse=True)
+        out = 0
+        for o in tape.outputs:
+            if isinstance(o, Node):
+                r = o.size if rows is None else rows
+                out = max(out, cost[o.id] // (2 * o.size) * 2 * r)
+        return plan, out
+
     def root_relu_bounds(self, *, iters: int, lr: float, with_alphas: bool = False):
         """Bounds of every ReLU input over the box (CROWN, then `iters` alpha-CROWN steps on
         them): a list of `(lo, hi)` in `relu_shapes` order, valid in every sub-domain."""
@@ -165,7 +180,13 @@ class Problem:
 
 
 def prepare(
-    fn, box: Box, *args, float_sound: bool = True, float_format=None, name: str = "bound"
+    fn,
+    box: Box,
+    *args,
+    float_sound: bool = True,
+    float_format=None,
+    name: str = "bound",
+    refine_limit: int | None = None,
 ) -> Problem:
     """The bound problem of `fn(x, *args)` for `x` in `box` (the set-up every bound runs on).
 
@@ -177,6 +198,7 @@ def prepare(
       float_sound: bounds also cover the float program's rounding and their own.
       float_format: the program's arithmetic (see `program_model`).
       name: the tape's name (shown in errors).
+      refine_limit: see `tljax.bound`.
 
     Returns:
       A `Problem`.
@@ -191,6 +213,6 @@ def prepare(
     lows, highs = jtu.tree_leaves(box.lower), jtu.tree_leaves(box.upper)
     leaves = graph.flatten_inputs(*example)
     program = program_model(float_format, "tljax.bounds.prepare")
-    opts = Options(float_sound=bool(float_sound), program=program)
+    opts = Options(float_sound=bool(float_sound), program=program, refine_limit=refine_limit)
     boxes = list(zip(lows, highs, strict=True))
     return Problem.from_graph(graph, boxes, leaves[len(lows) :], options=opts, name=name)

@@ -19,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ..core import Graph, InputError, InvalidBoxError, compat, is_array_leaf, trace
+from ..core import Graph, InputError, InvalidBoxError, compat, is_array_leaf, processes, trace
 from ._api import METHODS, bound
 from ._box import Bounds, Box
 
@@ -100,9 +100,7 @@ def _to_host(arr, process_local: bool) -> np.ndarray:
     if process_local:  # this process's rows, in order
         shards = sorted(arr.addressable_shards, key=lambda s: s.index[0].start or 0)
         return np.concatenate([np.asarray(s.data) for s in shards], axis=0)
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(arr, tiled=True))
+    return np.asarray(processes.gather(arr, what="bound_sharded's results"))
 
 
 def bound_sharded(

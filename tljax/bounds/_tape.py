@@ -43,7 +43,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..core import Semantics, UnsupportedPrimitiveError, compat, eval_jaxpr, unsupported, where
+from ..core import (
+    Semantics,
+    UnsupportedPrimitiveError,
+    compat,
+    eval_jaxpr,
+    tree_max,
+    unsupported,
+    where,
+    window_slices,
+)
 from . import _rules
 from ._rules import RULES, Kind, bind_prim, recip_p, relu_p, softplus_p, square_p
 
@@ -920,16 +929,11 @@ def _reduce_window_max(ctx, x, **params):
         out_shape = ctx.out_avals[0].shape
 
         def f(v):
-            # max over the window = pairwise max of strided slices, one per window offset.
-            acc = None
-            for off in np.ndindex(*win):
-                start = tuple(off)
-                limit = tuple(
-                    o + (n - 1) * s + 1 for o, n, s in zip(off, out_shape, strides, strict=True)
-                )
-                sl = lax.slice(v, start, limit, strides)
-                acc = sl if acc is None else jnp.maximum(acc, sl)
-            return acc
+            # max over the window: the strided slices (one per window offset) stacked, then a
+            # balanced tree of pairwise maxima, each level one equation over the whole stack
+            # (log2 of the window's size levels, not one per offset: a 4x4 pool is 4 ReLU
+            # equations, not 15, and its program compiles that much smaller)
+            return tree_max(jnp.stack(window_slices(v, win, strides, out_shape)))
 
         return _sub_walk(ctx, f, x)
     return _tape(ctx).record(Kind.CONCRETIZE, ctx.primitive, params, [x], ctx.out_avals[0], ctx=ctx)

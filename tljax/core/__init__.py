@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from . import _jaxpr_compat
+from . import _jaxpr_compat, _processes
 from ._errors import CertificateError as CertificateError
 from ._errors import InputError as InputError
 from ._errors import InvalidBoxError as InvalidBoxError
@@ -30,6 +30,8 @@ from ._kernel import kernel_contracts as kernel_contracts
 from ._kernel import kernel_p as kernel_p
 from ._lazy import lazy_exports as lazy_exports
 from ._lazy import optional_import as optional_import
+from ._pooling import tree_max as tree_max
+from ._pooling import window_slices as window_slices
 from ._semantics import Semantics as Semantics
 from ._walker import HIGHER_ORDER as HIGHER_ORDER
 from ._walker import Context as Context
@@ -41,6 +43,7 @@ from ._walker import unsupported as unsupported
 from ._walker import where as where
 
 compat = _jaxpr_compat  # the one module with version-sensitive JAX knowledge, by its public name
+processes = _processes  # process groups over jax.distributed (docs/multi_host.md)
 
 # `typed` is for user code, never needed by a bound: it loads when first used.
 __getattr__, __dir__ = lazy_exports(__name__, {"typed": "._typed"}, globals())

@@ -48,8 +48,10 @@ import jax.tree_util as jtu
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from tljax.core import InputError
+from tljax.core import InputError, processes
 
 __all__ = ["EarlyStopping", "load_checkpoint", "save_checkpoint", "train"]
 
@@ -201,9 +203,10 @@ class _Hashed:
             return False
 
 
-def _make_step(static, adapter, loss_fn, optimizer, stateful):
+def _make_step(static, adapter, loss_fn, optimizer, stateful, rows=None):
     """The step `(params, opt_state, carried, state, sums, data, order, i, key) -> (params,
-    opt_state, carried, state, sums)`, and the loss as a function of the parameters."""
+    opt_state, carried, state, sums)`, and the loss as a function of the parameters. With
+    `rows` (a sharding), the minibatch is split along it: data parallel."""
 
     def loss_of_params(params, carried, state, batch, key):
         model = adapter.merge(params, static, carried)
@@ -222,6 +225,8 @@ def _make_step(static, adapter, loss_fn, optimizer, stateful):
         # Gather the minibatch on device from the epoch's permutation (no host round trip).
         idx = lax.dynamic_index_in_dim(order, i, keepdims=False)
         batch = jtu.tree_map(lambda a: jnp.take(a, idx, axis=0), data)
+        if rows is not None:  # each device takes its share of the minibatch; XLA sums the grads
+            batch = jtu.tree_map(lambda a: lax.with_sharding_constraint(a, rows), batch)
         (loss, (carried, state, metrics)), grads = grad_fn(
             params, carried, state, batch, jax.random.fold_in(key, i)
         )
@@ -233,22 +238,79 @@ def _make_step(static, adapter, loss_fn, optimizer, stateful):
     return step, loss_of_params
 
 
-def _jit_step(static, adapter, loss_fn, optimizer, stateful):
-    step, loss_of_params = _make_step(static, adapter, loss_fn, optimizer, stateful)
+def _jit_step(static, adapter, loss_fn, optimizer, stateful, rows=None):
+    step, loss_of_params = _make_step(static, adapter, loss_fn, optimizer, stateful, rows)
     # The jitted loss is only used by jax.eval_shape; jit caches its trace between calls.
     return jax.jit(step), jax.jit(loss_of_params)
 
 
 @ft.lru_cache(maxsize=32)
-def _cached_step(static, adapter, loss_fn, optimizer, stateful):
-    return _jit_step(static.tree, adapter, loss_fn, optimizer, stateful)
+def _cached_step(static, adapter, loss_fn, optimizer, stateful, rows=None):
+    return _jit_step(static.tree, adapter, loss_fn, optimizer, stateful, rows)
 
 
-def _compiled_step(static, adapter, loss_fn, optimizer, stateful):
+def _compiled_step(static, adapter, loss_fn, optimizer, stateful, rows=None):
     try:
-        return _cached_step(_Hashed(static), adapter, loss_fn, optimizer, stateful)
+        return _cached_step(_Hashed(static), adapter, loss_fn, optimizer, stateful, rows)
     except TypeError:  # an unhashable loss function or optimizer: compile without caching
-        return _jit_step(static, adapter, loss_fn, optimizer, stateful)
+        return _jit_step(static, adapter, loss_fn, optimizer, stateful, rows)
+
+
+class _DataParallel:
+    """Data-parallel training over a 1-D mesh (every process's devices under jax.distributed).
+
+    The examples are split over the mesh axis and everything else (parameters, optimizer and
+    loss state, keys, the epoch's permutation) is replicated; the step itself is the
+    single-device one with its minibatch constrained to the split, so XLA partitions the forward
+    and backward passes and all-reduces the gradients. Every process runs the same loop, and the
+    run is the single-process run on the same global data, up to the order of float sums."""
+
+    def __init__(self, mesh: Mesh, process_local: bool):
+        if len(mesh.axis_names) != 1:
+            raise InputError(
+                f"tljax.objectives.train needs a 1-D mesh (the data axis), got axes "
+                f"{mesh.axis_names}; build one with tljax.bounds.batch_mesh(devices)"
+            )
+        self.rows = NamedSharding(mesh, P(mesh.axis_names[0]))
+        self.same = NamedSharding(mesh, P())
+        self.size = int(mesh.devices.size)
+        self.process_local = process_local
+
+    def data(self, data):
+        """Global arrays of the examples (from every process's whole data, or its own part)."""
+
+        def put(a):
+            a = np.asarray(a)
+            if self.process_local:
+                return jax.make_array_from_process_local_data(self.rows, a)
+            return jax.make_array_from_callback(a.shape, self.rows, lambda idx: a[idx])
+
+        return jtu.tree_map(put, data)
+
+    def replicate(self, tree):
+        def put(a):
+            if not eqx.is_array(a):
+                return a
+            if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # keys travel as key data
+                data = jax.device_put(jax.random.key_data(a), self.same)
+                return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+            return jax.device_put(a, self.same)
+
+        return jtu.tree_map(put, tree)
+
+    @staticmethod
+    def host(tree):
+        """This process's copy of replicated arrays, as ordinary single-device arrays."""
+
+        def get(a):
+            if not isinstance(a, jax.Array) or a.is_fully_addressable:
+                return a
+            local = a.addressable_data(0)
+            if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+                return local
+            return jnp.asarray(np.asarray(local))
+
+        return jtu.tree_map(get, tree)
 
 
 @ft.partial(jax.jit, static_argnums=(2, 3))
@@ -300,6 +362,8 @@ def train(
     early_stopping: EarlyStopping | None = None,
     progress: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
+    mesh: Mesh | None = None,
+    process_local: bool = False,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Train `model` with `optimizer` on minibatches of `data`.
 
@@ -332,6 +396,15 @@ def train(
       checkpoint_dir: if given, `last.npz` is written after every epoch and `best.npz` when the
         early-stopping (or first eval) metric improves; with `state=`, the saved model is the
         pair `(model, state)` (load with `load_checkpoint(path, (model, state), opt_state)`).
+        Under `jax.distributed` only process 0 writes them.
+      mesh: train data parallel over this 1-D mesh: the examples are split over its devices,
+        the parameters replicated, the gradients all-reduced by XLA. Default: None on one
+        process, and a mesh of every process's devices (`jax.devices()`) under
+        `jax.distributed`, where every process runs `train` with the same arguments. The
+        number of examples and `batch_size` must be multiples of the device count.
+      process_local: with a mesh, `data` is this process's part of the examples (every process
+        the same count; the global data is the processes' parts in process order, built with
+        `jax.make_array_from_process_local_data`). Default: every process passes all of them.
 
     Returns:
       `(model, opt_state, history)`; `model` is `(model, state)` when `state=` was given.
@@ -372,6 +445,19 @@ def train(
             "do not pass state=."
         )
     data, n = _check_data(data)
+    dp = None
+    if mesh is not None or processes.group_size() > 1:
+        dp = _DataParallel(
+            Mesh(np.asarray(jax.devices()), ("data",)) if mesh is None else mesh, process_local
+        )
+        n = n * jax.process_count() if process_local else n
+        if n % dp.size or batch_size % dp.size:
+            raise InputError(
+                f"tljax.objectives.train: data parallel over {dp.size} devices needs the number "
+                f"of examples ({n}) and batch_size ({batch_size}) to be multiples of {dp.size}; "
+                "drop or repeat a few examples, or choose another batch_size."
+            )
+        data = dp.data(data)
     if batch_size > n:
         raise InputError(
             f"tljax.objectives.train: batch_size={batch_size} exceeds the {n} examples in `data`."
@@ -380,7 +466,14 @@ def train(
     params, static, carried = adapter.split(model)
     if opt_state is None:
         opt_state = optimizer.init(params)
-    step_fn, loss_of_params = _compiled_step(static, adapter, loss_fn, optimizer, stateful)
+    step_fn, loss_of_params = _compiled_step(
+        static, adapter, loss_fn, optimizer, stateful, None if dp is None else dp.rows
+    )
+    host = (lambda t: t) if dp is None else dp.host
+    if dp is not None:
+        params, opt_state, carried, state, key = dp.replicate(
+            (params, opt_state, carried, state, key)
+        )
     steps = n // batch_size
     # Zeros shaped like (loss, metrics), found by tracing the loss once (no compilation).
     batch0 = jtu.tree_map(lambda a: a[:batch_size], data)
@@ -388,14 +481,16 @@ def train(
         loss_of_params, params, carried, state, batch0, key
     )
     zero_sums = jtu.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), (loss_shape, metric_shapes))
+    if dp is not None:
+        zero_sums = dp.replicate(zero_sums)
 
-    def current_model(p, c, s):
-        m = adapter.merge(p, static, c)
-        return (m, s) if stateful else m
+    def current_model(p, c, s):  # data parallel: this process's copy, on its own device
+        m = adapter.merge(host(p), static, host(c))
+        return (m, host(s)) if stateful else m
 
     def evaluate(p, c, s) -> dict[str, float]:
-        m = adapter.merge(p, static, c)
-        return _as_metrics(eval_fn(m, s) if stateful else eval_fn(m))
+        m = adapter.merge(host(p), static, host(c))
+        return _as_metrics(eval_fn(m, host(s)) if stateful else eval_fn(m))
 
     history: dict[str, Any] = {"loss": []}
     best = None  # (value, epoch, params, opt_state, carried, state)
@@ -404,7 +499,8 @@ def train(
     min_delta = early_stopping.min_delta if early_stopping is not None else 0.0
     stale = 0
     stopped = False
-    ckpt = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+    # every process holds the same model: process 0 writes the checkpoints
+    ckpt = None if checkpoint_dir is None or processes.index() else os.fspath(checkpoint_dir)
     if ckpt is not None:
         os.makedirs(ckpt, exist_ok=True)
 
@@ -424,7 +520,7 @@ def train(
             if not sync_each_epoch:
                 pending.append(sums)
                 continue
-            shown = _record(history, jax.device_get(sums), steps)
+            shown = _record(history, jax.device_get(host(sums)), steps)
             if eval_fn is not None:
                 results = evaluate(params, carried, state)
                 for name, value in results.items():
@@ -462,7 +558,7 @@ def train(
                 break
     finally:
         bar.close()
-    for sums in jax.device_get(pending):
+    for sums in jax.device_get([host(p) for p in pending]):
         _record(history, sums, steps)
     jax.block_until_ready(params)
     history["time_s"] = time.perf_counter() - start

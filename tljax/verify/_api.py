@@ -73,6 +73,7 @@ def verify(
     progress: bool | None = None,
     seed: int = 0,
     semantics: str = "float32",
+    memory_budget: int | None = None,
 ) -> Result:
     """Decides a VNN-LIB property of a network: unsat (verified), sat (counterexample) or unknown.
 
@@ -109,7 +110,12 @@ def verify(
         "objective" (width x |gradient| of the row that decides the float margin at the box
         centre), "gradient" (the same for the row whose certified bound is closest to proving)
         or "widest" (see `tljax.verify._bab`).
-      batch_size: domains per compiled bound call (fixed, padded: one compile per size).
+      batch_size: domains per compiled bound call (fixed, padded: one compile per size); the
+        most: the search halves it while a batch's widest CROWN pass would not fit
+        `memory_budget`, then keeps the widest intermediate nodes at interval bounds (a note
+        says so).
+      memory_budget: bytes a batch of bound computations may take (default: half the memory
+        available when the search starts).
       attack: run the falsifier (before and during the search).
       alpha: also try alpha-CROWN on case boxes CROWN cannot verify: True, False, or "auto"
         (only with ReLU splitting, where it pays for its compile time).
@@ -173,6 +179,13 @@ def verify(
         raise InputError(f"tljax.verify: beta must be True, False or 'auto', got {beta!r}")
     if not isinstance(batch_size, int) or batch_size < 2:
         raise InputError(f"tljax.verify: batch_size must be an int >= 2, got {batch_size!r}")
+    if memory_budget is not None and (
+        isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1
+    ):
+        raise InputError(
+            f"tljax.verify: memory_budget must be a positive int (bytes) or None, got "
+            f"{memory_budget!r}"
+        )
     if not callable(fn):
         raise InputError(f"tljax.verify: fn must be callable, got {type(fn).__name__}")
     from ..io import Property
@@ -199,6 +212,7 @@ def verify(
         beta=beta,
         seed=seed,
         semantics=semantics,
+        memory_budget=memory_budget,
     )
     deadline = t0 + (timeout if timeout is not None else float("inf"))
     stats: dict = {}

@@ -52,14 +52,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core import processes
 from ._attack import attack, attack_arrays, attack_domains, batch_objective, confirm
-from ._bounder import input_split_bounder, pad_batch, relu_split_bounder
+from ._bounder import (
+    available_memory,
+    input_split_bounder,
+    memory_plan,
+    pad_batch,
+    relu_split_bounder,
+)
 from ._spec import Group, f32_inward, f32_outward
 
 # Batch of the small compiled beta-CROWN program (see `BetaSplit`), and the most memory a batch's
 # beta-CROWN parameters may take (larger networks split with plain bounds).
 BETA_SMALL_BATCH = 16
 BETA_MAX_BATCH_BYTES = 1 << 30
+# Per domain at most this many beta-CROWN parameters (rows x ReLUs): on the verivital max-pooling
+# CNN (16 x 40,608) one optimisation step of 16 domains took 3.5 s, a CROWN bound of 256 domains
+# well under one; the shared MLPs have at most 16 x 1,800.
+BETA_MAX_PARAMS = 1 << 17
 # Every corner of a case box is tried as a candidate up to this many inputs (2^12 points).
 MAX_CORNER_INPUTS = 12
 
@@ -81,6 +92,7 @@ class SearchOptions:
     beta_iters: int = 10
     beta_root_iters: int = 50
     semantics: str = "float32"
+    memory_budget: int | None = None
 
 
 @dataclasses.dataclass
@@ -346,7 +358,8 @@ class _Strategy:
 
     def __init__(self, search, group: Group, name: str, hook):
         self.search, self.group, self.name, self.hook = search, group, name, hook
-        self.chunk = search.opts.batch_size
+        self.chunk = search.mem["batch"]
+        self.limit = search.mem["refine_limit"]
         self.root_w = np.stack([np.where(hi > lo, hi - lo, 1.0) for lo, hi in group.boxes])
 
     def roots(self, n_splits: int = 0) -> Domains:
@@ -397,6 +410,7 @@ class InputSplit(_Strategy):
             rows=self.group.spec.shape[0],
             n_args=len(s.args),
             spread=spread,
+            refine_limit=self.limit,
         )
 
     def bound(self, dom: Domains, *, root: bool) -> Bounded:
@@ -406,7 +420,7 @@ class InputSplit(_Strategy):
         try:
             out = self.bounder(*call)
         except Exception as err:  # the spread score needs the taps; without, "objective"
-            if not self.spread:
+            if not self.spread or isinstance(err, processes.PeerLostError):
                 raise
             self.spread = False
             s.stats["spread"] = "off"
@@ -493,25 +507,36 @@ class ReluSplit(_Strategy):
         opts = search.opts
         self.relu = relu
         self.alpha_roots = opts.alpha in (True, "auto")
-        self.bounder = relu_split_bounder(
-            search.fn,
-            search.shape,
-            relu.shapes,
-            method=opts.method,
-            batch=self.chunk,
-            rows=group.spec.shape[0],
-            n_args=len(search.args),
-            taps=relu.taps,
+        # a small compiled batch while few domains are open (the roots: one domain)
+        self.sizes = sorted({min(BETA_SMALL_BATCH, self.chunk), self.chunk})
+
+    def _bounder(self, size: int):
+        s = self.search
+        return relu_split_bounder(
+            s.fn,
+            s.shape,
+            self.relu.shapes,
+            method=s.opts.method,
+            batch=size,
+            rows=self.group.spec.shape[0],
+            n_args=len(s.args),
+            taps=self.relu.taps,
+            refine_limit=self.limit,
         )
 
     def roots(self, n_splits: int = 0) -> Domains:
         return super().roots(self.relu.total)
 
+    def pop(self, n_open: int) -> int:
+        size = self.sizes[-1] if n_open >= self.sizes[-1] // 4 else self.sizes[0]
+        return min(n_open, size // 2)
+
     def bound(self, dom: Domains, *, root: bool) -> Bounded:
         del root
         s, m = self.search, len(dom)
-        lo32, hi32, sp = pad_batch(self.chunk, *f32_outward(dom.lo, dom.hi), dom.splits)
-        lower, plo, phi = self.bounder(
+        size = next((z for z in self.sizes if z >= m), self.sizes[-1])
+        lo32, hi32, sp = pad_batch(size, *f32_outward(dom.lo, dom.hi), dom.splits)
+        lower, plo, phi = self._bounder(size)(
             jnp.asarray(lo32),
             jnp.asarray(hi32),
             jnp.asarray(sp, jnp.int8),
@@ -549,8 +574,9 @@ class BetaSplit(_Strategy):
         # tens of domains
         self.sizes = sorted({min(BETA_SMALL_BATCH, self.chunk), self.chunk})
         root = relu_root_bounder(
-            search.fn, search.shape, relu.shapes, rows=self.rows, n_args=len(search.args)
-        )
+            search.fn, search.shape, relu.shapes, rows=self.rows, n_args=len(search.args),
+            refine_limit=self.limit,
+        )  # fmt: skip
         rb = []
         for blo, bhi in group.boxes:
             search.check_time()
@@ -581,8 +607,9 @@ class BetaSplit(_Strategy):
         s, m, opts = self.search, len(dom), self.search.opts
         size = next((z for z in self.sizes if z >= m), self.sizes[-1])
         bounder = beta_bounder(
-            s.fn, s.shape, self.relu.shapes, batch=size, rows=self.rows, n_args=len(s.args)
-        )
+            s.fn, s.shape, self.relu.shapes, batch=size, rows=self.rows, n_args=len(s.args),
+            refine_limit=self.limit,
+        )  # fmt: skip
         alpha, beta = dom.warm
         args = pad_batch(
             size, *f32_outward(dom.lo, dom.hi), dom.splits, self.rb_lo[dom.case],
@@ -759,7 +786,11 @@ class Falsifier:
 
     def between(self, group: Group, state: State) -> None:
         s = self.search
-        if not s.opts.attack or self.mode is None or time.monotonic() < self.next:
+        if not s.opts.attack or self.mode is None:
+            return
+        # the clocks of several processes differ: the first one due starts the run for all
+        (due,) = processes.agree_any(time.monotonic() >= self.next, what="the falsifier schedule")
+        if not due:
             return
         if (self.mode == "seeds" and self.seeds is None) or not len(state.open):
             return
@@ -809,14 +840,22 @@ class Search:
         self.seen: set[bytes] = set()
         self.start = time.monotonic()
         self.best = -np.inf
+        # Under jax.distributed every process runs this search in lockstep on the same host
+        # state; the few local inputs (clocks, falsifier finds) go through `processes`.
+        self.group = processes.group_size()
+        self.index = processes.index()
 
     def check_time(self):
-        if self.deadline - time.monotonic() <= 0:
+        late = self.deadline - time.monotonic() <= 0
+        if self.group > 1:  # the first process out of time stops all of them
+            (late,) = processes.agree_any(late, what="the timeout check")
+        if late:
             raise Outcome("timeout")
 
     def next_key(self):
         self.key, k = jax.random.split(self.key)
-        return k
+        # each process attacks from its own starts (process 0 from the single-process ones)
+        return jax.random.fold_in(k, self.index) if self.index else k
 
     def report(self, n_open: int, n_closed: int, best: float):
         self.best = best
@@ -827,7 +866,23 @@ class Search:
             self.bar.update(1)
 
     def try_candidates(self, group: Group, xs, vals, limit=3, slack=0.0):
-        """Confirms up to `limit` candidates with objective <= `slack`; raises Outcome("sat")."""
+        """Confirms up to `limit` candidates with objective <= `slack`; raises Outcome("sat").
+
+        With several processes, a counterexample confirmed on any of them is sent to all (the
+        lowest process index wins), so all stop with the same one."""
+        found = None
+        try:
+            self._try_candidates(group, xs, vals, limit, slack)
+        except Outcome as out:
+            found = out
+        if self.group > 1 and processes.agree_any(found is not None, what="the falsifier")[0]:
+            cex = None if found is None else found.counterexample
+            cexs = processes.allgather_objects(cex, what="the counterexample")
+            found = Outcome("sat", next(c for c in cexs if c is not None))
+        if found is not None:
+            raise found
+
+    def _try_candidates(self, group: Group, xs, vals, limit, slack):
         xs = np.asarray(xs)
         vals = np.asarray(vals)
         for i in np.argsort(vals, kind="stable")[:limit]:
@@ -909,7 +964,7 @@ class Search:
             lower = np.asarray(
                 single_bound(
                     self.fn, lo32, hi32, self.shape, jnp.asarray(group.spec), self.args,
-                    method="alpha-crown",
+                    method="alpha-crown", refine_limit=self.mem["refine_limit"],
                 )
             )  # fmt: skip
             self.stats["alpha_roots"] = self.stats.get("alpha_roots", 0) + 1
@@ -922,9 +977,28 @@ class Search:
                 left[i] = False
         return (dom.map(lambda a: a[left]) if left.any() else None), tuple(leaves)
 
+    def plan_memory(self, group: Group) -> dict:
+        """`memory_plan` for `group` within `opts.memory_budget` (default: half the memory
+        available now); its note, if any, goes to the result's notes."""
+        opts = self.opts
+        budget = opts.memory_budget
+        if budget is None:
+            budget = available_memory() // 2
+        if self.group > 1:  # one plan for every process: the smallest memory decides
+            budget = min(processes.allgather_objects(int(budget), what="the memory budget"))
+        mem = memory_plan(
+            self.fn, self.shape, f32_outward(*group.boxes[0]), group.spec, self.args,
+            batch=opts.batch_size, budget=int(budget),
+        )  # fmt: skip
+        if mem["note"]:
+            self.notes.append(mem["note"])
+        self.stats["batch_size"] = mem["batch"]
+        return mem
+
     def strategy(self, group: Group):
         """The bounding and branching strategy for `group` (module docstring)."""
         opts = self.opts
+        self.mem = self.plan_memory(group)
         relu = opts.split == "relu" or (
             opts.split == "auto" and group.boxes[0][0].size > opts.relu_split_inputs
         )
@@ -938,10 +1012,24 @@ class Search:
             # per domain, slopes and multipliers for every (row, neuron): (alpha, beta) in float32
             # for a batch must stay well below the memory
             rows = group.spec.shape[0]
-            if 8 * rows * layout.total * opts.batch_size <= BETA_MAX_BATCH_BYTES:
+            fit = BETA_MAX_BATCH_BYTES // (8 * rows * layout.total)
+            if rows * layout.total > BETA_MAX_PARAMS:
+                self.notes.append(
+                    f"beta-CROWN off: {rows} rows x {layout.total} ReLUs of parameters per domain "
+                    f"(more than {BETA_MAX_PARAMS:,}); domains bounded by {opts.method}"
+                )
+                return ReluSplit(self, group, layout)
+            if fit >= min(BETA_SMALL_BATCH, self.mem["batch"]):
+                if fit < self.mem["batch"]:  # a smaller batch rather than no beta-CROWN
+                    self.mem["batch"] = 1 << (int(fit).bit_length() - 1)
+                    self.stats["batch_size"] = self.mem["batch"]
+                    self.notes.append(
+                        f"beta-CROWN batch {self.mem['batch']}: {rows} rows x {layout.total} "
+                        f"ReLUs of parameters per domain"
+                    )
                 return BetaSplit(self, group, layout)
             self.notes.append(
-                f"beta-CROWN off: {rows} rows x {layout.total} ReLUs x batch {opts.batch_size} "
+                f"beta-CROWN off: {rows} rows x {layout.total} ReLUs x batch {self.mem['batch']} "
                 f"parameters exceed {BETA_MAX_BATCH_BYTES >> 20} MiB; domains bounded by "
                 f"{opts.method}"
             )

@@ -9,8 +9,10 @@ the weights are *arguments* of the compiled code. The wrapper is made once per `
 
 from __future__ import annotations
 
+import collections
 import functools as ft
 import inspect
+import os
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ..bounds import Box, bound, prepare
+from ..core import processes
 from ._attack import _objective
 
 # `bound(..., jit=False)` runs inside this module's jit (a nested jit may not carry compiler
@@ -45,7 +48,10 @@ def _batch_jit(run, batch: int, n_batched: int):
     """`jax.jit(run)`; with several local devices, the first `n_batched` arguments (leading axis
     = the batch of domains) are split across them and the rest replicated. Domains are
     independent, so each device bounds its share with no communication, and the results are the
-    unsharded program's. A batch that is not a multiple of the device count runs unsharded."""
+    unsharded program's. A batch that is not a multiple of the device count runs unsharded.
+    Under `jax.distributed` the mesh spans every process's devices (`_GlobalBatch`)."""
+    if processes.group_size() > 1:
+        return _GlobalBatch(run, batch, n_batched)
     devices = jax.local_devices()
     if len(devices) < 2 or batch % len(devices):
         return jax.jit(run, compiler_options=COMPILER_OPTIONS)
@@ -54,6 +60,71 @@ def _batch_jit(run, batch: int, n_batched: int):
     n_args = len(inspect.signature(run).parameters)
     shardings = (split,) * n_batched + (same,) * (n_args - n_batched)
     return jax.jit(run, compiler_options=COMPILER_OPTIONS, in_shardings=shardings)
+
+
+# Per sharded batch over several processes: calls, devices spanned, and bytes every process
+# receives in the results' all-gather (read by tests and bench/multihost.py).
+BATCH_STATS: dict = {"calls": 0, "spans": collections.Counter(), "bytes_in": 0, "bytes": 0}
+
+
+class _GlobalBatch:
+    """`run` jitted over a 1-D mesh of every process's devices (multi-controller SPMD).
+
+    Every process calls it with the same whole batch (numpy; the search's host state is the same
+    everywhere): each one hands its devices only their rows (`make_array_from_callback`), the
+    program bounds each shard without communication, and its outputs are all-gathered into the
+    compiled program (replicated out-shardings), so every process gets the whole result and
+    takes the same branching decisions. A batch that is not a multiple of the global device
+    count is padded to one (the first row repeated; every output has the batch axis first and
+    the padded rows are dropped)."""
+
+    def __init__(self, run, batch: int, n_batched: int):
+        devices = jax.devices()
+        self.n_batched, self.batch = n_batched, batch
+        self.padded = -(-batch // len(devices)) * len(devices)
+        mesh = Mesh(np.asarray(devices), ("domains",))
+        self.split, self.same = NamedSharding(mesh, P("domains")), NamedSharding(mesh, P())
+        n_args = len(inspect.signature(run).parameters)
+        shardings = (self.split,) * n_batched + (self.same,) * (n_args - n_batched)
+        self.fn = jax.jit(
+            run, compiler_options=COMPILER_OPTIONS, in_shardings=shardings, out_shardings=self.same
+        )
+        self.n_devices = len(devices)
+        self.replicated: dict = {}  # id(weight) -> (weight, its global copy): weights persist
+
+    def _put(self, x, sharding):
+        a = np.asarray(x)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    def _same(self, x):
+        if isinstance(x, np.ndarray) or np.ndim(x) == 0:
+            return self._put(x, self.same)
+        hit = self.replicated.get(id(x))
+        if hit is None or hit[0] is not x:
+            if len(self.replicated) > 256:
+                self.replicated.clear()
+            hit = (x, self._put(x, self.same))
+            self.replicated[id(x)] = hit
+        return hit[1]
+
+    def __call__(self, *args):
+        head = pad_batch(self.padded, *(np.asarray(a) for a in args[: self.n_batched]))
+        head = [self._put(a, self.split) for a in head]
+        tail = jax.tree_util.tree_map(self._same, args[self.n_batched :])
+        with processes.collective("a sharded bound batch"):
+            out = self.fn(*head, *tail)
+            # every device holds the whole (replicated) result: read this process's copy
+            host = jax.tree_util.tree_map(
+                lambda o: np.asarray(o.addressable_data(0))[: self.batch], out
+            )
+        BATCH_STATS["calls"] += 1
+        BATCH_STATS["spans"][len(head[0].sharding.device_set)] += 1
+        total = sum(a.nbytes for a in jax.tree_util.tree_leaves(host))
+        BATCH_STATS["bytes"] += total
+        BATCH_STATS["bytes_in"] += total * (self.n_devices - jax.local_device_count()) // max(
+            self.n_devices, 1
+        )
+        return host
 
 
 def _keep(cache: dict, key, fn, build):
@@ -116,7 +187,15 @@ def _spread_fn(fn, shape):
 
 
 def input_split_bounder(
-    fn, shape, *, method: str, batch: int, rows: int, n_args: int, spread: bool = False
+    fn,
+    shape,
+    *,
+    method: str,
+    batch: int,
+    rows: int,
+    n_args: int,
+    spread: bool = False,
+    refine_limit: int | None = None,
 ):
     """Jitted `(lo (B, n), hi (B, n), spec, d, mask, real, args) ->
     (lower (B, R), obj (B,), jac (B, R, n), rows (B, R), spread (B, n))`.
@@ -133,7 +212,13 @@ def input_split_bounder(
 
         def one_bound(lo, hi, spec, args):
             b = bound(
-                g, Box(lo.reshape(shape), hi.reshape(shape)), spec, *args, method=method, jit=False
+                g,
+                Box(lo.reshape(shape), hi.reshape(shape)),
+                spec,
+                *args,
+                method=method,
+                jit=False,
+                refine_limit=refine_limit,
             )
             return b.lower
 
@@ -160,12 +245,21 @@ def input_split_bounder(
 
         return _batch_jit(run, batch, 2)
 
-    key = ("input", id(fn), tuple(shape), method, batch, rows, n_args, spread)
+    key = ("input", id(fn), tuple(shape), method, batch, rows, n_args, spread, refine_limit)
     return _keep(_COMPILED, key, fn, build)
 
 
 def relu_split_bounder(
-    fn, shape, relu_shapes, *, method: str, batch: int, rows: int, n_args: int, taps=None
+    fn,
+    shape,
+    relu_shapes,
+    *,
+    method: str,
+    batch: int,
+    rows: int,
+    n_args: int,
+    taps=None,
+    refine_limit: int | None = None,
 ):
     """Jitted `(lo (B, n), hi (B, n), splits (B, s), spec, args) ->
     (lower (B, R), pre_lower (B, s), pre_upper (B, s))`.
@@ -201,6 +295,7 @@ def relu_split_bounder(
                 method=method,
                 relu_splits=unflatten(flat),
                 jit=False,
+                refine_limit=refine_limit,
             )
             if taps is None:
                 return b.lower, jnp.zeros(total, b.lower.dtype), jnp.zeros(total, b.lower.dtype)
@@ -217,10 +312,13 @@ def relu_split_bounder(
         return _batch_jit(run, batch, 3)
 
     key = ("relu", id(fn), tuple(shape), method, batch, rows, n_args, taps is not None)
+    key += (refine_limit,)
     return _keep(_COMPILED, key, fn, build)
 
 
-def single_bound(fn, lo, hi, shape, spec, args, *, method: str, splits=None):
+def single_bound(
+    fn, lo, hi, shape, spec, args, *, method: str, splits=None, refine_limit: int | None = None
+):
     """Lower bounds of the spec rows over one box (`bound`'s own compile cache)."""
     g = spec_fn(fn)
     b = bound(
@@ -230,6 +328,7 @@ def single_bound(fn, lo, hi, shape, spec, args, *, method: str, splits=None):
         *args,
         method=method,
         relu_splits=splits,
+        refine_limit=refine_limit,
     )
     return b.lower
 
@@ -242,11 +341,11 @@ ROOT_LR = 0.1
 BETA_LR = 0.1
 
 
-def _problem(g, shape, lo, hi, spec, args):
+def _problem(g, shape, lo, hi, spec, args, refine_limit=None):
     """The bound problem of `g(x, spec, *args)` with `x` boxed in `[lo, hi]` (float-sound
     float32)."""
     box = Box(lo.reshape(shape), hi.reshape(shape))
-    return prepare(g, box, spec, *args, name="beta-crown")
+    return prepare(g, box, spec, *args, name="beta-crown", refine_limit=refine_limit)
 
 
 def _layout(relu_shapes):
@@ -255,14 +354,16 @@ def _layout(relu_shapes):
     return sizes, offsets
 
 
-def relu_root_bounder(fn, shape, relu_shapes, *, rows: int, n_args: int):
+def relu_root_bounder(
+    fn, shape, relu_shapes, *, rows: int, n_args: int, refine_limit: int | None = None
+):
     """Jitted `(lo (n,), hi (n,), spec, args) -> (relu_lo (s,), relu_hi (s,))`: bounds of every ReLU
     input over one box (`root_relu_bounds`, flat in the layout of `relu_shapes`)."""
     g = spec_fn(fn)
 
     def build():
         def run(lo, hi, spec, args):
-            p = _problem(g, shape, lo, hi, spec, args)
+            p = _problem(g, shape, lo, hi, spec, args, refine_limit)
             b = p.root_relu_bounds(iters=ROOT_ITERS, lr=ROOT_LR)
             return (
                 jnp.concatenate([v[0].reshape(-1) for v in b]),
@@ -272,11 +373,20 @@ def relu_root_bounder(fn, shape, relu_shapes, *, rows: int, n_args: int):
         return jax.jit(run, compiler_options=COMPILER_OPTIONS)
 
     key = ("relu-root", id(fn), tuple(shape), tuple(map(tuple, relu_shapes)), rows, n_args)
+    key += (refine_limit,)
     return _keep(_COMPILED, key, fn, build)
 
 
 def beta_bounder(
-    fn, shape, relu_shapes, *, batch: int, rows: int, n_args: int, use_beta: bool = True
+    fn,
+    shape,
+    relu_shapes,
+    *,
+    batch: int,
+    rows: int,
+    n_args: int,
+    use_beta: bool = True,
+    refine_limit: int | None = None,
 ):
     """Jitted beta-CROWN over a batch of ReLU-split domains:
 
@@ -299,7 +409,7 @@ def beta_bounder(
 
     def build():
         def one(lo, hi, sp, rlo, rhi, alpha, beta, iters, spec, args):
-            p = _problem(g, shape, lo, hi, spec, args)
+            p = _problem(g, shape, lo, hi, spec, args, refine_limit)
             R = spec.shape[0]
             lam = jnp.eye(R, dtype=jnp.float32)
             lower, a, b, used, scores, corners = p.split_bound(
@@ -342,5 +452,65 @@ def beta_bounder(
         rows,
         n_args,
         use_beta,
+        refine_limit,
     )
     return _keep(_COMPILED, key, fn, build)
+
+
+# --- memory ------------------------------------------------------------------------------------
+# A search tightens an intermediate node by CROWN only while its pass carries at most
+# max(REFINE_FLOOR, REFINE_RATIO x the output pass) coefficients per domain: on the verivital
+# max-pooling CNN every pooling node's pass carries 54M (128x the output pass) and took 14 s per
+# box for bounds within 1e-4 of the interval-based ones; every MLP of the shared suites stays
+# under the floor.
+REFINE_FLOOR = 1 << 22
+REFINE_RATIO = 64
+# Bytes a coefficient costs while a pass runs: float32 L and the temporaries beside it.
+COEF_BYTES = 16
+MIN_BATCH = 8
+
+
+def available_memory() -> int:
+    """Bytes of memory this process may use now (available physical memory; 4 GiB where the OS
+    does not say)."""
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def memory_plan(fn, shape, box, spec, args, *, batch: int, budget: int) -> dict:
+    """Domains per compiled batch and the `refine_limit` for a search on `fn` within `budget`
+    bytes: the batch halves (down to `MIN_BATCH`) until the widest pass fits, and only then do
+    wider intermediate passes fall back to interval bounds (never below the output pass's own
+    size: one domain at a time if even that is too much).
+
+    Returns `{"batch", "refine_limit", "per_domain" (bytes), "dropped" (nodes kept at interval
+    bounds), "note"}`."""
+    p = prepare(spec_fn(fn), Box(*(jnp.asarray(v).reshape(shape) for v in box)), spec, *args)
+    costs, out = p.refine_costs(int(np.shape(spec)[0]))
+    limit = max(REFINE_FLOOR, REFINE_RATIO * out)
+    peak = max([c for c in costs if c <= limit] + [out, 1])
+    b = max(int(batch), 1)
+    while b > MIN_BATCH and b * peak * COEF_BYTES > budget:
+        b //= 2
+    if b * peak * COEF_BYTES > budget:
+        limit = min(limit, max(budget // (b * COEF_BYTES), out))
+        peak = max([c for c in costs if c <= limit] + [out, 1])
+        while b > 2 and b * peak * COEF_BYTES > budget:
+            b //= 2
+    dropped = sum(c > limit for c in costs)
+    note = ""
+    if dropped or b < batch:
+        note = (
+            f"memory plan: batch {b} (asked {batch}), {dropped} of {len(costs)} intermediate "
+            f"nodes on interval bounds (a CROWN pass over {limit:,} coefficients), "
+            f"~{b * peak * COEF_BYTES >> 20} MiB per batch of {budget >> 20} MiB"
+        )
+    return {
+        "batch": b,
+        "refine_limit": limit if costs and max(costs) > limit else None,
+        "per_domain": peak * COEF_BYTES,
+        "dropped": int(dropped),
+        "note": note,
+    }

@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 
-from ..core import TljaxError
+from ..core import TljaxError, processes
 
 VERIFY_USAGE = "tljax verify NET.onnx SPEC.vnnlib [--timeout S] [--out RESULT]"
 
@@ -134,6 +134,10 @@ def main_verify(argv: list[str] | None = None) -> int:
     stdout is the VNN-COMP result (its first line the verdict); stderr has the progress (on a
     terminal or with --progress), a summary, notes and the re-check outcome (not with --quiet)."""
     args = verify_parser().parse_args(argv)
+    try:  # under a launcher (tljax.launch, SLURM, ...) one search spans every process
+        processes.initialize()
+    except processes.PeerLostError as err:
+        return _error(str(err))
     for path, what in ((args.onnx, "network"), (args.vnnlib, "property")):
         if not os.path.isfile(path):
             return _error(
@@ -154,8 +158,12 @@ def main_verify(argv: list[str] | None = None) -> int:
             progress=False if args.quiet else (True if args.progress else None),
             semantics=args.semantics,
         )
+    except processes.PeerLostError as err:
+        processes.exit_on_peer_loss(err, "tljax verify")
     except (TljaxError, OSError) as err:
         return _error(_short(str(err), args.onnx, args.vnnlib))
+    if processes.index() != 0:  # every process holds the same result: process 0 reports it
+        return 0
     say = (lambda *a: None) if args.quiet else ft.partial(print, file=sys.stderr)
     if args.check:
         report = res.check()
@@ -211,6 +219,13 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="crown", choices=["crown", "alpha-crown", "ibp"])
     p.add_argument("--split", default="auto", choices=["auto", "input", "relu"])
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--spread",
+        action="store_true",
+        help="under jax.distributed (python -m tljax.launch, SLURM, ...): each process runs every "
+        "N-th instance on its own devices and process 0 prints and writes the merged results "
+        "(default: every instance is one search over all processes)",
+    )
     return p
 
 
@@ -261,11 +276,21 @@ def judge(verdict: str, expected: str | None) -> str:
 
 
 def run_instances(
-    rows, expected, *, timeout=None, method="crown", split="auto", batch_size=256, log=print
+    rows,
+    expected,
+    *,
+    timeout=None,
+    method="crown",
+    split="auto",
+    batch_size=256,
+    log=print,
+    indices=None,
 ):
-    """Runs rows `(onnx, vnnlib, timeout)`; returns a list of dict records (also logged per row)."""
+    """Runs rows `(onnx, vnnlib, timeout)`; returns a list of dict records (also logged per row).
+    `indices`: the rows' numbers in the records (default 0, 1, ...)."""
     records = []
-    for i, (onnx, vnnlib, t) in enumerate(rows):
+    numbers = range(len(rows)) if indices is None else indices
+    for i, (onnx, vnnlib, t) in zip(numbers, rows, strict=True):
         budget = timeout if timeout is not None else t
         t0 = time.monotonic()
         error = ""
@@ -282,6 +307,8 @@ def run_instances(
             )
             verdict = res.verdict
             domains = int(res.stats.get("domains", 0))
+        except processes.PeerLostError:
+            raise  # the group is gone: no later instance can run either
         except (TljaxError, OSError) as err:
             verdict, error = "error", str(err).splitlines()[0]
         elapsed = time.monotonic() - t0
@@ -298,11 +325,7 @@ def run_instances(
             "domains": domains,
         }
         records.append(rec)
-        log(
-            f"{i:4d}  {rec['onnx'][:40]:40s} {rec['vnnlib'][:22]:22s} {verdict:8s} "
-            f"{elapsed:8.2f}s  {rec['expected']:8s} {rec['match']:8s} {domains:7d}"
-            f"{'  ' + error if error else ''}"
-        )
+        log(_row_line(rec))
     return records
 
 
@@ -327,11 +350,61 @@ def summary(records) -> dict:
 
 _VERDICTS = ("unsat", "sat", "unknown", "timeout", "error")
 
+HEADER = (
+    f"{'#':>4s}  {'network':40s} {'property':22s} {'verdict':8s} {'time':>9s}  "
+    f"{'expected':8s} {'match':8s} domains"
+)
+
+
+def _run_in_group(rows, expected, *, spread: bool, **kw) -> list[dict]:
+    """`run_instances` in a process group (alone: as it is).
+
+    Together (default): each instance is one search over every process's devices and process 0
+    prints the table. `spread`: process k runs rows k, k + N, ... on its own devices
+    (`processes.local`), logging them on stderr, and every process gets all the records, in
+    row order (one exchange at the end); process 0 prints the merged table."""
+    me, n = processes.index(), processes.group_size()
+    if n == 1 or not spread:
+        show = me == 0
+        if show:
+            print(HEADER)
+        log = (lambda s: print(s, flush=True)) if show else (lambda s: None)
+        return run_instances(rows, expected, log=log, **kw)
+    mine = list(range(me, len(rows), n))
+
+    def log(line):
+        print(f"[process {me}] {line}", file=sys.stderr, flush=True)
+
+    with processes.local():
+        records = run_instances([rows[i] for i in mine], expected, log=log, indices=mine, **kw)
+    for rec in records:
+        rec["process"] = me
+    merged = [r for part in processes.allgather_objects(records, what="the results") for r in part]
+    merged.sort(key=lambda r: r["index"])
+    if me == 0:
+        print(HEADER)
+        for r in merged:
+            print(_row_line(r))
+    return merged
+
+
+def _row_line(rec: dict) -> str:
+    return (
+        f"{rec['index']:4d}  {rec['onnx'][:40]:40s} {rec['vnnlib'][:22]:22s} {rec['verdict']:8s} "
+        f"{rec['time']:8.2f}s  {rec['expected']:8s} {rec['match']:8s} {rec['domains']:7d}"
+        f"{'  ' + rec['error'] if rec['error'] else ''}"
+    )
+
 
 def main_run_instances(argv: list[str] | None = None) -> int:
     """`tljax run-instances`: exit status 0 when no verdict contradicts expected.csv, 1 when one
     does, 2 on bad input."""
     args = run_parser().parse_args(argv)
+    try:
+        processes.initialize()
+    except processes.PeerLostError as err:
+        print(f"tljax run-instances: error: {err}", file=sys.stderr)
+        return 2
     if not os.path.isfile(args.instances):
         print(
             f"tljax run-instances: error: {display_path(args.instances)!r} does not exist; check "
@@ -349,20 +422,21 @@ def main_run_instances(argv: list[str] | None = None) -> int:
         rows = [rows[k] for k in keep if 0 <= k < len(rows)]
     if args.limit is not None:
         rows = rows[: args.limit]
-    print(
-        f"{'#':>4s}  {'network':40s} {'property':22s} {'verdict':8s} {'time':>9s}  "
-        f"{'expected':8s} {'match':8s} domains"
-    )
-    records = run_instances(
-        rows,
-        expected,
-        timeout=args.timeout,
-        method=args.method,
-        split=args.split,
-        batch_size=args.batch_size,
-        log=lambda s: print(s, flush=True),
-    )
+    try:
+        records = _run_in_group(
+            rows,
+            expected,
+            spread=args.spread,
+            timeout=args.timeout,
+            method=args.method,
+            split=args.split,
+            batch_size=args.batch_size,
+        )
+    except processes.PeerLostError as err:
+        processes.exit_on_peer_loss(err, "tljax run-instances")
     s = summary(records)
+    if processes.index() != 0:  # process 0 reports for the group
+        return 1 if s["wrong"] else 0
     print(
         f"solved {s['solved']}/{s['total']}, wrong {s['wrong']}, errors {s['errors']}, "
         f"median time (solved) {s['median_time']:.2f}s, "

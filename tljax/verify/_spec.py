@@ -173,6 +173,11 @@ def make_groups(prop, n_outputs: int) -> list[Group]:
             spec[r : r + n_outputs] = eye
             spec[r + n_outputs : r + 2 * n_outputs] = -eye
             own[r : r + 2 * n_outputs] = -2
+        if r:
+            # padding rows repeat the first row (their bounds are ignored, `owner` -1): zero
+            # rows drive beta-CROWN's parameters and slack into subnormal floats, which ran a
+            # CNN's 50 root steps 80x slower (138 s instead of 1.7 s)
+            spec[r + extra :] = c32[0]
         groups.append(
             Group(
                 cases=tuple(cases),

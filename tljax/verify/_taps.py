@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..core import compat, eval_jaxpr
+from ..core import compat, eval_jaxpr, tree_max, window_slices
 
 
 def _is_concrete(v) -> bool:
@@ -70,8 +70,24 @@ class Taps:
             recorded.append(jnp.broadcast_to(a - b, np.shape(out)))
             return add_delta(out)
 
+        def _pool(ctx, x, **params):
+            # the bound tape's max pooling: a chain of pairwise maxima over the window offsets
+            out = lax.reduce_window_max_p.bind(x, **params)
+            if _is_concrete(x) or any(p != (0, 0) for p in params["padding"]):
+                return out
+            if any(d != 1 for d in (*params["base_dilation"], *params["window_dilation"])):
+                return out
+            def pair(a, b):
+                recorded.append(a - b)
+                return add_delta(lax.max(a, b))
+
+            win, strides = params["window_dimensions"], params["window_strides"]
+            return tree_max(jnp.stack(window_slices(x, win, strides, out.shape)), pair)
+
         sem = get_semantics("reference").derive(
-            name="relu-taps", rules={lax.max_p: _max, lax.min_p: _min}, recurse=True
+            name="relu-taps",
+            rules={lax.max_p: _max, lax.min_p: _min, lax.reduce_window_max_p: _pool},
+            recurse=True,
         )
         closed = jax.make_jaxpr(self.fn)(x, *args)
         jaxpr, consts = compat.open_jaxpr(closed)
