@@ -68,7 +68,12 @@ def test_pool_is_a_tree_of_pairwise_maxima():
 
 @pytest.mark.parametrize(
     "method, eps",
-    [("crown", 1e-4), ("crown", 0.05), ("crown", 0.5), ("alpha-crown", 0.05)],
+    [
+        ("crown", 1e-4),
+        ("crown", 0.05),
+        ("crown", 0.5),
+        pytest.param("alpha-crown", 0.05, marks=pytest.mark.slow),  # 35 s
+    ],
 )
 def test_refine_limit_bounds_contain_float32_samples(method, eps):
     params = _params()
@@ -208,6 +213,27 @@ def test_verify_adapts_to_a_small_memory_budget(eps, expected):
         ys = np.asarray(jax.vmap(lambda x: fn(x.reshape(SHAPE)))(jnp.asarray(xs))).reshape(-1, 3)
         k = int(np.argmax(np.asarray(fn(jnp.asarray(x0))).reshape(-1)))
         assert np.all(np.argmax(ys, axis=1) == k)
+
+
+def test_out_of_memory_is_an_unknown_verdict_that_names_the_pass(monkeypatch):
+    from tljax.verify import _bab, verify
+
+    params = _params()
+    x0 = np.random.default_rng(1).uniform(0.0, 1.0, SHAPE).astype(np.float32)
+    prop = _robustness(params, x0, 0.05)
+
+    def exhausted(self, dom, *, root):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 996109907560 bytes.")
+
+    monkeypatch.setattr(_bab.ReluSplit, "bound", exhausted)
+    res = verify(
+        lambda x: pool_cnn(x, params), prop, input_shape=SHAPE, timeout=60, split="relu",
+        beta=False, attack=False,
+    )  # fmt: skip
+    assert res.verdict == "unknown"
+    text = " ".join(res.notes)
+    assert "out of memory bounding" in text and "996109907560" in text
+    assert "widest CROWN pass starts at the input" in text and "coefficients per domain" in text
 
 
 def test_pgd_chunks_cover_every_start_within_budget_and_one_chunk_without():

@@ -12,6 +12,7 @@ from ._box import Box as Box
 from ._certificate import Certificate as Certificate
 from ._certificate import SplitParams as SplitParams
 from ._certificate import check as check
+from ._crown import refine_cost as refine_cost
 from ._float_model import ProgramModel as ProgramModel
 from ._relax import Options as Options
 from ._relax import relax_relu as relax_relu

@@ -272,13 +272,27 @@ class State(NamedTuple):
     note: str = ""
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in str(err)
+
+
 def _bound(strategy, dom: Domains, *, root: bool):
     """Bounds `dom` in chunks; returns (open domains, margins and decisions set, leaf batches)."""
     group, hook = strategy.group, strategy.hook
     keep, leaves = [], []
     for s in range(0, len(dom), strategy.chunk):
         part = dom.map(lambda a, s=s: a[s : s + strategy.chunk])
-        b = strategy.bound(part, root=root)
+        try:
+            b = strategy.bound(part, root=root)
+        except Exception as err:  # only out-of-memory is turned into a verdict
+            if not _out_of_memory(err):
+                raise
+            mem = getattr(strategy.search, "mem", {})
+            raise Stuck(
+                f"out of memory bounding {len(part)} domains (batch {strategy.chunk}): "
+                f"{str(err).splitlines()[0][:200]}; the widest CROWN pass starts at "
+                f"{mem.get('widest', '?')}; pass a smaller memory_budget= or batch_size="
+            ) from err
         hook.probed(group, part, b)
         margin = group.margins(b.lower)
         ok = margin > 0

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ..bounds import Box, bound, prepare
+from ..bounds import Box, bound, prepare, refine_cost
 from ..core import processes
 from ._attack import _objective
 
@@ -489,6 +489,7 @@ def memory_plan(fn, shape, box, spec, args, *, batch: int, budget: int) -> dict:
     bounds), "note"}`."""
     p = prepare(spec_fn(fn), Box(*(jnp.asarray(v).reshape(shape) for v in box)), spec, *args)
     costs, out = p.refine_costs(int(np.shape(spec)[0]))
+    widest = _widest_pass(p)
     limit = max(REFINE_FLOOR, REFINE_RATIO * out)
     peak = max([c for c in costs if c <= limit] + [out, 1])
     b = max(int(batch), 1)
@@ -513,4 +514,20 @@ def memory_plan(fn, shape, box, spec, args, *, batch: int, budget: int) -> dict:
         "per_domain": peak * COEF_BYTES,
         "dropped": int(dropped),
         "note": note,
+        "widest": widest,
     }
+
+
+def _widest_pass(problem) -> str:
+    """Where the widest CROWN pass of `problem` starts: the equation, its shape and size."""
+    tape = problem.tape
+    cost = refine_cost(tape)
+    best = None
+    for e in tape.eqns:
+        for n in e.node_inputs:
+            if best is None or cost[n.id] > best[0]:
+                best = (cost[n.id], n, e)
+    if best is None:
+        return "no relaxed equation"
+    c, n, e = best
+    return f"the input {n.shape} of {e.prim} at {e.where()} ({c:,} coefficients per domain)"
