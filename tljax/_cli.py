@@ -21,8 +21,8 @@ COMMANDS = (
     (
         "verify",
         "onnx vnnlib [--timeout TIMEOUT] [--out OUT] [--method {crown,alpha-crown,ibp}] "
-        "[--split {auto,input,relu}] [--batch-size BATCH_SIZE] [--seed SEED] "
-        "[--semantics {float32,real}] [--check] [--progress | --quiet]",
+        "[--split {auto,input,relu}] [--batch-size BATCH_SIZE] [--memory-budget MEMORY_BUDGET] "
+        "[--seed SEED] [--semantics {float32,real}] [--check] [--progress | --quiet]",
         "verify a VNN-LIB property of an ONNX network (VNN-COMP result on stdout, its first "
         "line the verdict; progress on stderr)",
     ),

@@ -278,3 +278,15 @@ def test_verivital_maxpool_instance_solved_in_bounded_memory():
     assert time.monotonic() - t < 200
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     assert peak_gib < 12, peak_gib
+
+
+def test_cli_memory_budget_sizes():
+    import argparse
+
+    from tljax.verify._cli import _bytes
+
+    assert _bytes("4G") == 4 << 30 and _bytes("512M") == 512 << 20 and _bytes("1000") == 1000
+    assert _bytes("1.5k") == 1536 and _bytes("2GB") == 2 << 30
+    for bad in ("4X", "", "-1G", "0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _bytes(bad)

@@ -63,6 +63,12 @@ def verify_parser() -> argparse.ArgumentParser:
         "--split", default="auto", choices=["auto", "input", "relu"], help="branching mode"
     )
     p.add_argument("--batch-size", type=int, default=256, help="domains per compiled bound call")
+    p.add_argument(
+        "--memory-budget",
+        type=_bytes,
+        default=None,
+        help="memory a batch of bounds may take, e.g. 4G or 512M (default: half the available)",
+    )
     p.add_argument("--seed", type=int, default=0, help="falsifier seed")
     p.add_argument(
         "--semantics",
@@ -104,6 +110,7 @@ def run_one(
     seed=0,
     progress=None,
     semantics="float32",
+    memory_budget=None,
 ):
     """Loads and verifies one instance; returns the `Result`."""
     from ._api import verify
@@ -124,7 +131,23 @@ def run_one(
         seed=seed,
         progress=progress,
         semantics=semantics,
+        memory_budget=memory_budget,
     )
+
+
+def _bytes(text: str) -> int:
+    """`4G`, `512M`, `64K` or a plain byte count, as an int."""
+    t = text.strip().upper().removesuffix("B")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if scale > 1 else t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (give bytes, or a number with K, M, G or T)"
+        ) from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"the memory budget must be positive, got {text!r}")
+    return int(value)
 
 
 def main_verify(argv: list[str] | None = None) -> int:
@@ -157,6 +180,7 @@ def main_verify(argv: list[str] | None = None) -> int:
             seed=args.seed,
             progress=False if args.quiet else (True if args.progress else None),
             semantics=args.semantics,
+            memory_budget=args.memory_budget,
         )
     except processes.PeerLostError as err:
         processes.exit_on_peer_loss(err, "tljax verify")
