@@ -13,6 +13,7 @@ from ._certificate import Certificate as Certificate
 from ._certificate import SplitParams as SplitParams
 from ._certificate import check as check
 from ._crown import refine_cost as refine_cost
+from ._crown import refine_plan as refine_plan
 from ._float_model import ProgramModel as ProgramModel
 from ._relax import Options as Options
 from ._relax import relax_relu as relax_relu

@@ -658,6 +658,8 @@ def _out_key(k: int):
 def _finish(p: _Pass, method, spec, alphas=None):
     outs = []
     limit = p.opts.refine_limit
+    cost = refine_cost(p.tape) if limit is not None and spec is None else None
+    settled = _settled(p) if spec is None and alphas is None and method == "crown" else set()
     for k, o in enumerate(p.tape.outputs):
         if not isinstance(o, Node):
             v = jnp.asarray(o)
@@ -669,11 +671,10 @@ def _finish(p: _Pass, method, spec, alphas=None):
             # integer outputs (argmax) are bounded by their interval
             outs.append(_interval_out(p, o, spec))
             continue
-        if spec is None and alphas is None and method == "crown" and _settled(p, o):
+        if o.id in settled or (cost is not None and cost[o.id] > limit):
+            # the sweep's bounds: what a pass from `o` would give, or over `refine_limit` (kept
+            # at its interval, as an intermediate node would be)
             outs.append(p.bounds[o.id])
-            continue
-        if spec is None and limit is not None and refine_cost(p.tape)[o.id] > limit:
-            outs.append(p.bounds[o.id])  # over `refine_limit`, as an intermediate node would be
             continue
         lam, m = _output_lam(o, spec)
         low = p.backward(o, lam, alphas, start_key=_out_key(k), sym=True)
@@ -690,19 +691,16 @@ def _finish(p: _Pass, method, spec, alphas=None):
     return outs
 
 
-def _settled(p: _Pass, o: Node) -> bool:
-    """Whether output `o`'s bounds are already what a CROWN pass from it would give: `o` is an
-    operand of a relaxed equation, so the sweep either refined it by that same pass, kept it as
-    an exact interval, or kept its interval because the pass is over `refine_limit` (a search
-    asking for the ReLU inputs of a wide CNN must not pay for every one of them twice)."""
+def _settled(p: _Pass) -> set[int]:
+    """Ids of nodes whose bounds are already what a CROWN pass from them would give: operands of
+    relaxed equations, which the sweep either refined by that same pass or kept as an exact
+    interval or over `refine_limit` (a search asking for the ReLU inputs of a wide CNN must not
+    pay for every one of them twice)."""
     sw = getattr(p, "_sweep", None)
     if sw is None or sw.plan is None:
-        return False
-    if o.id in sw.refined:
-        return True
-    return o.id not in sw.plan and any(
-        e.kind in _RELAXED and any(n.id == o.id for n in e.node_inputs) for e in p.tape.eqns
-    )
+        return set()
+    operands = {n.id for e in p.tape.eqns if e.kind in _RELAXED for n in e.node_inputs}
+    return set(sw.refined) | (operands - sw.plan)
 
 
 def _interval_out(p: _Pass, o: Node, spec):

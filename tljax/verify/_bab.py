@@ -69,7 +69,7 @@ BETA_SMALL_BATCH = 16
 BETA_MAX_BATCH_BYTES = 1 << 30
 # Per domain at most this many beta-CROWN parameters (rows x ReLUs): on the verivital max-pooling
 # CNN (16 x 40,608) one optimisation step of 16 domains took 3.5 s, a CROWN bound of 256 domains
-# well under one; the shared MLPs have at most 16 x 1,800.
+# well under one; the mnist_fc MLPs have 16 x 512.
 BETA_MAX_PARAMS = 1 << 17
 # Every corner of a case box is tried as a candidate up to this many inputs (2^12 points).
 MAX_CORNER_INPUTS = 12
@@ -374,6 +374,8 @@ class _Strategy:
         self.search, self.group, self.name, self.hook = search, group, name, hook
         self.chunk = search.mem["batch"]
         self.limit = search.mem["refine_limit"]
+        # compiled batch sizes: one, or a small one too while few domains are open
+        self.sizes = [self.chunk]
         self.root_w = np.stack([np.where(hi > lo, hi - lo, 1.0) for lo, hi in group.boxes])
 
     def roots(self, n_splits: int = 0) -> Domains:
@@ -391,7 +393,13 @@ class _Strategy:
         return ()
 
     def pop(self, n_open: int) -> int:
-        return min(n_open, self.chunk // 2)
+        # the large batch only once enough domains are open (no large compile for easy cases)
+        size = self.sizes[-1] if n_open >= self.sizes[-1] // 4 else self.sizes[0]
+        return min(n_open, size // 2)
+
+    def size_for(self, m: int) -> int:
+        """The compiled batch that `m` domains are padded to."""
+        return next((z for z in self.sizes if z >= m), self.sizes[-1])
 
     def closed(self, dom: Domains) -> None:
         pass
@@ -541,14 +549,10 @@ class ReluSplit(_Strategy):
     def roots(self, n_splits: int = 0) -> Domains:
         return super().roots(self.relu.total)
 
-    def pop(self, n_open: int) -> int:
-        size = self.sizes[-1] if n_open >= self.sizes[-1] // 4 else self.sizes[0]
-        return min(n_open, size // 2)
-
     def bound(self, dom: Domains, *, root: bool) -> Bounded:
         del root
         s, m = self.search, len(dom)
-        size = next((z for z in self.sizes if z >= m), self.sizes[-1])
+        size = self.size_for(m)
         lo32, hi32, sp = pad_batch(size, *f32_outward(dom.lo, dom.hi), dom.splits)
         lower, plo, phi = self._bounder(size)(
             jnp.asarray(lo32),
@@ -610,16 +614,11 @@ class BetaSplit(_Strategy):
         shape = (k, self.rows, self.relu.total)
         return np.full(shape, np.nan, np.float16), np.zeros(shape, np.float16)
 
-    def pop(self, n_open: int) -> int:
-        # small batches while few domains are open (no large compile for easy cases)
-        size = self.sizes[-1] if n_open >= self.sizes[-1] // 4 else self.sizes[0]
-        return min(n_open, size // 2)
-
     def bound(self, dom: Domains, *, root: bool) -> Bounded:
         from ._bounder import beta_bounder
 
         s, m, opts = self.search, len(dom), self.search.opts
-        size = next((z for z in self.sizes if z >= m), self.sizes[-1])
+        size = self.size_for(m)
         bounder = beta_bounder(
             s.fn, s.shape, self.relu.shapes, batch=size, rows=self.rows, n_args=len(s.args),
             refine_limit=self.limit,

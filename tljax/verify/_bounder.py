@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ..bounds import Box, bound, prepare, refine_cost
+from ..bounds import Box, Kind, bound, prepare, refine_cost, refine_plan
 from ..core import processes
 from ._attack import _objective
 
@@ -489,7 +489,6 @@ def memory_plan(fn, shape, box, spec, args, *, batch: int, budget: int) -> dict:
     bounds), "note"}`."""
     p = prepare(spec_fn(fn), Box(*(jnp.asarray(v).reshape(shape) for v in box)), spec, *args)
     costs, out = p.refine_costs(int(np.shape(spec)[0]))
-    widest = _widest_pass(p)
     limit = max(REFINE_FLOOR, REFINE_RATIO * out)
     peak = max([c for c in costs if c <= limit] + [out, 1])
     b = max(int(batch), 1)
@@ -514,20 +513,24 @@ def memory_plan(fn, shape, box, spec, args, *, batch: int, budget: int) -> dict:
         "per_domain": peak * COEF_BYTES,
         "dropped": int(dropped),
         "note": note,
-        "widest": widest,
+        "widest": _widest_pass(p, limit, out),
     }
 
 
-def _widest_pass(problem) -> str:
-    """Where the widest CROWN pass of `problem` starts: the equation, its shape and size."""
+def _widest_pass(problem, limit: int, out: int) -> str:
+    """Where the widest CROWN pass a search runs under `limit` starts: the equation whose
+    operand it tightens, its shape and size (the output's pass, `out` coefficients, if wider)."""
     tape = problem.tape
     cost = refine_cost(tape)
-    best = None
+    plan = refine_plan(tape, limit)
+    best = max((cost[i], i) for i in plan) if plan else (0, None)
+    if best[0] <= out:
+        return f"the output ({out:,} coefficients per domain)"
     for e in tape.eqns:
-        for n in e.node_inputs:
-            if best is None or cost[n.id] > best[0]:
-                best = (cost[n.id], n, e)
-    if best is None:
-        return "no relaxed equation"
-    c, n, e = best
-    return f"the input {n.shape} of {e.prim} at {e.where()} ({c:,} coefficients per domain)"
+        for n in e.node_inputs if e.kind is not Kind.AFFINE else ():
+            if n.id == best[1]:
+                return (
+                    f"the input {n.shape} of {e.prim} at {e.where()} ({best[0]:,} coefficients "
+                    "per domain)"
+                )
+    return f"a node of {best[0]:,} coefficients per domain"

@@ -71,18 +71,15 @@ class Taps:
             return add_delta(out)
 
         def _pool(ctx, x, **params):
-            # the bound tape's max pooling: a chain of pairwise maxima over the window offsets
+            # the bound tape's max pooling (unpadded, undilated): a tree of pairwise maxima
             out = lax.reduce_window_max_p.bind(x, **params)
             if _is_concrete(x) or any(p != (0, 0) for p in params["padding"]):
                 return out
             if any(d != 1 for d in (*params["base_dilation"], *params["window_dilation"])):
                 return out
-            def pair(a, b):
-                recorded.append(a - b)
-                return add_delta(lax.max(a, b))
-
             win, strides = params["window_dimensions"], params["window_strides"]
-            return tree_max(jnp.stack(window_slices(x, win, strides, out.shape)), pair)
+            stack = jnp.stack(window_slices(x, win, strides, out.shape))
+            return tree_max(stack, lambda a, b: _max(ctx, a, b))
 
         sem = get_semantics("reference").derive(
             name="relu-taps",
