@@ -2,7 +2,7 @@
 errors over the whole domain by `tljax.sciml.certify_pinn`, against the sampled maxima.
 
 Usage: python bench/sciml_pinn.py [--semantics real|float32] [--timeout S] [--batch B]
-       [--only residual,initial,boundary]
+       [--only residual,initial,boundary] [--split greedy|gradient|widest]
 
 Prints one markdown table: certified sup, sampled max, ratio, leaves, wall time, compile time,
 and the folder README's sampled references beside them.
@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per quantity")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--method", default="affine")
+    ap.add_argument("--split", default="greedy", choices=["greedy", "gradient", "widest"])
     ap.add_argument("--only", default="residual,initial,boundary")
     ap.add_argument("--save", default="", help="write the leaves to this .npz")
     a = ap.parse_args(argv)
@@ -93,12 +94,14 @@ def main(argv=None) -> int:
             which=a.only.split(","),
             semantics=a.semantics,
             method=a.method,
+            split=a.split,
             batch=a.batch,
             timeout=a.timeout,
             progress=sys.stderr.isatty(),
         )
     print(
-        f"\nBurgers PINN, semantics={a.semantics}, method={a.method}, batch={a.batch}, "
+        f"\nBurgers PINN, semantics={a.semantics}, method={a.method}, split={a.split}, "
+        f"batch={a.batch}, "
         f"{os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.1f}\n"
     )
     print(

@@ -70,3 +70,20 @@ def test_window_trades_tightness_for_memory():
     # the full budget keeps every correlation; a window of one symbol keeps almost none
     assert widths[None] <= widths[40] * (1 + 1e-6) <= widths[1] * (1 + 1e-6)
     assert widths[None] < widths[1]
+
+
+@pytest.mark.parametrize("symbols", [None, 13])
+def test_float32_program_under_x64_stays_float32(symbols):
+    """With jax_enable_x64 on, a float32 program's zonotope stays float32 (a remainder built
+    from two Python scalars was float64 and broke the next equation) and contains samples;
+    `floor` takes the concretize path."""
+    f = _program(3)
+    g = lambda z: jnp.concatenate([f(z), jnp.floor(3.0 * z)])  # noqa: E731
+    lo = jnp.asarray([0.2, -0.4], jnp.float32)
+    hi = jnp.asarray([0.25, -0.3], jnp.float32)
+    with jax.enable_x64(True):
+        ((l, h),) = prepare(g, Box(lo, hi)).bounds("affine", symbols=symbols)
+        assert l.dtype == h.dtype == jnp.float32
+        pts = lo + jax.random.uniform(jax.random.PRNGKey(0), (4096, 2), jnp.float32) * (hi - lo)
+        vals = np.asarray(jax.vmap(g)(pts))
+    assert np.all(vals >= np.asarray(l)) and np.all(vals <= np.asarray(h))

@@ -118,6 +118,7 @@ def _check_search(single: dict, group: list[dict], n: int, devices: int, expecte
         assert sat["cex"] == group[0]["runs"][1]["cex"]  # every process reports the same one
 
 
+@pytest.mark.long
 def test_one_search_over_two_processes_matches_one_process(benchmarks_dir):
     folder = benchmarks_dir / "acasxu"
     expected = _expected(folder)

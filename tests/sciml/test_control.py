@@ -96,6 +96,7 @@ def test_vnnlib_conjunction_semantics(control_dir, loops):
     assert loop.rho == 672.0
 
 
+@pytest.mark.long
 def test_direct_api_verifies_a_shipped_sub_box_and_leaves_hold(loops):
     loop = loops["path_tracking_state_feedback"]
     res = verify_lyapunov(loop, sub_boxes=(3,), timeout=600)

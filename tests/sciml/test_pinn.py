@@ -180,6 +180,7 @@ def test_initial_and_boundary_faces():
         ({"lower": [0.0, np.nan], "upper": [1.0, 1.0]}, "invalid domain"),
         ({"lower": [0.0], "upper": [1.0, 1.0]}, "must be"),
         ({"semantics": "bf16"}, "semantics"),
+        ({"split": "random"}, "split"),
     ],
 )
 def test_bad_input_says_what(kw, match):
@@ -193,3 +194,18 @@ def test_bad_partial_name():
     u, _ = _mlp(6)
     with pytest.raises(InputError, match="partial 'y'"):
         derivatives(u, ["y"], "tx")
+
+
+def test_greedy_split_cuts_where_the_bound_is_loose():
+    """0.1 t + x sin(3x): every leaf centre stays at x = 0 while only t is cut, where the
+    gradient points along t alone, so the gradient rule never cuts x and never reaches the goal
+    (the product's bound needs x cut); the greedy rule bounds both cuts and cuts x."""
+    f = lambda z: 0.1 * z[0] + z[1] * jnp.sin(3.0 * z[1])  # noqa: E731
+    kw = dict(method="crown", semantics="float32", initial=1, batch=8, max_leaves=96, samples=4096)
+    greedy = certify_sup(f, [0.0, -1.0], [1.0, 1.0], split="greedy", **kw)
+    blind = certify_sup(f, [0.0, -1.0], [1.0, 1.0], split="gradient", **kw)
+    assert greedy.reached and greedy.certified <= greedy.goal
+    assert not blind.reached
+    assert np.all(blind.upper[:, 1] - blind.lower[:, 1] == 2.0)  # x never cut
+    assert np.min(greedy.upper[:, 1] - greedy.lower[:, 1]) < 0.5
+    assert greedy.recheck(per_leaf=64)["violations"] == 0

@@ -189,7 +189,9 @@ def _robustness(params, x0, eps):
     )
 
 
-@pytest.mark.parametrize("eps, expected", [(0.002, "unsat"), (0.6, "sat")])
+@pytest.mark.parametrize(
+    "eps, expected", [pytest.param(0.002, "unsat", marks=pytest.mark.long), (0.6, "sat")]
+)
 def test_verify_adapts_to_a_small_memory_budget(eps, expected):
     from tljax.verify import verify
 

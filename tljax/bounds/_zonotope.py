@@ -43,19 +43,25 @@ MAX_SYMBOLS = 4096
 class _Z:
     """c + G·ε + [-r, r]; G has shape (K, *c.shape), K the number of symbols of the pass."""
 
-    __slots__ = ("G", "c", "r")
+    __slots__ = ("G", "R", "c", "r")
 
     def __init__(self, c, G, r):
         self.c, self.G, self.r = c, G, r
+        self.R = None  # the radius, once computed (a pass over G: every later use reads it)
 
 
 def _radius(z: _Z, fs: bool):
-    """An upper bound of |G·ε| + r over ε in [-1, 1]^K (elementwise)."""
+    """An upper bound of |G·ε| + r over ε in [-1, 1]^K (elementwise); `fs` is fixed per pass."""
+    if z.R is not None:
+        return z.R
     R = jnp.sum(jnp.abs(z.G), axis=0) if z.G.shape[0] else jnp.zeros_like(z.c)
     if fs:
         R = fm.inflate(R * (1.0 + fm.gamma(z.G.shape[0] + 1, fm.unit(R.dtype))), 4.0)
-        return fm.up(R + z.r)
-    return R + z.r
+        R = fm.up(R + z.r)
+    else:
+        R = R + z.r
+    z.R = R
+    return R
 
 
 def _concretize(z: _Z, fs: bool):
@@ -180,7 +186,8 @@ class _AffinePass(Forward):
         finite = jnp.isfinite(total)
         block = jnp.diag(jnp.where(finite, total, 0.0).reshape(-1)).reshape(size, *c.shape)
         G = G.at[off : off + size].set(block)
-        return _Z(c, G, jnp.where(finite, 0.0, jnp.inf))
+        # typed: two Python scalars would give float64 under jax_enable_x64
+        return _Z(c, G, jnp.where(finite, jnp.zeros_like(c), jnp.inf))
 
     def _drop_rows(self, G, r, a, b):
         """Rows a:b of G folded into the remainder r (sound: |G_ab·ε| <= Σ|G_ab|)."""
@@ -269,8 +276,9 @@ class _AffinePass(Forward):
             )
 
         (cx, Gx, rx), (cy, Gy, ry) = bc(self.z[x.id]), bc(self.z[y.id])
-        Dx = _radius(_Z(cx, Gx, rx), self.fs)
-        Dy = _radius(_Z(cy, Gy, ry), self.fs)
+        # the radius of a broadcast zonotope is the broadcast radius
+        Dx = jnp.broadcast_to(_radius(self.z[x.id], self.fs), shape)
+        Dy = jnp.broadcast_to(_radius(self.z[y.id], self.fs), shape)
         c = cx * cy
         G = cy * Gx + cx * Gy
         r = jnp.abs(cx) * ry + jnp.abs(cy) * rx
@@ -294,7 +302,7 @@ class _AffinePass(Forward):
         gap = jnp.maximum(hi - c, c - lo)
         finite = jnp.isfinite(c) & jnp.isfinite(gap)
         c = jnp.where(finite, c, 0.0)
-        r = jnp.where(finite, 0.0, jnp.inf)
+        r = jnp.where(finite, jnp.zeros_like(c), jnp.inf)
         gap = jnp.where(finite, fm.up(gap) if self.fs else gap, 0.0)
         G = jnp.zeros((self.K, *c.shape), c.dtype)
         return self._fresh(i, c, G, r, gap)

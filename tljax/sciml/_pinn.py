@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 SEMANTICS = ("real", "float32")
+SPLITS = ("greedy", "gradient", "widest")
 
 
 def _dtype(semantics: str):
@@ -261,7 +262,7 @@ def certify_sup(
     max_leaves: int = 200_000,
     timeout: float = 600.0,
     samples: int = 1_000_000,
-    split: str = "gradient",
+    split: str = "greedy",
     progress: bool | None = None,
 ) -> SupCertificate:
     """Certifies sup |fn(z)| over the box [lower, upper] by adaptive input branching.
@@ -279,11 +280,16 @@ def certify_sup(
       max_leaves, timeout: the budget; the certificate stays valid when it runs out, with
         `reached=False`.
       samples: grid points (about) where fn is evaluated for the sampled max.
-      split: "gradient" (the coordinate with the largest |df/dz_i| * width at the centre) or
-        "widest" (largest width relative to the domain).
+      split: "greedy" (bound the two halves along every coordinate and keep the split whose
+        worse half is lowest: 2d bounds per split, d of them discarded), "gradient" (the
+        coordinate with the largest |df/dz_i| * width at the centre: one bound per child, but
+        the centre's gradient can point away from where the bound is loose, e.g. across a
+        shock) or "widest" (largest width relative to the domain).
       progress: a progress bar on stderr (default: when stderr is a terminal).
     """
     _check_semantics(semantics, "certify_sup")
+    if split not in SPLITS:
+        raise InputError(f"certify_sup: split={split!r}; use one of {SPLITS}")
     t_start = time.perf_counter()
     with jax.enable_x64(semantics == "real"):
         lo = np.atleast_1d(np.asarray(lower, np.float64))
@@ -346,6 +352,28 @@ def certify_sup(
                 out_h.append(fh)
             return np.concatenate(out_l), np.concatenate(out_h)
 
+        def greedy_split(Lp, Hp, parent):
+            # every coordinate's two halves in one set of batches; per leaf the coordinate whose
+            # worse half has the lowest bound wins, unless no cut closes 1/16 of the gap to the
+            # goal: one cut can gain nothing where two would (a bound loose on both halves), and
+            # a tiny gain along a thin coordinate would then be taken forever; the relatively
+            # widest coordinate is cut instead
+            n = len(Lp)
+            halves = [_halves(Lp, Hp, np.full(n, k)) for k in range(d)]
+            # child (k, j) of leaf i sits at row (2k + j) n + i
+            cl = np.concatenate([half[0] for pair in halves for half in pair])
+            ch = np.concatenate([half[1] for pair in halves for half in pair])
+            fl, fh = bound_all(cl, ch)
+            v = np.maximum(np.abs(fl), np.abs(fh))
+            v = np.where(np.isnan(v), np.inf, v).reshape(d, 2, n).max(axis=1)
+            best = np.argmin(v, axis=0)
+            gain = parent - v[best, np.arange(n)]
+            gap = parent - (goal if goal is not None else 0.0)
+            blind = ~(gain >= gap / 16)  # NaN / inf gaps included
+            best = np.where(blind, np.argmax((Hp - Lp) / scale, axis=1), best)
+            sel = np.concatenate([(2 * best + j) * n + np.arange(n) for j in (0, 1)])
+            return cl[sel], ch[sel], fl[sel], fh[sel]
+
         quiet = (not sys.stderr.isatty()) if progress is None else not progress
         bar = _progress(max_leaves, f"certify {name}", quiet)
         FL, FH = bound_all(L, H)
@@ -361,23 +389,23 @@ def certify_sup(
             if len(L) + batch // 2 > max_leaves or time.perf_counter() - t_start > timeout:
                 break
             # the worst leaves first; each splits in two
-            pick = over[np.argsort(-val[over])][: batch // 2]
+            per = max(1, batch // (2 * d if split == "greedy" else 2))
+            pick = over[np.argsort(-val[over])][:per]
             Lp, Hp = L[pick], H[pick]
-            w = Hp - Lp
-            if split == "gradient":
-                g = np.abs(np.asarray(grad(jnp.asarray((Lp + Hp) / 2, dt)), np.float64))
-                score = np.where(np.isfinite(g), g, 0.0) * w + 1e-12 * w / scale
+            if split == "greedy":
+                newL, newH, nl, nh = greedy_split(Lp, Hp, val[pick])
             else:
-                score = w / scale
-            k = np.argmax(score, axis=1)
-            mid = Lp[np.arange(len(pick)), k] + w[np.arange(len(pick)), k] / 2
-            L1, H1, L2, H2 = Lp.copy(), Hp.copy(), Lp.copy(), Hp.copy()
-            H1[np.arange(len(pick)), k] = mid
-            L2[np.arange(len(pick)), k] = mid
+                w = Hp - Lp
+                if split == "gradient":
+                    g = np.abs(np.asarray(grad(jnp.asarray((Lp + Hp) / 2, dt)), np.float64))
+                    score = np.where(np.isfinite(g), g, 0.0) * w + 1e-12 * w / scale
+                else:
+                    score = w / scale
+                (L1, H1), (L2, H2) = _halves(Lp, Hp, np.argmax(score, axis=1))
+                newL, newH = np.concatenate([L1, L2]), np.concatenate([H1, H2])
+                nl, nh = bound_all(newL, newH)
             keep = np.ones(len(L), bool)
             keep[pick] = False
-            newL, newH = np.concatenate([L1, L2]), np.concatenate([H1, H2])
-            nl, nh = bound_all(newL, newH)
             L = np.concatenate([L[keep], newL])
             H = np.concatenate([H[keep], newH])
             FL = np.concatenate([FL[keep], nl])
@@ -404,6 +432,16 @@ def certify_sup(
             semantics=semantics,
             fn=fn,
         )
+
+
+def _halves(L, H, k):
+    """The two halves of boxes [L, H] (n, d) cut at the middle of coordinate k[i]."""
+    rows = np.arange(len(L))
+    mid = L[rows, k] + (H[rows, k] - L[rows, k]) / 2
+    H1, L2 = H.copy(), L.copy()
+    H1[rows, k] = mid
+    L2[rows, k] = mid
+    return (L.copy(), H1), (L2, H.copy())
 
 
 @dataclasses.dataclass
