@@ -364,8 +364,7 @@ def certify_sup(
             cl = np.concatenate([half[0] for pair in halves for half in pair])
             ch = np.concatenate([half[1] for pair in halves for half in pair])
             fl, fh = bound_all(cl, ch)
-            v = np.maximum(np.abs(fl), np.abs(fh))
-            v = np.where(np.isnan(v), np.inf, v).reshape(d, 2, n).max(axis=1)
+            v = _abs_bound(fl, fh).reshape(d, 2, n).max(axis=1)
             best = np.argmin(v, axis=0)
             gain = parent - v[best, np.arange(n)]
             gap = parent - (goal if goal is not None else 0.0)
@@ -379,8 +378,7 @@ def certify_sup(
         FL, FH = bound_all(L, H)
         bar.update(len(L))
         while True:
-            val = np.maximum(np.abs(FL), np.abs(FH))
-            val = np.where(np.isnan(val), np.inf, val)
+            val = _abs_bound(FL, FH)
             worst = float(val.max())
             bar.set_postfix(bound=f"{worst:.4g}", goal=f"{goal:.4g}" if goal else "-")
             over = np.nonzero(val > goal)[0] if goal is not None else np.argsort(-val)
@@ -412,8 +410,7 @@ def certify_sup(
             FH = np.concatenate([FH[keep], nh])
             bar.update(len(pick))
         bar.close()
-        val = np.maximum(np.abs(FL), np.abs(FH))
-        certified = float(np.max(np.where(np.isnan(val), np.inf, val)))
+        certified = float(np.max(_abs_bound(FL, FH)))
         return SupCertificate(
             name=name,
             lower=L,
@@ -432,6 +429,12 @@ def certify_sup(
             semantics=semantics,
             fn=fn,
         )
+
+
+def _abs_bound(fl, fh):
+    """The bound of |f| on each leaf from its bounds of f (a NaN bound counts as infinite)."""
+    v = np.maximum(np.abs(fl), np.abs(fh))
+    return np.where(np.isnan(v), np.inf, v)
 
 
 def _halves(L, H, k):
