@@ -29,6 +29,7 @@ from ._session import Problem as Problem
 from ._session import prepare as prepare
 from ._smooth import SMOOTH as SMOOTH
 from ._smooth import Smooth as Smooth
+from ._taylor import TAYLOR_MAX_INPUTS as TAYLOR_MAX_INPUTS
 
 # Multi-device bounds load when first used: a single-device bound never needs them.
 _LAZY = {"batch_mesh": "._sharding", "bound_sharded": "._sharding"}

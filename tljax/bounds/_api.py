@@ -30,7 +30,7 @@ from ._session import Problem, program_model
 compat.register_exclusion(__file__)
 
 
-METHODS = ("ibp", "affine", "crown", "crown-ibp", "alpha-crown")
+METHODS = ("ibp", "affine", "crown", "crown-ibp", "alpha-crown", "taylor")
 
 _CACHE: collections.OrderedDict = collections.OrderedDict()
 # XLA's full backend optimisation halves the run time of a compiled bound program but doubles its
@@ -374,7 +374,12 @@ def bound(
         CROWN intermediate bounds), ``"crown-ibp"`` (Zhang et al. 2020: IBP intermediate bounds,
         then one CROWN backward pass from the output or spec, intersected with IBP: never
         looser than IBP, about as cheap, usually looser than CROWN; what certified training
-        differentiates through) or ``"alpha-crown"`` (ReLU lower slopes optimised with Adam).
+        differentiates through), ``"alpha-crown"`` (ReLU lower slopes optimised with Adam) or
+        ``"taylor"`` (order-2 Taylor models: a degree-2 polynomial in the inputs plus a
+        remainder per value; for programs of at most `TAYLOR_MAX_INPUTS` input coordinates and
+        the real-valued program, ``float_format="real"`` or ``float_sound=False``: PDE residuals
+        and other derivative programs on small boxes, where first-order methods lose the
+        second-order terms).
       float_sound: also contain what the float32 program computes at every point of the box, with
         any summation order, FMA contraction and flush-to-zero, and round this computation
         outward. With False, bounds are for the real-valued network computed in plain float
@@ -469,10 +474,10 @@ def bound(
     if method == "affine" and relu_splits is not None:
         raise InputError("relu_splits needs method 'crown' or 'alpha-crown' (got 'affine')")
     traced_box = any(isinstance(v, jax.core.Tracer) for v in box_lo + box_hi)
-    if method == "affine" and certificate:
+    if method in ("affine", "taylor") and certificate:
         raise InputError(
             "tljax.bound: certificate=True supports methods 'ibp', 'crown' and 'alpha-crown'; "
-            "the checker has no zonotope rule yet: use method='crown' or 'alpha-crown'"
+            f"the checker has no {method} rule yet: use method='crown' or 'alpha-crown'"
         )
     kw = {
         "method": method,
@@ -496,7 +501,7 @@ def bound(
                 for v in jtu.tree_leaves((boxes, arg_leaves, relu_splits))
             )
             copts = _compiler_options()
-            if method == "affine":
+            if method in ("affine", "taylor"):
                 # XLA:CPU's fusion emitters inline the zonotope's long elementwise chains (pooling
                 # layers) into kernels that recompute shared producers: minutes instead of ms.
                 copts["xla_cpu_use_fusion_emitters"] = False

@@ -30,6 +30,7 @@ from ._box import Box
 from ._crown import refine_cost, refine_plan, relu_eqns, root_relu_bounds, run_method, split_bound
 from ._relax import Options
 from ._tape import Node, Tape, record_graph
+from ._taylor import run_taylor
 from ._zonotope import run_affine
 
 
@@ -104,13 +105,21 @@ class Problem:
         symbols: int | None = None,
     ) -> list:
         """`(lower, upper)` of every output (or of `spec @ output` for one output) by `method`
-        ("ibp", "affine", "crown", "crown-ibp" or "alpha-crown"); `splits` as `_Pass.propagate`
-        takes them (per ReLU +1 / -1 / 0, or None); `symbols`: for "affine", a window of that
-        many symbols reused by the latest relaxations (deep programs; default: a budget)."""
+        ("ibp", "affine", "crown", "crown-ibp", "alpha-crown", or "taylor": order-2 Taylor models,
+        programs of at most 8 inputs, real-valued only); `splits` as `_Pass.propagate` takes
+        them (per ReLU +1 / -1 / 0, or None); `symbols`: for "affine", a window of that many
+        symbols reused by the latest relaxations (deep programs; default: a budget)."""
         if method == "affine":
             if splits is not None:
                 raise InputError("relu_splits needs method 'crown' or 'alpha-crown' (got 'affine')")
             return run_affine(self.tape, self.in_bounds, self.options, spec, window=symbols)[0]
+        if method == "taylor":
+            if splits is not None or spec is not None:
+                raise InputError(
+                    "method 'taylor' bounds the outputs themselves: no relu_splits or spec "
+                    "(bound spec @ output by writing it into the function)"
+                )
+            return run_taylor(self.tape, self.in_bounds, self.options)
         outs, _ = run_method(
             self.tape,
             self.in_bounds,

@@ -40,6 +40,13 @@ from ._tape import Node, Tape, apply_affine, terms
 MAX_SYMBOLS = 4096
 
 
+def centre_radius(lo, hi, fs: bool):
+    """The centre of [lo, hi] and a radius covering both ends (rounded up when `fs`)."""
+    c = (lo + hi) / 2
+    rad = jnp.maximum(hi - c, c - lo)
+    return c, fm.up(rad) if fs else rad
+
+
 class _Z:
     """c + G·ε + [-r, r]; G has shape (K, *c.shape), K the number of symbols of the pass."""
 
@@ -152,10 +159,7 @@ class _AffinePass(Forward):
         k0 = 0
         for n in tape.inputs:
             lo, hi = in_bounds[n.id]
-            c = (lo + hi) / 2
-            rad = jnp.maximum(hi - c, c - lo)
-            if self.fs:
-                rad = fm.up(rad)
+            c, rad = centre_radius(lo, hi, self.fs)
             G = jnp.zeros((self.K, n.size), lo.dtype)
             G = G.at[k0 : k0 + n.size].set(jnp.diag(rad.reshape(-1)))
             k0 += n.size
