@@ -374,12 +374,12 @@ def bound(
         CROWN intermediate bounds), ``"crown-ibp"`` (Zhang et al. 2020: IBP intermediate bounds,
         then one CROWN backward pass from the output or spec, intersected with IBP: never
         looser than IBP, about as cheap, usually looser than CROWN; what certified training
-        differentiates through), ``"alpha-crown"`` (ReLU lower slopes optimised with Adam) or
-        ``"taylor"`` (order-2 Taylor models: a degree-2 polynomial in the inputs plus a
-        remainder per value; for programs of at most `TAYLOR_MAX_INPUTS` input coordinates and
-        the real-valued program, ``float_format="real"`` or ``float_sound=False``: PDE residuals
-        and other derivative programs on small boxes, where first-order methods lose the
-        second-order terms).
+        differentiates through), ``"alpha-crown"`` (ReLU lower slopes and the McCormick
+        weights of products optimised with Adam) or ``"taylor"`` (order-2 Taylor models: a
+        degree-2 polynomial in the inputs plus a remainder per value; for programs of at most
+        `TAYLOR_MAX_INPUTS` input coordinates and the real-valued program,
+        ``float_format="real"`` or ``float_sound=False``: PDE residuals and other derivative
+        programs on small boxes, where first-order methods lose the second-order terms).
       float_sound: also contain what the float32 program computes at every point of the box, with
         any summation order, FMA contraction and flush-to-zero, and round this computation
         outward. With False, bounds are for the real-valued network computed in plain float

@@ -70,10 +70,12 @@ Scope of the checker: every equation kind of the tape (`_tape.py`), re-derived i
   (-eta, eta) the points (x, f(+-0) +- error) (`Smooth.f0`) are covered as well; functions
   whose float results are >= 0 (`Smooth.nonneg`: correctly rounded x*x and sqrt, and XLA's exp,
   logistic and softplus, whose k-ulp results cannot change sign) are clipped at 0;
-- mul (a product of two nodes): the claimed planes are checked at the four corners of the
-  operands' certified box (a plane minus x*y is bilinear, so that decides exactly), with the
-  float product's rounding u_out |x y| + 2 eta; the interval is the exact corner hull widened
-  by the same rounding;
+- mul (a product of two nodes): the four claimed planes (McCormick's lower and upper A and B)
+  are checked at the four corners of the operands' certified box (a plane minus x*y is
+  bilinear, so that decides exactly), with the float product's rounding u_out |x y| + 2 eta;
+  the interval is the exact corner hull widened by the same rounding. A pass uses the A planes,
+  or with McCormick weights (alpha-CROWN's, in [0, 1], checked) per row the exact convex
+  combinations w A + (1 - w) B, valid because both planes are;
 - concretize (an interval-only equation): the exact image of the interval ends for primitives
   the checker evaluates exactly (max/min, reduce_max/min, max pooling: selections, applied to
   the ranks of the values; stop_gradient; floor, ceil, round, sign); any other is rejected with
@@ -164,9 +166,11 @@ class Certificate:
       spec: the spec matrix (float64) or None.
       lower, upper: claimed bounds, a list with one float64 array per output (with `spec`, one
         array of shape (m,)).
-      passes: list of dicts {"nodes": {id: (lo, hi)}, "relax": {eqn: (a_l, b_l, a_u, b_u)},
-        "alphas": {"start:eqn": array (rows, *shape)}, "betas": {"start:eqn": array (rows,
-        *shape)}}; "start" is a node id, "out" (the first output) or "outK" (the K-th).
+      passes: list of dicts {"nodes": {id: (lo, hi)}, "relax": {eqn: (a_l, b_l, a_u, b_u)
+        for unary equations, the 12 arrays of four planes (a_x, a_y, c) for products},
+        "alphas": {"start:eqn": array (rows, *shape), or (rows, 2, *shape) for a product: the
+        weights of its lower and upper A planes}, "betas": {"start:eqn": array (rows, *shape)}};
+        "start" is a node id, "out" (the first output) or "outK" (the K-th).
       tape: signature of the recorded program: list of (kind, name, out shape).
       relu_splits: None, or per ReLU equation (tape order, the layout of `bound(...,
         relu_splits=)`) an int8 array over its input (+1 active, -1 inactive, 0 free) or None:
@@ -849,14 +853,31 @@ class _ExactAdjoint(Backward):
         return [(e.inputs[0], g)]
 
     def mul(self, i, e, L):
-        ck = self.ck
+        ck, key, rows = self.ck, self.key, self.rows
         if i not in ck.relax:
             raise _Reject(f"{ck.where()}: mul equation {i} has no relaxation")
-        axl, ayl, cl, axu, ayu, cu = ck.relax[i]
+        r = ck.relax[i]  # planes lower A, upper A, lower B, upper B (checked in `_Checker.mul`)
+        axl, ayl, cl, axu, ayu, cu = (v[None, :] for v in r[:6])
+        if (key, i) in ck.alphas:
+            # a convex combination of the A and B planes per row: exact here
+            w = ck.alphas[(key, i)]
+            n = r[0].shape[0]
+            if w.shape[1] != 2 * n or rows.max() >= w.shape[0]:
+                raise _Reject(f"{ck.where()}: McCormick weights {key}:{i} have the wrong shape")
+            w = w[rows]
+            if np.any(w < 0) or np.any(w > 1):
+                raise _Reject(f"{ck.where()}: McCormick weights {key}:{i} outside [0, 1]")
+            a, b = w[:, :n], w[:, n:]
+
+            def mix(t, va, vb):
+                return t * va[None, :] + (1 - t) * vb[None, :]
+
+            axl, ayl, cl = (mix(a, va, vb) for va, vb in zip(r[0:3], r[6:9], strict=True))
+            axu, ayu, cu = (mix(b, va, vb) for va, vb in zip(r[3:6], r[9:12], strict=True))
         Lp, Ln = _pos(L), _neg(L)
-        self.bias = self.bias + (Lp * cl[None, :] + Ln * cu[None, :]).sum(axis=1)
+        self.bias = self.bias + (Lp * cl + Ln * cu).sum(axis=1)
         return [
-            (n, _unbroadcast(Lp * al[None, :] + Ln * au[None, :], n, e.out.shape))
+            (n, _unbroadcast(Lp * al + Ln * au, n, e.out.shape))
             for n, al, au in zip(e.node_inputs, (axl, ayl), (axu, ayu), strict=True)
         ]
 
@@ -1169,14 +1190,18 @@ class _Checker(Forward):
             lo, hi = _min(lo, p), _max(hi, p)
         err = self.round1(_max(_abs(lo), _abs(hi)))
         if i in self.relax:
-            axl, ayl, cl, axu, ayu, cu = self.relax_of(i, e, 6, e.out.size)
+            planes = self.relax_of(i, e, 12, e.out.size)
+            # the A planes (CROWN's) and the B planes (alpha-CROWN mixes them with A)
             for (px, py), p in zip(corners, prods, strict=True):
-                for side, ok in (
-                    ("lower", axl * px + ayl * py + cl + err <= p),
-                    ("upper", axu * px + ayu * py + cu - err >= p),
+                for side, (a, b, c) in (
+                    ("lower", planes[0:3]),
+                    ("upper", planes[3:6]),
+                    ("lower", planes[6:9]),
+                    ("upper", planes[9:12]),
                 ):
+                    v = a * px + b * py + c
+                    ok = v + err <= p if side == "lower" else v - err >= p
                     for r in np.nonzero(~ok.astype(bool))[0][:1]:
-                        a, b, c = (axl, ayl, cl) if side == "lower" else (axu, ayu, cu)
                         raise _Reject(
                             f"{self.where()}: mul equation {i} index {int(r)}: {side} plane "
                             f"{_fmt(a[r])}*x + {_fmt(b[r])}*y + {_fmt(c[r])} fails at the corner "
@@ -1251,10 +1276,13 @@ class _Checker(Forward):
         eqns = self.tape.eqns
         for s, j in list(self.alphas) + list(self.betas):
             ok = 0 <= j < len(eqns) and eqns[j].kind == Kind.UNARY and eqns[j].prim in _PIECEWISE
+            # McCormick weights (alphas only) on products
+            mul = 0 <= j < len(eqns) and eqns[j].kind == Kind.MUL
+            ok = ok or (mul and (s, j) not in self.betas)
             if not ok:
                 raise _Reject(
                     f"{self.where()}: slopes or multipliers {s}:{j} on an equation that is not a "
-                    "relu or abs"
+                    "relu, abs or (McCormick weights) a product"
                 )
 
     def sweep(self):

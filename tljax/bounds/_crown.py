@@ -142,6 +142,11 @@ def _mul0(a, b):
     return lax.select(a == 0, jnp.zeros_like(ab), ab)
 
 
+def _mix(a, va, vb):
+    # a va + (1 - a) vb, a in [0, 1], with 0 * inf = 0 (an unbounded plane at weight 0)
+    return _mul0(a, va) + _mul0(1.0 - a, vb)
+
+
 def _shared(x, one):
     """`x` (a pytree of float arrays, or None) computed once and stored.
 
@@ -529,10 +534,19 @@ class _Adjoint(Backward):
 
     def mul(self, i, e, L):
         p, u = self.p, self.u
-        (axl, ayl, cl), (axu, ayu, cu) = p.relax[i]
+        A_l, A_u, B_l, B_u = p.relax[i]
+        (axl, ayl, cl), (axu, ayu, cu) = A_l, A_u
         Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
         S = L.shape[0]
         x, y = e.node_inputs
+        mixed = self.alphas is not None and (self.key, i) in self.alphas
+        if mixed:
+            # alpha-McCormick: per row and element, lower = a A_l + (1 - a) B_l, upper likewise
+            # with b; any a, b in [0, 1] is valid (convex combinations of valid planes)
+            ab = jnp.clip(self.alphas[(self.key, i)], 0.0, 1.0)
+            a, b = ab[:, 0], ab[:, 1]
+            axl, ayl, cl = (_mix(a, va, vb) for va, vb in zip(A_l, B_l, strict=True))
+            axu, ayu, cu = (_mix(b, va, vb) for va, vb in zip(A_u, B_u, strict=True))
         gx = _unbroadcast(Lp * axl + Ln * axu, (S, *x.shape))
         gy = _unbroadcast(Lp * ayl + Ln * ayu, (S, *y.shape))
         t = _sum_rows(_mul0(Lp, cl) + _mul0(Ln, cu))
@@ -543,6 +557,21 @@ class _Adjoint(Backward):
                 + 4 * u * (_rowdot(jnp.abs(gx), p.abs_max(x)) + _rowdot(jnp.abs(gy), p.abs_max(y)))
                 + fm.gamma(e.out.size + 1, u) * jnp.abs(t)
             )
+            if mixed:
+                # the mixtures' own rounding (three operations on each coefficient): the plane
+                # applied differs from the exact mixture by at most 4u times both planes' terms
+                def both(k):
+                    lo = jnp.abs(A_l[k]) + jnp.abs(B_l[k])
+                    return _mul0(jnp.abs(Lp), lo) + _mul0(
+                        jnp.abs(Ln), jnp.abs(A_u[k]) + jnp.abs(B_u[k])
+                    )
+
+                shape = e.out.shape
+                mx = jnp.broadcast_to(p.abs_max(x), shape)
+                my = jnp.broadcast_to(p.abs_max(y), shape)
+                self.slack = self.slack + 4 * u * (
+                    _rowdot(both(0), mx) + _rowdot(both(1), my) + _sum_rows(both(2))
+                )
         return [(x, gx), (y, gy)]
 
     def select(self, i, e, L):
@@ -732,22 +761,28 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
     # they change); a concrete 0 is plain CROWN
     no_steps = isinstance(iters, int | np.integer) and iters <= 0
     relus = relu_eqns(tape)
-    if not relus or no_steps:
+    muls = [i for i, e in enumerate(tape.eqns) if e.kind == Kind.MUL]
+    if not (relus or muls) or no_steps:
         return _mark_empty(best, base.empty), base
     starts = [(n, n.id, 2 * n.size) for n in tape.nodes if n.id in plan]
     outs = [(k, o) for k, o in enumerate(tape.outputs) if isinstance(o, Node)]
+    outs = [
+        (o, _out_key(k), 2 * (o.size if spec is None else np.asarray(spec).size // o.size))
+        for k, o in outs
+    ]
     alphas = {}
-    for node, key, S in starts:
+    for node, key, S in starts + outs:
         for i in relus:
             if i < node.eqn_index:
                 a_l = base.relax[i][0]
                 alphas[(key, i)] = jnp.broadcast_to(a_l, (S, *a_l.shape))
-    for k, o in outs:
-        S = 2 * (o.size if spec is None else int(np.asarray(spec).reshape(-1, o.size).shape[0]))
-        for i in relus:
-            if i < o.eqn_index:
-                a_l = base.relax[i][0]
-                alphas[(_out_key(k), i)] = jnp.broadcast_to(a_l, (S, *a_l.shape))
+    for node, key, S in outs:
+        # McCormick weights on the output passes only (per intermediate start they would
+        # multiply the parameters by the number of starts, e.g. ~150 on a PINN residual); they
+        # start at CROWN's planes (weight 1 on A)
+        for i in muls:
+            if i < node.eqn_index:
+                alphas[(key, i)] = jnp.ones((S, 2, *tape.eqns[i].out.shape), node.dtype)
     keys = list(alphas)
     params = [alphas[k] for k in keys]
 

@@ -246,20 +246,33 @@ def unary_by_name(fn: str):
 
 
 def relax_mul(bx, by, opts: Options):
-    """McCormick planes for z = x * y: z >= ly x + lx y - lx ly and z <= uy x + lx y - lx uy."""
+    """The four McCormick planes of z = x * y, each `(a_x, a_y, c)`: (lower A, upper A, lower B,
+    upper B) with
+
+      A: z >= ly x + lx y - lx ly,  z <= uy x + lx y - lx uy
+      B: z >= uy x + ux y - ux uy,  z <= ly x + ux y - ux ly
+
+    CROWN uses the A planes; alpha-CROWN any convex combination of A and B per side (both are
+    valid, so is every mixture), the weights optimised like ReLU slopes."""
     (lx, ux), (ly, uy) = bx, by
-    ax_l, ay_l, c_l = ly, lx, -lx * ly
-    ax_u, ay_u, c_u = uy, lx, -lx * uy
+    planes = [
+        (ly, lx, -lx * ly),
+        (uy, lx, -lx * uy),
+        (uy, ux, -ux * uy),
+        (ly, ux, -ux * ly),
+    ]
     if opts.float_sound:
         uu = fm.unit(lx.dtype)
         zmax = jnp.maximum(
             jnp.maximum(jnp.abs(lx * ly), jnp.abs(lx * uy)),
             jnp.maximum(jnp.abs(ux * ly), jnp.abs(ux * uy)),
         )
-        m = 4.0 * uu * (jnp.abs(c_l) + jnp.abs(c_u) + zmax) + _err(zmax, 1.0, opts)
-        c_l = fm.down(c_l - m)
-        c_u = fm.up(c_u + m)
-    return (ax_l, ay_l, c_l), (ax_u, ay_u, c_u)
+        out = []
+        for (axl, ayl, cl), (axu, ayu, cu) in (planes[:2], planes[2:]):
+            m = 4.0 * uu * (jnp.abs(cl) + jnp.abs(cu) + zmax) + _err(zmax, 1.0, opts)
+            out += [(axl, ayl, fm.down(cl - m)), (axu, ayu, fm.up(cu + m))]
+        planes = out
+    return tuple(planes)
 
 
 def node_abs_max(b):
