@@ -70,6 +70,7 @@ def test_weighted_planes_contain_samples(seed):
     assert np.all(v >= np.asarray(b.lower)) and np.all(v <= np.asarray(b.upper))
 
 
+@pytest.mark.long  # 30-50 s: the alpha-CROWN compile of a derivative program
 def test_derivative_program_products_tighten():
     """A Burgers-like residual u_t + u u_x - 0.01 u_xx of a 6-unit tanh net (forward mode: the
     products u u_x and those inside u_xx): measured width 0.1714 (CROWN) -> 0.1487."""

@@ -83,6 +83,7 @@ def test_taylor_bounds_contain_samples(act, fs):
                 assert _inside(f, los[k], his[k], ls[k], hs[k], tol=1e-12), (centre, w)
 
 
+@pytest.mark.long  # 20-30 s: the zonotope compile of a derivative program
 def test_taylor_is_tighter_than_the_zonotope_on_a_small_box():
     """A sharp tanh net's Burgers-like residual on a 1e-3 box: what the bound adds to the
     sampled range is about 2.5x smaller with the second-order model (measured 0.0125 vs 0.0316
