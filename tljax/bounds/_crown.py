@@ -765,10 +765,10 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
     if not (relus or muls) or no_steps:
         return _mark_empty(best, base.empty), base
     starts = [(n, n.id, 2 * n.size) for n in tape.nodes if n.id in plan]
-    outs = [(k, o) for k, o in enumerate(tape.outputs) if isinstance(o, Node)]
     outs = [
         (o, _out_key(k), 2 * (o.size if spec is None else np.asarray(spec).size // o.size))
-        for k, o in outs
+        for k, o in enumerate(tape.outputs)
+        if isinstance(o, Node)
     ]
     alphas = {}
     for node, key, S in starts + outs:

@@ -28,7 +28,6 @@ float32 / bf16 program is not modelled here (refused).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -38,8 +37,8 @@ from . import _float_model as fm
 from ._drive import Forward, forward
 from ._relax import Intervals, Options, _clean
 from ._rules import Kind, relu_p, sech2_p
-from ._tape import Node, Tape, apply_affine, terms
-from ._zonotope import centre_radius
+from ._tape import Node, Tape
+from ._zonotope import affine_forward, centre_radius
 
 # inputs past this many coordinates: M = 1 + d + d(d+1)/2 coefficients per neuron
 TAYLOR_MAX_INPUTS = 8
@@ -148,7 +147,7 @@ class _TaylorPass(Forward):
     def _range(self, t: _TM):
         """Sound (lo, hi) of the model: squares ε_i² lie in [0, 1], other monomials in [-1, 1]."""
         c, lin, quad = self._parts(t.P)
-        sq = jnp.asarray([i == j for i, j in self.pairs]).reshape((-1,) + (1,) * (c.ndim))
+        sq = (self._a == self._b).reshape((-1,) + (1,) * c.ndim)
         a = jnp.sum(jnp.abs(lin), 0) + jnp.sum(jnp.where(sq, 0.0, jnp.abs(quad)), 0)
         qlo = jnp.sum(jnp.where(sq, jnp.minimum(quad, 0.0), 0.0), 0)
         qhi = jnp.sum(jnp.where(sq, jnp.maximum(quad, 0.0), 0.0), 0)
@@ -225,24 +224,17 @@ class _TaylorPass(Forward):
     def affine(self, i, e):
         ins = e.node_inputs
         ts = [self.z[n.id] for n in ins]
-        c = apply_affine(e, [t.P[0] for t in ts])
-        # every coefficient row through the linear part at once (one operation, not M - 1)
-        rest = jax.vmap(lambda *ps: apply_affine(e, list(ps), mode="linear"))(
-            *[t.P[1:] for t in ts]
+        # the zonotope's affine step on the coefficient rows (no program rounding: the
+        # real-valued program, see __init__)
+        c, rest, R = affine_forward(
+            e,
+            [t.P[0] for t in ts],
+            [t.P[1:] for t in ts],
+            [t.R for t in ts],
+            self.fs,
+            mags=lambda: [self._sum_abs(t.P) for t in ts],
         )
         P = jnp.concatenate([c[None], rest])
-        R = apply_affine(e, [t.R for t in ts], mode="abs")
-        if self.fs:
-            n_fwd, _ = terms(e)
-            if n_fwd == 0:
-                R = fm.inflate(R, 4.0)
-            else:
-                g = self._gamma(n_fwd + 2, c.dtype)
-                f0 = jnp.abs(apply_affine(e, [jnp.zeros_like(t.R) for t in ts], mode="zero"))
-                # every coefficient row: |fl(L p) - L p| <= γ |L| |p|, summed over the rows
-                mag = apply_affine(e, [self._sum_abs(t.P) for t in ts], mode="abs")
-                R = R * (1.0 + g) + g * (1.0 + g) * (mag + f0)
-                R = fm.inflate(R, 8.0) + (n_fwd + 2) * fm.tiny(c.dtype)
         return _TM(P, jnp.where(jnp.isnan(R), jnp.inf, R))
 
     def _linear(self, t: _TM, lam, mid, gap):

@@ -47,6 +47,35 @@ def centre_radius(lo, hi, fs: bool):
     return c, fm.up(rad) if fs else rad
 
 
+def affine_forward(e, cs, rows, rs, fs: bool, mags, xmax=None, program=None):
+    """One affine equation on a forward model `centre + rows·ε + [-r, r]` (zonotope generators or
+    Taylor coefficients on the leading axis of `rows`): (centre, rows, r). With `fs` the remainder
+    also covers this computation's rounding (`mags()`: the magnitudes each row sums) and, given
+    `xmax()` (the operands' largest |values|), the program's rounding under `program`."""
+    c = apply_affine(e, cs)
+    G = jax.vmap(lambda *gs: apply_affine(e, list(gs), mode="linear"))(*rows)
+    r = apply_affine(e, rs, mode="abs")
+    if fs:
+        n_fwd, _ = terms(e)
+        if n_fwd == 0:
+            # Structural ops and negation are exact here and in the program; |L| r may
+            # still round (a broadcast-sum transpose never appears forward).
+            r = fm.inflate(r, 4.0)
+        else:
+            f0 = jnp.abs(apply_affine(e, [jnp.zeros_like(v) for v in cs], mode="zero"))
+            g = fm.gamma(n_fwd + 2, fm.unit(c.dtype))
+            # this computation: the centre and every row, on the model's magnitudes
+            r = r * (1.0 + g) + g * (1.0 + g) * (apply_affine(e, mags(), mode="abs") + f0)
+            eta = 0.0
+            if xmax is not None:
+                # the program: rel(n) on the magnitudes of the true values (node intervals)
+                xm = apply_affine(e, xmax(), mode="abs")
+                r = r + program.rel(n_fwd) * (1.0 + g) * (xm + f0)
+                eta = program.eta
+            r = fm.inflate(r, 8.0) + (n_fwd + 2) * (fm.tiny(c.dtype) + eta)
+    return c, G, r
+
+
 class _Z:
     """c + G·ε + [-r, r]; G has shape (K, *c.shape), K the number of symbols of the pass."""
 
@@ -206,31 +235,16 @@ class _AffinePass(Forward):
     def affine(self, i, e):
         ins = e.node_inputs
         zs = [self.z[n.id] for n in ins]
-        c = apply_affine(e, [z.c for z in zs])
-        lin = lambda *gs: apply_affine(e, list(gs), mode="linear")  # noqa: E731
-        G = jax.vmap(lin)(*[z.G for z in zs])
-        r = apply_affine(e, [z.r for z in zs], mode="abs")
-        if self.fs:
-            n_fwd, _ = terms(e)
-            u = fm.unit(c.dtype)
-            f0 = jnp.abs(apply_affine(e, [jnp.zeros_like(z.c) for z in zs], mode="zero"))
-            if n_fwd == 0:
-                # Structural ops and negation are exact here and in the program; |L| r may
-                # still round (a broadcast-sum transpose never appears forward).
-                r = fm.inflate(r, 4.0)
-            else:
-                g = fm.gamma(n_fwd + 2, u)
-                # this computation: c and every row of G, on the zonotope's magnitudes
-                mag = apply_affine(e, [jnp.abs(z.c) + _radius(z, True) for z in zs], mode="abs")
-                # the program: rel(n) on the magnitudes of the true values (node intervals)
-                xmax = apply_affine(e, [node_abs_max(self.bounds[n.id]) for n in ins], mode="abs")
-                p = self.opts.program
-                r = (
-                    r * (1.0 + g)
-                    + g * (1.0 + g) * (mag + f0)
-                    + p.rel(n_fwd) * (1.0 + g) * (xmax + f0)
-                )
-                r = fm.inflate(r, 8.0) + (n_fwd + 2) * (fm.tiny(c.dtype) + p.eta)
+        c, G, r = affine_forward(
+            e,
+            [z.c for z in zs],
+            [z.G for z in zs],
+            [z.r for z in zs],
+            self.fs,
+            mags=lambda: [jnp.abs(z.c) + _radius(z, True) for z in zs],
+            xmax=lambda: [node_abs_max(self.bounds[n.id]) for n in ins],
+            program=self.opts.program,
+        )
         return _Z(c, G, r)
 
     def _scale(self, x: _Z, lam, mid, gap):
