@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tljax.bounds import check
 from tljax.core import InputError
 from tljax.sciml import certify_pinn, certify_sup, derivatives
 
@@ -116,6 +117,29 @@ def test_leaf_carries_an_exact_certificate():
     xs = np.linspace(c.lower[i, 0], c.upper[i, 0], 257, dtype=np.float32)
     vals = np.asarray(jax.vmap(lambda x: u(jnp.atleast_1d(x)))(jnp.asarray(xs)))
     assert vals.min() >= c.f_lower[i] and vals.max() <= c.f_upper[i]
+
+
+def test_taylor_leaf_certificate_states_the_leaf_bound():
+    # real semantics: Taylor leaves, and their certificates re-derived in ball arithmetic
+    u, Ws = _mlp(5, sizes=(2, 6, 1))
+    dfn = derivatives(u, ["t", "x", "xx"], "tx")
+
+    def r(z):
+        return _burgers(dfn(z), z).reshape(1)
+
+    with jax.enable_x64(True):
+        c = certify_sup(r, [0.0, -1.0], [0.5, 0.0], initial=4, batch=32, samples=2000)
+        assert c.method == "taylor"
+        i = int(np.argmax(np.maximum(np.abs(c.f_lower), np.abs(c.f_upper))))
+        cert, report = c.certificate(i)
+        assert report.accepted and cert.method == "taylor", report.reason
+        # the certificate claims the leaf's own bound (same computation, eager vs batched)
+        np.testing.assert_allclose(cert.lower[0], [c.f_lower[i]], rtol=1e-9)
+        np.testing.assert_allclose(cert.upper[0], [c.f_upper[i]], rtol=1e-9)
+        # the same program with the first layer's weights scaled by 1.001 fails the check
+        Ws[0][0][...] *= 1.001
+        bumped = check(cert, r)
+        assert not bumped.accepted and "claimed" in bumped.reason, bumped.reason
 
 
 def test_closed_form_residual_is_enclosed():

@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING
 
 from ..core import lazy_exports
+from . import _taylor_check  # noqa: F401  (registers the exact checker of "taylor" certificates)
 from ._api import METHODS as METHODS
 from ._api import bound as bound
 from ._api import relu_shapes as relu_shapes

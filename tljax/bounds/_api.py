@@ -391,7 +391,9 @@ def bound(
       spec: optional matrix `C` of shape (m, n_out): bound `C @ y` (y the flattened single
         output) directly, as robustness margins need.
       certificate: also return a `Certificate` (IBP / CROWN / CROWN-IBP / alpha-CROWN) checkable
-        in exact arithmetic by `tljax.bounds.check` (with `relu_splits`, about the split domain).
+        in exact arithmetic by `tljax.bounds.check` (with `relu_splits`, about the split domain);
+        with method "taylor", a claim about the real-valued program that `check` re-derives by
+        Taylor models in ball arithmetic.
       alpha_iters, alpha_lr: alpha-CROWN's optimisation budget.
       relu_splits: for branch and bound: a list (one entry per ReLU in the order of
         `relu_shapes(fn, box)`) of int arrays, +1 = neuron forced active, -1 = inactive, 0 = free,
@@ -474,10 +476,10 @@ def bound(
     if method == "affine" and relu_splits is not None:
         raise InputError("relu_splits needs method 'crown' or 'alpha-crown' (got 'affine')")
     traced_box = any(isinstance(v, jax.core.Tracer) for v in box_lo + box_hi)
-    if method in ("affine", "taylor") and certificate:
+    if method == "affine" and certificate:
         raise InputError(
-            "tljax.bound: certificate=True supports methods 'ibp', 'crown' and 'alpha-crown'; "
-            f"the checker has no {method} rule yet: use method='crown' or 'alpha-crown'"
+            "tljax.bound: certificate=True supports methods 'ibp', 'crown', 'alpha-crown' and "
+            "'taylor'; the checker has no affine rule yet: use method='crown' or 'alpha-crown'"
         )
     kw = {
         "method": method,

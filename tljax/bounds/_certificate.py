@@ -140,6 +140,7 @@ from ._drive import Backward, Forward, backward, forward
 from ._relax import Options
 from ._rules import Kind, relu_p
 from ._tape import Node, TapeEqn, apply_affine, bind_prim, record_graph, terms
+from ._taylor import run_taylor
 
 FORMAT = "tljax-certificate-1"
 _FLOAT = "float program re-derived exactly with the rounding allowances of {}"
@@ -155,7 +156,10 @@ class Certificate:
     """A checkable bound claim (see the module docstring).
 
     Attributes:
-      method: "ibp", "crown" or "alpha-crown".
+      method: "ibp", "crown", "crown-ibp", "alpha-crown", or "taylor" (claims about the
+        real-valued program; its one pass holds only the producer's choices per equation,
+        {"taylor_choices": {eqn: {"order2" / "interval": int8 mask}}}, and the checker re-runs
+        the Taylor models in ball arithmetic following them, `_taylor_check`).
       float_sound: whether the claim was produced with float-sound (outward) rounding (always
         True for produced certificates; `requested_float_sound` is what `bound` was asked for).
       requested_float_sound: the `float_sound` argument of `bound`.
@@ -482,7 +486,20 @@ def make_certificate(
 
     in_bounds = box_bounds(boxes)
     splits = _norm_splits(tape, relu_splits)
-    if split_params is not None:
+    if method == "taylor":
+        if spec is not None or relu_splits is not None:
+            raise CertificateError(
+                "a taylor certificate bounds the outputs themselves: no spec or relu_splits"
+            )
+        # the claim is about the real-valued program, whatever `bound` was asked for
+        copts = Options(float_sound=True, program=fm.REAL)
+        outs, tp = run_taylor(tape, in_bounds, copts, with_pass=True)
+        choices = {
+            str(i): {k: np.asarray(v, np.int8).reshape(-1) for k, v in c.items()}
+            for i, c in tp.choices.items()
+        }
+        passes, empty = [{"taylor_choices": choices}], False
+    elif split_params is not None:
         if split_params.root_box is not None:
             split_params = dataclasses.replace(
                 split_params, root_box=box_bounds(split_params.root_box)
@@ -500,8 +517,14 @@ def make_certificate(
         empty = bool(p.empty)
         if method == "alpha-crown":
             res = _alpha_pass(
-                tape, in_bounds, copts, spec, refine_plan(tape, copts.refine_limit),
-                alpha_iters, alpha_lr, jsplits,
+                tape,
+                in_bounds,
+                copts,
+                spec,
+                refine_plan(tape, copts.refine_limit),
+                alpha_iters,
+                alpha_lr,
+                jsplits,
             )
             if res is not None:
                 pa, a, outs_a = res
@@ -513,7 +536,7 @@ def make_certificate(
     big = np.finfo(np.float64).max
     lows = [np.full(np.shape(lo), big) if empty else _f64(lo) for lo, _ in outs]
     highs = [np.full(np.shape(hi), -big) if empty else _f64(hi) for _, hi in outs]
-    pm = opts.program
+    pm = copts.program
     return Certificate(
         method=method,
         float_sound=True,
@@ -797,6 +820,36 @@ def _monotone_image(prim, params, inputs, bnd: dict, out: Node):
         return np.array([table[int(k) - 1] for k in res], dtype=object)
 
     return ranks(0), ranks(1)
+
+
+def exact_select(e: TapeEqn, ends) -> tuple:
+    """where(cmp(a, b), c1, c0) over exact intervals: (t, f, lo, hi), the masks where the
+    comparison is decided true / false on the intervals of a and b (comparisons are exact in
+    float), then the chosen case's interval, or the hull where undecided. `ends(v, shape)` gives
+    an operand's exact ends (flat object arrays of fmpq or exact arb numbers)."""
+    shape = e.out.shape
+    la, ha = ends(e.inputs[0], shape)
+    lb, hb = ends(e.inputs[1], shape)
+    cmp = e.params["cmp"].name
+    if cmp == "is_finite":  # every derived interval is finite (non-finite ones are rejected)
+        t, f = np.ones(la.shape, bool), np.zeros(la.shape, bool)
+    else:
+        t, f = {
+            "gt": (la > hb, ha <= lb),
+            "ge": (la >= hb, ha < lb),
+            "lt": (ha < lb, la >= hb),
+            "le": (ha <= lb, la > hb),
+            "eq": ((la == ha) & (lb == hb) & (la == lb), (ha < lb) | (la > hb)),
+            "ne": ((ha < lb) | (la > hb), (la == ha) & (lb == hb) & (la == lb)),
+        }[cmp]
+        t, f = np.asarray(t, bool), np.asarray(f, bool)
+    if e.params["negate"]:
+        t, f = f, t
+    l0, h0 = ends(e.inputs[2], shape)
+    l1, h1 = ends(e.inputs[3], shape)
+    lo = np.where(t, l1, np.where(f, l0, _min(l0, l1)))
+    hi = np.where(t, h1, np.where(f, h0, _max(h0, h1)))
+    return t, f, lo, hi
 
 
 class _Empty(Exception):
@@ -1219,31 +1272,8 @@ class _Checker(Forward):
         return c, c
 
     def select(self, i: int, e: TapeEqn) -> tuple:
-        """where(cmp(a, b), c1, c0): masks from the derived intervals of a and b (comparisons are
-        exact in float), then the chosen case's interval, or the hull where undecided."""
-        shape = e.out.shape
-        la, ha = self._ends(e.inputs[0], shape)
-        lb, hb = self._ends(e.inputs[1], shape)
-        cmp = e.params["cmp"].name
-        if cmp == "is_finite":  # every derived interval is finite (non-finite ones are rejected)
-            t, f = np.ones(la.shape, bool), np.zeros(la.shape, bool)
-        else:
-            t, f = {
-                "gt": (la > hb, ha <= lb),
-                "ge": (la >= hb, ha < lb),
-                "lt": (ha < lb, la >= hb),
-                "le": (ha <= lb, la > hb),
-                "eq": ((la == ha) & (lb == hb) & (la == lb), (ha < lb) | (la > hb)),
-                "ne": ((ha < lb) | (la > hb), (la == ha) & (lb == hb) & (la == lb)),
-            }[cmp]
-            t, f = np.asarray(t, bool), np.asarray(f, bool)
-        if e.params["negate"]:
-            t, f = f, t
+        t, f, lo, hi = exact_select(e, self._ends)
         self.sel[i] = (f, t)
-        l0, h0 = self._ends(e.inputs[2], shape)
-        l1, h1 = self._ends(e.inputs[3], shape)
-        lo = np.where(t, l1, np.where(f, l0, _min(l0, l1)))
-        hi = np.where(t, h1, np.where(f, h0, _max(h0, h1)))
         return lo, hi
 
     def concretize(self, i: int, e: TapeEqn) -> tuple:
@@ -1346,6 +1376,16 @@ class _Checker(Forward):
         return res
 
 
+# Methods whose certificates carry no passes: the checker re-derives the claim itself.
+# method -> (derive(cert, tape) -> [(lo, hi) fmpq vectors per output], what the check shows)
+_CHECKERS: dict[str, tuple] = {}
+
+
+def register_checker(method: str, derive, what: str) -> None:
+    """Registers the exact re-derivation of `method`'s claims (see `_CHECKERS`)."""
+    _CHECKERS[method] = (derive, what)
+
+
 def check(certificate: Certificate, fn, *args) -> CheckResult:
     """Re-derives `certificate`'s claims for `fn(x, *args)` in exact rational arithmetic.
 
@@ -1380,6 +1420,15 @@ def _check(cert: Certificate, fn, *args) -> str:
     bad = np.nonzero(lo_q > hi_q)[0]
     if len(bad):
         raise _Reject(f"box index {int(bad[0])}: lower > upper")
+    if (
+        np.dtype(cert.box_dtypes[0]).itemsize == 8
+        and jax.dtypes.canonicalize_dtype(np.float64) != np.float64
+    ):
+        # traced without x64 the program would be another one (its constants rounded to float32)
+        raise _Reject(
+            f"the certificate is about a {cert.box_dtypes[0]} program: check it under "
+            "jax.enable_x64(True)"
+        )
     example = np.asarray(lo).astype(cert.box_dtypes[0])
     graph = fn if isinstance(fn, Graph) else trace(fn, example, *args)
     leaves = graph.flatten_inputs(example, *args)
@@ -1394,7 +1443,10 @@ def _check(cert: Certificate, fn, *args) -> str:
     signs = _split_signs(tape, cert.relu_splits)
     derived = None
     carried: dict = {}
-    for k, pass_ in enumerate(cert.passes):
+    own = _CHECKERS.get(cert.method)
+    if own is not None:
+        derived = own[0](cert, tape)
+    for k, pass_ in enumerate([] if own is not None else cert.passes):
         c = _Checker(cert, tape, pass_, k, carried, signs)
         c.sweep()
         fin = c.finals(spec)
@@ -1426,6 +1478,8 @@ def _check(cert: Certificate, fn, *args) -> str:
                 f"output {j} index {int(r)}: claimed upper {_fmt(chi[r])} < derived upper "
                 f"{_fmt(dhi[r])}"
             )
+    if own is not None:
+        return f"accepted ({cert.method}): {own[1]}"
     what = _FLOAT.format(cert.program_model.get("name", "?")) if cert.float_sound else _REAL
     if signs:
         n = sum(int(np.count_nonzero(v)) for v in signs.values())

@@ -60,6 +60,8 @@ class Smooth:
       phase: periodic functions only (sin 0, cos 0.5): inflection points at (k + phase)·pi and
         curvature `curvature[0]·(-1)^k` on [(k + phase)·pi, (k + 1 + phase)·pi].
       monotone: +1 increasing, -1 decreasing, 0 neither.
+      even_peak: f is even and nonincreasing in |x| (sech2, dlogistic): its interval over [l, u]
+        is [f(max |x|), f(min |x|)], two evaluations (no extremum search).
       range: the closure of the image of f.
       domain: lowest allowed input and whether it is itself allowed (log: (0, False)).
       pole: True when `inflections[0]` is a pole (recip): a box containing it is unbounded.
@@ -89,6 +91,7 @@ class Smooth:
     curvature: tuple[int, ...] = (1,)
     phase: float | None = None
     monotone: int = 0
+    even_peak: bool = False
     range: tuple[float, float] = (-_INF, _INF)
     domain: tuple[float, bool] = (-_INF, False)
     pole: bool = False
@@ -389,6 +392,7 @@ SMOOTH: dict[str, Smooth] = {
             _crit_sech2,
             inflections=(-_SECH2_INFL, _SECH2_INFL),
             curvature=(1, -1, 1),
+            even_peak=True,
             range=(0.0, 1.0),
             f0=(1.0, 1.0),
             absmax=1.0,
@@ -409,6 +413,7 @@ SMOOTH: dict[str, Smooth] = {
             _crit_dlogistic,
             inflections=(-2.0 * _SECH2_INFL, 2.0 * _SECH2_INFL),
             curvature=(1, -1, 1),
+            even_peak=True,
             range=(0.0, 0.25),
             f0=(0.25, 0.25),
             absmax=0.25,
@@ -709,9 +714,14 @@ def interval(s: Smooth, lo, hi, opts):
     `opts.float_sound`, else of the real f computed in plain float)."""
     l, u, dt, bad, rng, rep, k, uc, tc = _prepare(s, lo, hi)
     sound = opts.float_sound
-    if s.monotone:
-        fl, fu = s.f(l), s.f(u)
-        ylo, yhi = (fl, fu) if s.monotone > 0 else (fu, fl)
+    if s.monotone or s.even_peak:
+        if s.monotone:
+            fl, fu = s.f(l), s.f(u)
+            ylo, yhi = (fl, fu) if s.monotone > 0 else (fu, fl)
+        else:
+            al, au = jnp.abs(l), jnp.abs(u)
+            near = jnp.where((l <= 0) & (u >= 0), 0.0, jnp.minimum(al, au))
+            ylo, yhi = s.f(jnp.maximum(al, au)), s.f(near)
         if sound:
             elo = 2.0 * k * uc * jnp.abs(ylo) + 2.0 * tc
             ehi = 2.0 * k * uc * jnp.abs(yhi) + 2.0 * tc

@@ -34,6 +34,7 @@ from jax import lax
 
 from ..core import InputError
 from . import _float_model as fm
+from . import _smooth
 from ._drive import Forward, forward
 from ._relax import Intervals, Options, _clean
 from ._rules import Kind, relu_p, sech2_p
@@ -50,6 +51,9 @@ _LOCAL = {
     lax.tanh_p: ((0.77, 2.0), (2.0, 4.0)),
     sech2_p: ((2.0, 4.0), (6.2, 16.0)),
 }
+
+
+_SECH2 = _smooth.SMOOTH["sech2"]
 
 
 def _local(prim, k, s_hi):
@@ -108,6 +112,9 @@ class _TaylorPass(Forward):
         self.M = 1 + d + len(self.pairs)
         self._a, self._b = np.asarray(self.pairs).T
         self.z: dict[int, _TM] = {}
+        # per equation, the choices a certificate records (`_taylor_check` follows them): where
+        # the expansion is second order ("order2") and where the model became its interval
+        self.choices: dict[int, dict] = {}
         k = 0
         for n in tape.inputs:
             lo, hi = in_bounds[n.id]
@@ -218,6 +225,7 @@ class _TaylorPass(Forward):
         # models that equal their interval up to rounding (they carry the correlations)
         better = ~((ihi - ilo) >= 0.25 * (zhi - zlo))
         better = better & jnp.isfinite(ilo) & jnp.isfinite(ihi)
+        self.choices.setdefault(i, {})["interval"] = better
         c = self._const(ilo, ihi)
         self.z[e.out.id] = _TM(jnp.where(better[None], c.P, t.P), jnp.where(better, c.R, t.R))
 
@@ -265,7 +273,8 @@ class _TaylorPass(Forward):
             # the Lagrange point lies between the centre value and x: bound over both
             c0 = tx.P[0]
             _, s_hi = self._smooth_interval(e.prim, jnp.minimum(l, c0), jnp.maximum(u, c0))
-            return self._taylor(e.prim, tx, s_hi)
+            t, self.choices.setdefault(i, {})["order2"] = self._taylor(e.prim, tx, s_hi)
+            return t
         lam, b_l, _, b_u = e.rule.relax(l, u, self.opts)
         mid = (b_l + b_u) / 2
         gap = jnp.maximum(b_u - mid, mid - b_l)
@@ -304,7 +313,7 @@ class _TaylorPass(Forward):
             R2 = R2 + e1 + e_der * D * D + 4.0 * u * jnp.abs(f2) * L1 * L1
         R1, R2 = self._up(R1), self._up(R2)
         use = R2 < R1
-        return _TM(jnp.where(use[None], P2, P1), jnp.where(use, R2, R1))
+        return _TM(jnp.where(use[None], P2, P1), jnp.where(use, R2, R1)), use
 
     def mul(self, i, e):
         x, y = e.node_inputs
@@ -334,8 +343,9 @@ class _TaylorPass(Forward):
         return self._const(*self.bounds[e.out.id])
 
 
-def run_taylor(tape: Tape, in_bounds: dict, opts: Options) -> list:
-    """Taylor-model bounds `(lower, upper)` of every tape output."""
+def run_taylor(tape: Tape, in_bounds: dict, opts: Options, *, with_pass: bool = False):
+    """Taylor-model bounds `(lower, upper)` of every tape output (and the pass, whose `choices`
+    a certificate records, with `with_pass`)."""
     p = _TaylorPass(tape, in_bounds, opts)
     forward(tape, p)
     out = []
@@ -345,4 +355,4 @@ def run_taylor(tape: Tape, in_bounds: dict, opts: Options) -> list:
         else:
             v = jnp.asarray(o)
             out.append((v, v))
-    return out
+    return (out, p) if with_pass else out

@@ -183,9 +183,10 @@ class SupCertificate:
         }
 
     def certificate(self, i: int):
-        """An exactly checkable CROWN certificate of leaf `i` (`tljax.bounds.check` re-derives
-        it in rational arithmetic); returns (certificate, check report). CROWN can be looser
-        than the leaf's own bound: the certificate states its own bound."""
+        """A certificate of leaf `i` that `tljax.bounds.check` re-derives exactly; returns
+        (certificate, check report). Taylor leaves get a "taylor" certificate (the Taylor
+        models re-run in ball arithmetic: the leaf's own bound, up to rounding); other leaves a
+        CROWN certificate, which can be looser than the leaf's bound and states its own."""
         with jax.enable_x64(self.semantics == "real"):
             dt = _dtype(self.semantics)
             box = Box(jnp.asarray(self.lower[i], dt), jnp.asarray(self.upper[i], dt))
@@ -193,9 +194,10 @@ class SupCertificate:
             b = bound(
                 f,
                 box,
-                method="crown",
+                method="taylor" if self.method == "taylor" else "crown",
                 certificate=True,
                 float_format="real" if self.semantics == "real" else None,
+                jit=False,  # one box: the eager run costs less than compiling
             )
             return b.certificate, check(b.certificate, f)
 
