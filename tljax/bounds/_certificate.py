@@ -83,7 +83,14 @@ Scope of the checker: every equation kind of the tape (`_tape.py`), re-derived i
 - hints (`TapeEqn.hint`): "monotone" (the exact hull of a max/min rewrite, evaluated as above;
   one the checker cannot evaluate is ignored, which only loosens) and "nonpos" (`x - y <= `
   the subtraction's own rounding allowance where the program's y >= x).
-The box must be a single array; non-finite numbers in a certificate are rejected.
+The box must be a single array; non-finite numbers in a certificate are rejected. A float64
+certificate is checked under `jax.enable_x64(True)` only (without it the program would be
+re-recorded with its constants rounded to float32: another program).
+
+Methods whose claims the checker re-derives by re-running the computation itself, with no
+passes to check, register in `_CHECKERS` (`register_checker`): "taylor" certificates are
+re-derived by Taylor models in arb ball arithmetic (`_taylor_check`), following the producer's
+recorded choices.
 
 What is checked, for a float-sound certificate, is the claim for the *float program* as the error
 model of `_float_model` describes it: every affine equation's result is the exact operation on its

@@ -175,8 +175,10 @@ class _TaylorPass(Forward):
         return _TM(P, rad)
 
     def _smooth_interval(self, prim, l, u):
-        """The interval of tanh / sech2 on [l, u], and an upper bound of sech² there; a few
-        operations (the general rules' tangent searches are not needed here)."""
+        """The interval of tanh / sech2 on [l, u], and an upper bound of sech² there, for the
+        real-valued program only. The table's intervals (`_smooth.interval`) give the same ends
+        but carry the float program's terms (subnormal inputs, flushes, range clamps): through
+        them the Burgers residual's pass compiled 30% and ran 75% slower (measured)."""
         dt = l.dtype
         e = 2.0 * fm.ULPS["tanh"] * fm.unit(dt) + fm.tiny(dt) if self.fs else 0.0
         near = jnp.where((l <= 0) & (u >= 0), 0.0, jnp.minimum(jnp.abs(l), jnp.abs(u)))
