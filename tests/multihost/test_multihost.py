@@ -144,7 +144,10 @@ def test_one_search_over_three_processes_with_two_devices_each(benchmarks_dir):
     _check_search(outs[0], group, 3, 2, expected)
 
 
-@pytest.mark.parametrize("n,devices", [(2, 2), pytest.param(3, 1, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "n,devices",
+    [pytest.param(2, 2, marks=pytest.mark.long), pytest.param(3, 1, marks=pytest.mark.slow)],
+)
 def test_certified_training_over_processes_matches_one_process(n, devices):
     single, *group = _finish(_start(1, 1, "train", "4") + _start(n, devices, "train", "4"))
     ref = np.asarray(single["params"])

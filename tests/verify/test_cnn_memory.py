@@ -265,6 +265,7 @@ def test_pgd_chunks_cover_every_start_within_budget_and_one_chunk_without():
         assert np.any(np.abs(got - eta0) < 1e-5), eta0
 
 
+@pytest.mark.long  # about 40 s
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/benchmarks/verivital is absent")
 def test_verivital_maxpool_instance_solved_in_bounded_memory():
     """The max-pooling CNN that once asked for ~1 TB: verified, within a minute."""
