@@ -34,7 +34,6 @@ from jax import lax
 
 from ..core import InputError
 from . import _float_model as fm
-from . import _smooth
 from ._drive import Forward, forward
 from ._relax import Intervals, Options, _clean
 from ._rules import Kind, relu_p, sech2_p
@@ -51,9 +50,6 @@ _LOCAL = {
     lax.tanh_p: ((0.77, 2.0), (2.0, 4.0)),
     sech2_p: ((2.0, 4.0), (6.2, 16.0)),
 }
-
-
-_SECH2 = _smooth.SMOOTH["sech2"]
 
 
 def _local(prim, k, s_hi):
