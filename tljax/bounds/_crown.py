@@ -124,7 +124,7 @@ def _full_plan(tape: Tape) -> tuple[set[int], set[int]]:
             exact.add(e.out.id)
             if ins[0].id in indep:
                 indep.add(e.out.id)
-        if e.kind in (Kind.UNARY, Kind.MUL, Kind.SELECT):
+        if e.kind in _RELAXED:
             plan.update(n.id for n in ins if n.id not in exact)
     return plan, exact
 
