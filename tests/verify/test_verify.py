@@ -128,6 +128,42 @@ def test_disjunctive_property_union_of_boxes_and_polytopes(tmp_path):
     assert res.check().accepted
 
 
+def _sum_abs_net(n):
+    # y = sum_i |x_i| = sum relu(x_i) + relu(-x_i)
+    w1 = jnp.concatenate([jnp.eye(n), -jnp.eye(n)], axis=1).astype(jnp.float32)
+    return (w1, jnp.zeros(2 * n, jnp.float32), jnp.ones((2 * n, 1), jnp.float32), jnp.zeros(1))
+
+
+def test_gradient_attack_runs_only_on_boxes_the_root_bounds_leave_open(monkeypatch):
+    from tljax.verify import _bab
+
+    n = 20
+    params = _sum_abs_net(n)
+    calls = []
+    real_attack = _bab.attack
+
+    def spy(fn, args, group, lower, upper, shape, **kw):
+        calls.append((float(np.max(upper)), kw.get("pgd", True)))
+        return real_attack(fn, args, group, lower, upper, shape, **kw)
+
+    monkeypatch.setattr(_bab, "attack", spy)
+    # unsafe: sum |x_i| >= 19.9. On [-0.5, 0.5]^20 the root CROWN bound (10) rules it out; on
+    # [-1, 1]^20 only points within 0.1 of a corner violate it: random samples (sum |x_i| ~ 10
+    # +- 1.3) miss them, there are too many corners to try, PGD walks to one.
+    unsafe = [(np.array([[-1.0]]), np.array([-19.9]))]  # -y <= -19.9
+    small = (-0.5 * np.ones(n), 0.5 * np.ones(n))
+    big = (-np.ones(n), np.ones(n))
+    res = verify(_mlp, _prop([small], unsafe), params, timeout=60)
+    assert res.verdict == "unsat", res.notes
+    assert calls and not any(pgd for _, pgd in calls)  # samples only: the root bound decided
+    calls.clear()
+    res = verify(_mlp, _prop([small, big], unsafe), params, timeout=60)
+    assert res.verdict == "sat", res.notes
+    assert float(np.sum(np.abs(res.counterexample.x))) >= 19.9
+    assert [u for u, pgd in calls if pgd] == [1.0]  # PGD ran on the open box only
+    assert res.check().accepted
+
+
 def test_non_product_pairing_only_pairs_listed_disjuncts(tmp_path):
     params = _abs_net()
     # case A: x in [-1, 1] with unsafe y0 >= 2 (never);

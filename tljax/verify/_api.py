@@ -77,12 +77,13 @@ def verify(
 ) -> Result:
     """Decides a VNN-LIB property of a network: unsat (verified), sat (counterexample) or unknown.
 
-    Search order: falsification (random samples and PGD on the margin, jitted and batched), then
-    certified bounds of every case box (CROWN; alpha-CROWN too where it is enabled), then branch
-    and bound: input splitting for low-dimensional inputs (ACAS Xu style), ReLU splitting with
-    beta-CROWN (split constraints as optimised Lagrangian terms) for high-dimensional ones. Bounds
-    are float-sound: an unsat verdict holds for the float32 program as executed and for the
-    real-valued network, over every point of the boxes.
+    Search order: falsification by box corners and random samples; certified CROWN bounds of
+    every case box; PGD on the margin (jitted and batched) in the boxes those bounds leave open
+    (a box verified by its root bound is never attacked); alpha-CROWN on them where it is
+    enabled; then branch and bound: input splitting for low-dimensional inputs (ACAS Xu style),
+    ReLU splitting with beta-CROWN (split constraints as optimised Lagrangian terms) for
+    high-dimensional ones. Bounds are float-sound: an unsat verdict holds for the float32 program
+    as executed and for the real-valued network, over every point of the boxes.
 
     A sat verdict is reported only after the counterexample is re-executed: its float32 output
     (through XLA) must violate the property, tested exactly, and its exact rational output
@@ -239,13 +240,18 @@ def verify(
     all_leaves = []
     verdicts = []
     try:
-        # Falsify every group before any branch and bound: a cheap sat anywhere ends the run.
+        # The cheap attack (box corners, random samples) on every group first: a sat found there
+        # ends the run. Then every group's case boxes are bounded, and the gradient attack (a
+        # few seconds on a CNN) runs only on the boxes those bounds leave open.
         for g in groups:
             for box in g.boxes:
-                search.falsify(g, box)
-        for g in groups:
+                search.falsify(g, box, pgd=False)
+        begun = [search.begin_group(g) for g in groups]
+        for g, (_, state) in zip(groups, begun, strict=True):
+            search.attack_open(g, state)
+        for g, b in zip(groups, begun, strict=True):
             leaves = LeafSet()
-            verdicts.append(search.run_group(g, leaves, skip_root_attack=True))
+            verdicts.append(search.run_group(g, leaves, b))
             all_leaves.append((g, leaves))
     except Outcome as out:
         if out.verdict == "sat":

@@ -164,10 +164,11 @@ def attack(
     n_restarts=1024,
     steps=100,
     budget=ATTACK_BUDGET,
+    pgd=True,
 ):
     """Random samples, then PGD from the best of them and from random points, inside the float32
     points of a box (the starts cycle through the step sizes `STEP_SCALES`; chunks of starts run
-    while they fit `budget` seconds, see `PGD_CHUNK`).
+    while they fit `budget` seconds, see `PGD_CHUNK`). `pgd=False`: the samples only.
 
     Returns:
       `(xs, values)`: float32 candidates (P, n) sorted by objective (lowest first) and their float32
@@ -185,6 +186,8 @@ def attack(
     vals = batch_objective(fn, shape)(xs, *arrays, args)
     vals = jnp.where(jnp.isnan(vals), jnp.inf, vals)
     order = jnp.argsort(vals)
+    if not pgd:
+        return np.asarray(xs[order]), np.asarray(vals[order])
     n_best = (3 * n_restarts) // 4
     starts = jnp.concatenate(
         [

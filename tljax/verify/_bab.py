@@ -326,17 +326,29 @@ def _by_margin(dom: Domains) -> Domains:
     return dom.map(lambda a: a[order])
 
 
-def init(strategy, roots: Domains) -> State:
-    """Bounds the case boxes (then alpha-CROWN on the unverified ones, where the strategy asks)."""
+def init(strategy, roots: Domains, *, alpha: bool = True) -> State:
+    """Bounds the case boxes (then, with `alpha`, `refine_roots`)."""
     try:
         dom, leaves = _bound(strategy, roots, root=True)
-        if dom is not None and strategy.alpha_roots:
-            dom, more = strategy.search.alpha_roots(strategy.group, dom)
-            leaves += more
     except Stuck as why:
         return State(roots, (), "unknown", str(why))
     if dom is None:
         return State(roots.map(lambda a: a[:0]), leaves, "unsat")
+    state = State(_by_margin(dom), leaves)
+    return refine_roots(strategy, state) if alpha else state
+
+
+def refine_roots(strategy, state: State) -> State:
+    """alpha-CROWN on the open case boxes, where the strategy asks for it."""
+    if state.verdict is not None or not strategy.alpha_roots:
+        return state
+    try:
+        dom, more = strategy.search.alpha_roots(strategy.group, state.open)
+    except Stuck as why:
+        return state._replace(verdict="unknown", note=str(why))
+    leaves = state.leaves + more
+    if dom is None:
+        return State(state.open.map(lambda a: a[:0]), leaves, "unsat")
     return State(_by_margin(dom), leaves)
 
 
@@ -915,13 +927,17 @@ class Search:
             if len(self.notes) < 20:
                 self.notes.append(f"candidate rejected on re-execution: {res.reason}")
 
-    def falsify(self, group: Group, case_box):
+    def falsify(self, group: Group, case_box, pgd: bool = True):
+        """The box's corners, random samples and (`pgd`) the gradient attack; raises
+        Outcome("sat") on a confirmed counterexample."""
         if not self.opts.attack:
             return
         self.check_time()
         self.try_corners(group, case_box)
         # one attack size everywhere: one compile per network
-        xs, vals = attack(self.fn, self.args, group, *case_box, self.shape, key=self.next_key())
+        xs, vals = attack(
+            self.fn, self.args, group, *case_box, self.shape, key=self.next_key(), pgd=pgd
+        )
         self.stats["attack_best"] = min(
             self.stats.get("attack_best", np.inf), float(vals[0]) if vals.size else np.inf
         )
@@ -1048,13 +1064,31 @@ class Search:
             )
         return ReluSplit(self, group, layout)
 
-    def run_group(self, group: Group, leaves: LeafSet, *, skip_root_attack: bool = False) -> str:
-        """Verifies one group; returns "unsat" or "unknown" (raises Outcome for sat/timeout)."""
-        if not skip_root_attack:
-            for box in group.boxes:
-                self.falsify(group, box)
+    def begin_group(self, group: Group) -> tuple:
+        """`(strategy, state)`: the group's strategy and its case boxes bounded (`init`; the
+        strategy's alpha-CROWN of the roots waits for `run_group`, after the attack)."""
         strategy = self.strategy(group)
-        state = init(strategy, strategy.roots())
+        return strategy, init(strategy, strategy.roots(), alpha=False)
+
+    def attack_open(self, group: Group, state: State) -> None:
+        """The gradient attack on the case boxes the root bounds left open (every box when the
+        roots could not be bounded)."""
+        if state.verdict == "unsat":
+            return
+        cases = range(len(group.boxes)) if state.verdict else np.unique(state.open.case)
+        for c in cases:
+            self.falsify(group, group.boxes[int(c)])
+
+    def run_group(self, group: Group, leaves: LeafSet, begun: tuple | None = None) -> str:
+        """Verifies one group; returns "unsat" or "unknown" (raises Outcome for sat/timeout).
+
+        `begun`: `begin_group(group)` with the open boxes attacked (`attack_open`); else both
+        happen here."""
+        if begun is None:
+            begun = self.begin_group(group)
+            self.attack_open(group, begun[1])
+        strategy, state = begun
+        state = refine_roots(strategy, state)
         strategy.hook.start()
         n_closed = 0
         try:
