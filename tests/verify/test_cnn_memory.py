@@ -18,6 +18,7 @@ import tljax
 from tljax.bounds import Certificate, check, prepare, relu_shapes
 from tljax.io import Property
 from tljax.verify import _attack, _bounder
+from tljax.verify._spec import make_groups
 from tljax.verify._taps import Taps
 
 SHAPE = (1, 1, 10, 10)
@@ -246,7 +247,8 @@ def test_pgd_chunks_cover_every_start_within_budget_and_one_chunk_without():
         return starts * 2.0, jnp.sum(starts, axis=1) + eta
 
     n = 4 * _attack.PGD_CHUNK
-    starts = jnp.asarray(np.random.default_rng(0).normal(size=(n, 3)), jnp.float32)
+    # positive objectives: no violation stops the chunks early
+    starts = jnp.asarray(np.random.default_rng(0).uniform(0.1, 1.0, size=(n, 3)), jnp.float32)
     eta = jnp.asarray(np.resize(np.asarray(_attack.STEP_SCALES, np.float32), n))
     lo = hi = starts
     px, pv = _attack._pgd_chunks(pgd, starts, eta, lo, hi, (), (), budget=1e9)
@@ -263,6 +265,11 @@ def test_pgd_chunks_cover_every_start_within_budget_and_one_chunk_without():
     got = np.asarray(pv) - np.asarray(jnp.sum(jnp.asarray(first), axis=1))
     for eta0 in _attack.STEP_SCALES:
         assert np.any(np.abs(got - eta0) < 1e-5), eta0
+    # a violation (objective < 0) in the first chunk: the caller confirms it before more run
+    calls.clear()
+    starts = starts.at[0].set(-1.0)
+    px, pv = _attack._pgd_chunks(pgd, starts, eta, lo, hi, (), (), budget=1e9)
+    assert calls == [_attack.PGD_CHUNK] and float(np.min(pv)) < 0
 
 
 @pytest.mark.long  # about 40 s
@@ -293,3 +300,27 @@ def test_cli_memory_budget_sizes():
     for bad in ("4X", "", "-1G", "0"):
         with pytest.raises(argparse.ArgumentTypeError):
             _bytes(bad)
+
+
+def test_pgd_stops_its_steps_once_a_start_holds_a_violation():
+    # y = x on [0, 1], unsafe y <= 0.5: objective x - 0.5. From 0.6 with step 0.25 the first step
+    # reaches 0.35 (a violation), the second ~0.10, where the steps stop; run to the end they
+    # would reach the corner 0, objective -0.5.
+    prop = Property(
+        input_boxes=((np.zeros(1), np.ones(1)),),
+        unsafe=((np.ones((1, 1)), np.full(1, 0.5)),),
+        pairing=((0,),),
+        n_inputs=1,
+        n_outputs=1,
+        path="<test>",
+    )
+    (group,) = make_groups(prop, 1)
+    pgd = _attack._pgd_fn(lambda x: x, (1,), 100)
+    x0 = jnp.asarray([[0.6], [0.9]], jnp.float32)
+    lo, hi = jnp.zeros_like(x0), jnp.ones_like(x0)
+    eta = jnp.asarray([0.25, 0.002], jnp.float32)
+    px, pv = pgd(x0, eta, lo, hi, *_attack.attack_arrays(group), ())
+    eta1 = 0.25 * 0.5 * (1.0 + np.cos(np.pi / 100)) + 1e-5
+    np.testing.assert_allclose(np.asarray(pv)[0], 0.35 - eta1 - 0.5, atol=1e-5)
+    # the slow start moved by its own two steps only
+    assert 0.89 < float(np.asarray(px)[1, 0]) < 0.9

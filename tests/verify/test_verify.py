@@ -14,7 +14,7 @@ import pytest
 import tljax
 from tljax.core import InputError, InvalidBoxError, ShapeMismatchError
 from tljax.io import Property, load_vnnlib
-from tljax.verify import load_instance, verify
+from tljax.verify import _bab, load_instance, verify
 from tljax.verify._attack import confirm
 
 
@@ -135,8 +135,6 @@ def _sum_abs_net(n):
 
 
 def test_gradient_attack_runs_only_on_boxes_the_root_bounds_leave_open(monkeypatch):
-    from tljax.verify import _bab
-
     n = 20
     params = _sum_abs_net(n)
     calls = []
