@@ -1079,14 +1079,9 @@ class Search:
         for c in cases:
             self.falsify(group, group.boxes[int(c)])
 
-    def run_group(self, group: Group, leaves: LeafSet, begun: tuple | None = None) -> str:
-        """Verifies one group; returns "unsat" or "unknown" (raises Outcome for sat/timeout).
-
-        `begun`: `begin_group(group)` with the open boxes attacked (`attack_open`); else both
-        happen here."""
-        if begun is None:
-            begun = self.begin_group(group)
-            self.attack_open(group, begun[1])
+    def run_group(self, group: Group, leaves: LeafSet, begun: tuple) -> str:
+        """Verifies one group from `begun = begin_group(group)` (its open boxes attacked by
+        `attack_open`); returns "unsat" or "unknown" (raises Outcome for sat/timeout)."""
         strategy, state = begun
         state = refine_roots(strategy, state)
         strategy.hook.start()
