@@ -16,7 +16,9 @@ Every number comes from fresh Python processes (the parent imports neither jax n
   split with jax.monitoring into XLA lowering + compilation and the rest (tracing, tljax's
   Python); "run" is the median warm call on a pre-traced `tljax.Graph` (no tracing, compiled),
   "warm fn" the median warm call on the function (re-traced each call, as bench/bounds.py's
-  "fn ms").
+  "fn ms"). A first call is evaluated by numpy on the host and the second one compiles
+  (`TLJAX_FIRST_CALL=numpy`, the default) or the first one compiles (`compile`, as before):
+  `--first-call both` (default) prints a row for each, measured in the same run.
 
 `--src DIR` times another checkout (e.g. a `git archive` of an older commit) for before/after.
 `--fast-compile` sets TLJAX_FAST_COMPILE=1 (XLA optimisation level 0, see tljax/bounds/_api.py)
@@ -103,13 +105,17 @@ def call(f):
 xla[0] = 0.0
 first, b = call(fn)
 first_xla = xla[0]
+xla[0] = 0.0
+second = call(fn)[0]
+second_xla = xla[0]
 warm_fn = statistics.median(call(fn)[0] for _ in range(reps))
 graph = tljax.trace(fn, box.lower, params)
 call(graph)
 run = statistics.median(call(graph)[0] for _ in range(reps))
 width = float(np.mean(np.asarray(b.upper) - np.asarray(b.lower)))
 print(json.dumps({"import": t_import, "backend": t_backend, "first": first, "xla": first_xla,
-                  "warm_fn": warm_fn, "run": run, "width": width, "jax": jax.__version__}))
+                  "second": second, "second_xla": second_xla, "warm_fn": warm_fn, "run": run,
+                  "width": width, "jax": jax.__version__}))
 """
 
 
@@ -221,32 +227,39 @@ def imports_table(src: pathlib.Path, repeats: int) -> list[str]:
     return lines
 
 
-def first_call_table(src: pathlib.Path, nets, reps: int, fast, cache) -> tuple[list[str], str]:
-    env = _env(src, fast=fast, cache=cache)
+def first_call_table(
+    src: pathlib.Path, nets, reps: int, fast, cache, modes
+) -> tuple[list[str], str]:
     code = COLD_CODE.replace("{PEERS}", str(PEERS.resolve()))
     lines = [
         _row(
-            ["net", "method", "float_sound", "import s", "backend s", "first call s",
-             "trace+compile s", "of which XLA s", "run ms", "warm fn ms", "mean width"]
+            ["net", "method", "float_sound", "first call on", "import s", "backend s",
+             "first call s", "of which XLA s", "second call s", "of which XLA s", "run ms",
+             "warm fn ms", "mean width"]
         ),
-        _row(["---", "---", "---", *["---:"] * 8]),
+        _row(["---", "---", "---", "---", *["---:"] * 9]),
     ]  # fmt: skip
     jax_version = "?"
     for net in nets:
         for method in METHODS:
             for sound in (False, True):
-                argv = (net, method, "1" if sound else "0", str(reps))
-                if cache is not None:
-                    _child(code, env, *argv)  # fills the cache; the row is the next process
-                r = _child(code, env, *argv)
-                jax_version = r["jax"]
-                lines.append(
-                    _row(
-                        [net, method, sound, f"{r['import']:.2f}", f"{r['backend']:.2f}",
-                         f"{r['first']:.2f}", f"{r['first'] - r['run']:.2f}", f"{r['xla']:.2f}",
-                         f"{r['run'] * 1e3:.1f}", f"{r['warm_fn'] * 1e3:.1f}", f"{r['width']:.4f}"]
-                    )
-                )  # fmt: skip
+                for mode in modes:
+                    env = _env(src, fast=fast, cache=cache)
+                    env["TLJAX_FIRST_CALL"] = mode
+                    argv = (net, method, "1" if sound else "0", str(reps))
+                    if cache is not None:
+                        _child(code, env, *argv)  # fills the cache; the row is the next process
+                    r = _child(code, env, *argv)
+                    jax_version = r["jax"]
+                    lines.append(
+                        _row(
+                            [net, method, sound, mode, f"{r['import']:.2f}",
+                             f"{r['backend']:.2f}", f"{r['first']:.2f}", f"{r['xla']:.2f}",
+                             f"{r['second']:.2f}", f"{r['second_xla']:.2f}",
+                             f"{r['run'] * 1e3:.1f}", f"{r['warm_fn'] * 1e3:.1f}",
+                             f"{r['width']:.4f}"]
+                        )
+                    )  # fmt: skip
                 print(lines[-1], file=sys.stderr, flush=True)
     return lines, jax_version
 
@@ -259,6 +272,12 @@ def main() -> int:
     ap.add_argument("--fast-compile", action="store_true", help="TLJAX_FAST_COMPILE=1")
     ap.add_argument("--compile-cache", type=pathlib.Path, help="JAX persistent cache folder")
     ap.add_argument("--no-imports", action="store_true", help="skip the import rows")
+    ap.add_argument(
+        "--first-call",
+        choices=("numpy", "compile", "both"),
+        default="both",
+        help="TLJAX_FIRST_CALL of the first-call processes (both: a row for each)",
+    )
     args = ap.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     nets = ("acas",) if args.quick else ("mnist", "acas")
@@ -271,8 +290,9 @@ def main() -> int:
         print("\n".join(imports_table(args.src.resolve(), repeats)))
     print("\n## First bound (one fresh process per row)\n")
     cache = args.compile_cache.resolve() if args.compile_cache else None
+    modes = ("numpy", "compile") if args.first_call == "both" else (args.first_call,)
     lines, jax_version = first_call_table(
-        args.src.resolve(), nets, reps=3, fast=args.fast_compile, cache=cache
+        args.src.resolve(), nets, reps=3, fast=args.fast_compile, cache=cache, modes=modes
     )
     settings = [
         "TLJAX_FAST_COMPILE=1" if args.fast_compile else "XLA default optimisation",

@@ -118,7 +118,7 @@ LOCAL_IMPORT_CEILING = {
     "bounds": 6,  # optax, flax, checkify, shard_map, multihost: optional or slow to import
     "core": 1,  # flax, optional at this level
     "diffusion": 1,  # scikit-learn, slow to import and used for toy data only
-    "interpret": 9,
+    "interpret": 10,  # scipy.special (erf, lgamma rules of the numpy semantics): slow to import
     "io": 6,
     "layers": 0,
     "objectives": 2,

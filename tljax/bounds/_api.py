@@ -6,6 +6,7 @@ import collections
 import dataclasses
 import functools as ft
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -16,12 +17,15 @@ from ..core import (
     Graph,
     InputError,
     InvalidBoxError,
+    RuleError,
     ShapeMismatchError,
     TljaxError,
     UnsupportedPrimitiveError,
     compat,
+    iter_eqns,
     trace,
 )
+from ..interpret import evaluate_numpy, numpy_covers
 from ._box import Bounds, Box, _validate, box_check, box_valid
 from ._certificate import SplitParams, _contracts, make_certificate
 from ._relax import Options
@@ -44,6 +48,47 @@ def _compiler_options() -> dict:
 
 
 _CACHE_SIZE = 64
+
+# A bound program's first call is evaluated on the host by numpy (`tljax.interpret`'s "numpy"
+# semantics): tracing plus milliseconds, where XLA compiles for seconds (0.7-6 ms per equation).
+# The second call with the same function, shapes and options compiles. A program of more than
+# `HOST_ONLY_EQNS` equations is never compiled by `bound` (its compile takes minutes; numpy
+# evaluates it in seconds); `jax.jit(lambda b: tljax.bound(..., jit=False))` still compiles it.
+# TLJAX_FIRST_CALL=compile compiles from the first call, as before.
+HOST_ONLY_EQNS = 40_000
+
+
+def _host_first_calls() -> bool:
+    return os.environ.get("TLJAX_FIRST_CALL", "numpy") != "compile"
+
+
+def _host_call(run, args, traced=None) -> tuple[list | None, int, tuple | None]:
+    """`run(*args)` evaluated by numpy (outputs as JAX arrays), the program's equation count and
+    its traced jaxpr (`traced`, when given, is reused: no tracing); outputs None when numpy
+    cannot run it (a primitive without a numpy rule, values spread over several devices)."""
+    leaves = jtu.tree_leaves(args)
+    if any(isinstance(v, jax.Array) and len(v.sharding.device_set) > 1 for v in leaves):
+        return None, 0, None
+    if traced is None:
+        traced = jax.make_jaxpr(run, return_shape=True)(*args)
+    closed, shapes = traced
+    jaxpr = compat.open_jaxpr(closed)[0]
+    size = sum(1 for _ in iter_eqns(jaxpr))
+    if numpy_covers(jaxpr):
+        return None, size, None
+    try:
+        outs = evaluate_numpy(closed, leaves)
+    except RuleError as err:  # a numpy rule's defect must not cost the user the answer
+        warnings.warn(
+            f"tljax.bound: the host evaluation of the first call failed, compiling instead "
+            f"(please report it): {err}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None, size, None
+    # device_put, not jnp.asarray: that compiles a copy kernel for a broadcast (strided) array
+    outs = [jax.device_put(np.ascontiguousarray(o)) for o in outs]
+    return jtu.tree_unflatten(jtu.tree_structure(shapes), outs), size, traced
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +448,11 @@ def bound(
         its fields): beta-CROWN at the given slopes and split multipliers (a `tljax.verify` leaf's
         witness) with ReLU input bounds from alpha-CROWN over `root_box`; the bounds are those of
         an eager, float-sound run (the certificate's claims). One array output only.
-      jit: compile the computation (cached per function and shapes).
+      jit: compile the computation (cached per function, shapes and options). The first call
+        of each is evaluated by numpy on the host instead (no compilation: tracing plus
+        milliseconds; bounds equal to the compiled ones up to rounding, as sound); the second
+        compiles, and a program of more than `HOST_ONLY_EQNS` equations stays on the host.
+        `TLJAX_FIRST_CALL=compile` compiles from the first call.
       check_box: under `jax.jit` / `jax.vmap` (a traced box), also run a
         `jax.experimental.checkify.check` that the box is valid, whose error names the offending
         entries; the call must then be inside `checkify.checkify(...)` (else JAX refuses to
@@ -507,7 +556,6 @@ def bound(
                 # XLA:CPU's fusion emitters inline the zonotope's long elementwise chains (pooling
                 # layers) into kernels that recompute shared producers: minutes instead of ms.
                 copts["xla_cpu_use_fusion_emitters"] = False
-            copts = compat.supported_compiler_options(copts)  # jaxlib 0.11 has no such XLA:CPU flag
             # alpha-CROWN's step count and rate are arguments of the compiled program: changing
             # them does not recompile (0 steps is plain CROWN, compiled as such)
             steps = method == "alpha-crown" and alpha_iters > 0
@@ -527,24 +575,40 @@ def bound(
             )
             entry = _CACHE.get(key)
             if entry is None or entry[0] is not fn:
-                compiled = jax.jit(
-                    ft.partial(_compute, graph, check_box=check, **static),
-                    compiler_options=None if nested else copts,
-                )
-                entry = (fn, compiled)
+                # [fn, the jitted program (made when first needed), how the next call runs:
+                # "host" (first call), "jit", or "host always" (too large to compile on reuse),
+                # the traced program of a "host always" one]
+                entry = [fn, None, "host", None]
                 _CACHE[key] = entry
                 while len(_CACHE) > _CACHE_SIZE:
                     _CACHE.popitem(last=False)
             _CACHE.move_to_end(key)
-            try:
-                outs = entry[1](boxes, arg_leaves, relu_splits, alpha)
-            except ValueError as err:
-                if "compiler_options" not in str(err):
-                    raise
-                # called inside a user's trace with concrete values: compile as a nested jit
-                plain = jax.jit(ft.partial(_compute, graph, check_box=check, **static))
-                _CACHE[key] = (fn, plain)
-                outs = plain(boxes, arg_leaves, relu_splits, alpha)
+            outs = None
+            if entry[2] != "jit" and not nested and _host_first_calls():
+                run = ft.partial(_compute, graph, check_box=check, **static)
+                outs, size, traced = _host_call(
+                    run, (boxes, arg_leaves, relu_splits, alpha), entry[3]
+                )
+                host = outs is not None and size > HOST_ONLY_EQNS
+                entry[2], entry[3] = ("host always", traced) if host else ("jit", None)
+            if outs is None:
+                if entry[1] is None:
+                    entry[1] = jax.jit(
+                        ft.partial(_compute, graph, check_box=check, **static),
+                        # jaxlib 0.11 lacks some XLA:CPU flags: probed by compiling, so only here
+                        compiler_options=None
+                        if nested
+                        else compat.supported_compiler_options(copts),
+                    )
+                try:
+                    outs = entry[1](boxes, arg_leaves, relu_splits, alpha)
+                except ValueError as err:
+                    if "compiler_options" not in str(err):
+                        raise
+                    # called inside a user's trace with concrete values: compile as a nested jit
+                    plain = jax.jit(ft.partial(_compute, graph, check_box=check, **static))
+                    _CACHE[key] = [fn, plain, "jit", None]
+                    outs = plain(boxes, arg_leaves, relu_splits, alpha)
         else:
             outs = _compute(graph, boxes, arg_leaves, relu_splits, check_box=check, **kw)
     except UnsupportedPrimitiveError as err:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools as ft
 import math
 from typing import Any
 
@@ -53,6 +54,7 @@ from ..core import (
     where,
     window_slices,
 )
+from ..interpret import xla_exact_rules
 from . import _rules
 from ._rules import RULES, Kind, bind_prim, recip_p, relu_p, softplus_p, square_p
 
@@ -1144,6 +1146,11 @@ def _lift(value, aval):
     return value
 
 
+@ft.cache
+def _host_rules() -> dict:
+    return xla_exact_rules()
+
+
 def record_graph(
     graph, bounded_mask, concrete_leaves, *, name: str = "crown", stabilizers: str | None = None
 ) -> Tape:
@@ -1162,6 +1169,7 @@ def record_graph(
         default_rule=_unsupported_default,
         call_rules={"logaddexp": _logaddexp},
         options=tape,
+        host_rules=_host_rules(),
     )
     args = []
     it = iter(concrete_leaves)

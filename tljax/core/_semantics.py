@@ -50,6 +50,9 @@ class Semantics:
       options: semantics-specific configuration (float format, precision, ...), read by rules.
       lift_input: converts a user input leaf (with its aval) at the boundary; default `lift`.
       finalize: converts an output value (with its aval) for the user; default identity.
+      host_rules: with ``concrete_passthrough``, rules that compute an all-concrete equation on
+        the host instead of binding it with JAX (which compiles a kernel per primitive and shape);
+        only for primitives whose host result is XLA's bit for bit.
     """
 
     name: str
@@ -67,9 +70,11 @@ class Semantics:
     options: Any = None
     lift_input: Callable[[Any, Any], Any] | None = None
     finalize: Callable[[Any, Any], Any] | None = None
+    host_rules: Mapping[Any, Callable] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "rules", MappingProxyType(dict(self.rules)))
+        object.__setattr__(self, "host_rules", MappingProxyType(dict(self.host_rules)))
         object.__setattr__(self, "call_rules", MappingProxyType(dict(self.call_rules)))
 
     def derive(

@@ -153,7 +153,11 @@ def eval_eqn(sem: Semantics, eqn, invals, path=()) -> list:
     prim = eqn.primitive
     ctx = Context(sem, eqn, path)
     if sem.concrete_passthrough and not any(sem.is_abstract(v) for v in invals):
-        # Nothing here carries the semantics: JAX computes it (constant folding, index math).
+        # Nothing here carries the semantics: JAX computes it (constant folding, index math),
+        # or the host where that gives the same bits (no kernel compiled per shape).
+        host = sem.host_rules.get(prim)
+        if host is not None and not any(isinstance(v, jax.core.Tracer) for v in invals):
+            return _guard(ctx, lambda: _normalise(prim, host(ctx, *invals, **eqn.params)))
         return _guard(ctx, lambda: bind(eqn, invals))
     rule = sem.rules.get(prim)
     if rule is None and prim in _CALL_PRIMS and sem.call_rules:

@@ -3,6 +3,10 @@
 from typing import TYPE_CHECKING
 
 from ..core import lazy_exports
+from ._numpy import evaluate_numpy as evaluate_numpy
+from ._numpy import numpy_covers as numpy_covers
+from ._numpy import numpy_semantics as numpy_semantics
+from ._numpy import xla_exact_rules as xla_exact_rules
 from ._reference import reference as reference
 from ._registry import coverage as coverage
 from ._registry import evaluate as evaluate
