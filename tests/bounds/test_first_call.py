@@ -96,6 +96,27 @@ def test_first_call_is_not_vacuous():
     assert np.all(crown.upper - crown.lower < 0.5 * (ibp.upper - ibp.lower))
 
 
+@pytest.mark.parametrize("method", ["ibp", "crown"])
+def test_first_call_returns_the_shapes_and_dtypes_of_the_compiled_one(method):
+    w = np.random.RandomState(8).randn(3, 4).astype(np.float32)
+
+    def margin(s):  # a scalar output (a policy's logit margin)
+        logits = jnp.tanh(w @ s)
+        return logits[1] - logits[0]
+
+    def pair(s):
+        return {"m": margin(s), "v": jnp.tanh(w @ s)}
+
+    box = tljax.Box(-np.ones(4, np.float32), np.ones(4, np.float32))
+    for f in (margin, pair):
+        first = tljax.bound(f, box, method=method)
+        second = tljax.bound(f, box, method=method)
+        for a, b in zip(jax.tree.leaves(first.lower), jax.tree.leaves(second.lower), strict=True):
+            assert (a.shape, a.dtype) == (b.shape, b.dtype)
+        assert jax.tree.structure(first.upper) == jax.tree.structure(second.upper)
+    assert np.shape(first.lower["m"]) == () and float(first.lower["m"]) <= float(first.upper["m"])
+
+
 def test_compile_first_with_the_environment_variable(monkeypatch):
     monkeypatch.setenv("TLJAX_FIRST_CALL", "compile")
     f = _net(jnp.tanh, np.random.RandomState(4))

@@ -116,6 +116,16 @@ EXACT = {
         (A, I),
     ),
     "split": (lambda a: jnp.split(a, [2, 5], axis=1), (A,)),
+    "scalars": (
+        lambda a, i: (
+            lax.bitcast_convert_type(a[1, 2], jnp.int32),
+            a[0, 3] * a[2, 2] - a[3, 3],
+            jnp.sum(a[2, 3:]) > 0,
+            lax.convert_element_type(i[1, 1], jnp.float32),
+            jnp.where(a[1, 1] > 0, a[0, 0], a[1, 1]),
+        ),
+        (A, I),
+    ),
     "control_flow": (
         lambda a: (
             lax.scan(lambda c, x: (c * 0.5 - x, c + x), a[0], a[1:])[1],
@@ -148,7 +158,7 @@ def test_correctly_rounded_and_structural_primitives_match_xla_bit_for_bit(name)
     f, args = EXACT[name]
     got = tljax.evaluate(f, *args, semantics="numpy")
     want = jax.jit(f)(*args)
-    jax.tree_util.tree_map(_same, got, want)
+    jax.tree_util.tree_map(_same, got, want)  # shapes and dtypes included (0-d stays 0-d)
 
 
 def _gamma(n: int, u: float = 2.0**-24) -> float:

@@ -86,8 +86,9 @@ def _host_call(run, args, traced=None) -> tuple[list | None, int, tuple | None]:
             stacklevel=3,
         )
         return None, size, None
-    # device_put, not jnp.asarray: that compiles a copy kernel for a broadcast (strided) array
-    outs = [jax.device_put(np.ascontiguousarray(o)) for o in outs]
+    # device_put, not jnp.asarray: that compiles a copy kernel for a broadcast (strided) array;
+    # np.array, not np.ascontiguousarray: that makes a scalar 1-d
+    outs = [jax.device_put(np.array(o, order="C")) for o in outs]
     return jtu.tree_unflatten(jtu.tree_structure(shapes), outs), size, traced
 
 

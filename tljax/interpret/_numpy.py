@@ -132,7 +132,7 @@ def _convert(ctx, x, *, new_dtype, **params):
 
 def _bitcast(ctx, x, *, new_dtype, **params):
     del params
-    return np.ascontiguousarray(x).view(np.dtype(new_dtype))
+    return np.array(x, order="C").view(np.dtype(new_dtype))  # (0-d stays 0-d)
 
 
 def _select_n(ctx, pred, *cases):
