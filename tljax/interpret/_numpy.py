@@ -135,14 +135,14 @@ def _bitcast(ctx, x, *, new_dtype, **params):
     return np.array(x, order="C").view(np.dtype(new_dtype))  # (0-d stays 0-d)
 
 
-def _select_n(ctx, pred, *cases):
+def _select_n(ctx, pred, *cases, **params):
     pred = np.asarray(pred)
     if pred.dtype == np.bool_:
         return _cast(ctx, np.where(pred, cases[1], cases[0]) if len(cases) > 1 else cases[0])
     return _cast(ctx, np.choose(pred.astype(np.int64), [np.asarray(c) for c in cases]))
 
 
-def _clamp(ctx, lo, x, hi):
+def _clamp(ctx, lo, x, hi, **params):
     return _cast(ctx, np.minimum(np.maximum(x, lo), hi))
 
 
@@ -163,36 +163,36 @@ def _reshape(ctx, x, *, new_sizes, dimensions=None, **params):
     return x.reshape(tuple(new_sizes))
 
 
-def _squeeze(ctx, x, *, dimensions):
+def _squeeze(ctx, x, *, dimensions, **params):
     return np.squeeze(np.asarray(x), axis=tuple(dimensions))
 
 
-def _expand_dims(ctx, x, *, dimensions):
+def _expand_dims(ctx, x, *, dimensions, **params):
     return np.expand_dims(np.asarray(x), tuple(dimensions))
 
 
-def _transpose(ctx, x, *, permutation):
+def _transpose(ctx, x, *, permutation, **params):
     return np.transpose(np.asarray(x), permutation)
 
 
-def _rev(ctx, x, *, dimensions):
+def _rev(ctx, x, *, dimensions, **params):
     return np.flip(np.asarray(x), axis=tuple(dimensions))
 
 
-def _concatenate(ctx, *xs, dimension):
+def _concatenate(ctx, *xs, dimension, **params):
     return _cast(ctx, np.concatenate([np.asarray(x) for x in xs], axis=dimension))
 
 
-def _stack(ctx, *xs, axis):
+def _stack(ctx, *xs, axis, **params):
     return _cast(ctx, np.stack([np.asarray(x) for x in xs], axis=axis))
 
 
-def _split(ctx, x, *, sizes, axis):
+def _split(ctx, x, *, sizes, axis, **params):
     cuts = np.cumsum(sizes)[:-1]
     return np.split(np.asarray(x), cuts, axis=axis)
 
 
-def _pad(ctx, x, value, *, padding_config):
+def _pad(ctx, x, value, *, padding_config, **params):
     x, v = np.asarray(x), np.asarray(value)
     # interior padding first, then (possibly negative) edges
     for d, (_, _, interior) in enumerate(padding_config):
@@ -215,7 +215,7 @@ def _pad(ctx, x, value, *, padding_config):
     return _cast(ctx, x)
 
 
-def _slice(ctx, x, *, start_indices, limit_indices, strides=None):
+def _slice(ctx, x, *, start_indices, limit_indices, strides=None, **params):
     strides = strides or (1,) * len(start_indices)
     idx = tuple(
         slice(s, e, st) for s, e, st in zip(start_indices, limit_indices, strides, strict=True)
@@ -231,13 +231,13 @@ def _starts(shape, sizes, indices):
     ]
 
 
-def _dynamic_slice(ctx, x, *indices, slice_sizes):
+def _dynamic_slice(ctx, x, *indices, slice_sizes, **params):
     x = np.asarray(x)
     st = _starts(x.shape, slice_sizes, indices)
     return x[tuple(slice(s, s + z) for s, z in zip(st, slice_sizes, strict=True))]
 
 
-def _dynamic_update_slice(ctx, x, update, *indices):
+def _dynamic_update_slice(ctx, x, update, *indices, **params):
     x, update = np.array(x), np.asarray(update)
     st = _starts(x.shape, update.shape, indices)
     x[tuple(slice(s, s + z) for s, z in zip(st, update.shape, strict=True))] = update
@@ -308,12 +308,12 @@ def _copy(ctx, x, **params):
     return np.asarray(x)
 
 
-def _not(ctx, x):
+def _not(ctx, x, **params):
     x = np.asarray(x)
     return np.logical_not(x) if x.dtype == np.bool_ else np.invert(x)
 
 
-def _shift_right_logical(ctx, x, s):
+def _shift_right_logical(ctx, x, s, **params):
     x = np.asarray(x)
     u = np.dtype(f"uint{8 * x.dtype.itemsize}")
     return _cast(ctx, np.right_shift(x.view(u), np.asarray(s).astype(u)).view(x.dtype))
@@ -326,6 +326,7 @@ def _lift(value, aval):
     return a
 
 
+# Every rule takes **params: a JAX version that adds a parameter (a sharding) must not break it.
 def _rules() -> dict:
     by_name = {
         "add": _ieee(np.add),
@@ -419,7 +420,7 @@ def _rules() -> dict:
         "stop_gradient": _copy,
         "split": _split,
         "stack": _stack,
-        "optimization_barrier": lambda ctx, *xs: [np.asarray(x) for x in xs],
+        "optimization_barrier": lambda ctx, *xs, **params: [np.asarray(x) for x in xs],
         "square": _ieee(np.square),
         "one_minus_square": _ieee(lambda x: (1 + x) * (1 - x)),
     }
