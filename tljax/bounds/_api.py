@@ -585,8 +585,8 @@ def bound(
                     _CACHE.popitem(last=False)
             _CACHE.move_to_end(key)
             outs = None
+            run = ft.partial(_compute, graph, check_box=check, **static)
             if entry[2] != "jit" and not nested and _host_first_calls():
-                run = ft.partial(_compute, graph, check_box=check, **static)
                 outs, size, traced = _host_call(
                     run, (boxes, arg_leaves, relu_splits, alpha), entry[3]
                 )
@@ -595,7 +595,7 @@ def bound(
             if outs is None:
                 if entry[1] is None:
                     entry[1] = jax.jit(
-                        ft.partial(_compute, graph, check_box=check, **static),
+                        run,
                         # jaxlib 0.11 lacks some XLA:CPU flags: probed by compiling, so only here
                         compiler_options=None
                         if nested
@@ -607,7 +607,7 @@ def bound(
                     if "compiler_options" not in str(err):
                         raise
                     # called inside a user's trace with concrete values: compile as a nested jit
-                    plain = jax.jit(ft.partial(_compute, graph, check_box=check, **static))
+                    plain = jax.jit(run)
                     _CACHE[key] = [fn, plain, "jit", None]
                     outs = plain(boxes, arg_leaves, relu_splits, alpha)
         else:
