@@ -2,6 +2,7 @@
 
 import itertools
 import re
+import types
 
 import equinox as eqx
 import hypothesis.strategies as st
@@ -275,6 +276,41 @@ def test_bound_under_jit_and_vmap():
         [np.asarray(tljax.bound(mlp, tljax.Box(los[i], his[i]), params).lower) for i in range(6)]
     )
     np.testing.assert_allclose(batched, one, rtol=1e-6, atol=1e-6)
+
+
+def mlp_mul(x, params):
+    # products of two relaxed values (McCormick rows) beside the mixed activations
+    h = mlp(x, params, act=mixed_act)
+    return h * jnp.tanh(h[::-1]) + h
+
+
+@pytest.mark.parametrize("fn", [mlp_mixed, mlp_mul], ids=["mixed", "mul"])
+@pytest.mark.parametrize("sound", [True, False], ids=["sound", "real"])
+def test_mapped_bounds_match_single_calls_and_contain_samples(fn, sound):
+    # Under jax.vmap the bound program sums rows by matrix-vector products (Options.matvec),
+    # one box at a time by fused reductions: the same bounds up to summation order, each
+    # containing the float32 outputs of its own box (unscaled weights, boxes of widths 1e-3..4).
+    params = init_mlp(7, [5, 16, 16, 3], scale=3.0)
+    rng = np.random.RandomState(3)
+    centres = rng.randn(6, 5).astype(np.float32) * 4
+    radii = np.float32([1e-3, 0.01, 0.1, 0.5, 1.0, 2.0])[:, None] * np.ones((1, 5), np.float32)
+    los, his = jnp.asarray(centres - radii), jnp.asarray(centres + radii)
+
+    def one(lo, hi):
+        b = tljax.bound(fn, tljax.Box(lo, hi), params, method="crown", float_sound=sound)
+        return b.lower, b.upper
+
+    mlo, mhi = jax.jit(jax.vmap(one))(los, his)
+    for i in range(len(radii)):
+        b = tljax.bound(fn, tljax.Box(los[i], his[i]), params, method="crown", float_sound=sound)
+        scale = 1e-5 * (1.0 + np.abs(np.asarray(b.upper)) + np.abs(np.asarray(b.lower)))
+        np.testing.assert_array_less(np.abs(np.asarray(mlo[i]) - np.asarray(b.lower)), scale)
+        np.testing.assert_array_less(np.abs(np.asarray(mhi[i]) - np.asarray(b.upper)), scale)
+        pts = points_with_corners(jax.random.PRNGKey(i), los[i], his[i], 2000)
+        ys = np.asarray(jax.jit(jax.vmap(lambda x: fn(x, params)))(pts))
+        mapped = types.SimpleNamespace(lower=mlo[i], upper=mhi[i])
+        assert_contains(mapped, ys, f"mapped box {i}")
+        assert_contains(b, ys, f"single box {i}")
 
 
 def test_pytree_input_box():

@@ -494,6 +494,7 @@ def bound(
         float_sound=bool(float_sound),
         program=program_model(float_format),
         refine_limit=_check_limit(refine_limit, "tljax.bound"),
+        matvec=any(isinstance(v, jax.core.Tracer) for v in jtu.tree_leaves(box)),
     )
     fn = adapt_fn(fn)
     example = (box.lower, *args)

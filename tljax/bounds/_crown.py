@@ -147,18 +147,22 @@ def _sum_rows(x):
     return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
 
 
-# Above this many coefficients `_rowdot` is a matrix-vector product (faster to run), below a
-# product and a reduction (one kernel fused with the producer of the coefficients: far fewer
-# kernels to compile for the many small steps of a transformer block).
+# Above this many coefficients `_rowdot` is always a matrix-vector product (faster to run).
 _ROWDOT_MATVEC = 1 << 16
 
 
-def _rowdot(a, v):
-    # sum over the trailing axes of a * v
-    if a.size >= _ROWDOT_MATVEC:
-        v = jnp.broadcast_to(v, a.shape[1:])  # (no broadcast copy of v)
-        return a.reshape(a.shape[0], -1) @ v.reshape(-1)
-    return jnp.sum(a * v, axis=tuple(range(1, a.ndim)))
+def _rowdot(a, v, matvec: bool):
+    # sum over the trailing axes of a * v. A matrix-vector product with `matvec` (a mapped
+    # program: boxes or domains under `jax.vmap`, where XLA:CPU turns a product and reduction
+    # into a dot with `v` broadcast to the full size of `a` and written to memory: 2x slower on
+    # 256 acas boxes) or many coefficients; else a product and reduction fused with the producer
+    # of `a` (a separate dot costs ~30 ms of compile: acas float-sound CROWN 2.6 -> 4.0 s).
+    if not matvec and a.size < _ROWDOT_MATVEC:
+        return jnp.sum(a * v, axis=tuple(range(1, a.ndim)))
+    if a.size == 0:  # no rows, or an empty node
+        return jnp.zeros(a.shape[:1], a.dtype)
+    v = jnp.broadcast_to(v, a.shape[1:])  # (no broadcast copy of v)
+    return a.reshape(a.shape[0], -1) @ v.reshape(-1)
 
 
 def _mul0(a, b):
@@ -180,8 +184,12 @@ def _shared(x, one):
     into every consumer, i.e. into every step of every backward pass that reads them, and
     compiles each copy (on the transformer block of bench/gpu.py: 114 fused operations per
     kernel, 113k in all, from 15k in the program). It does not duplicate an expensive operation
-    such as a division, so `x / one`, with `one` an exact 1 that XLA cannot fold (it comes from
-    the data), is computed once and read from memory by every consumer.
+    such as a division, so `x / d`, with `d` an exact 1 that XLA cannot fold (it comes from
+    the data), is computed once and read from memory by every consumer. `d` has the shape of
+    `x` (`one` plus 0 times a test of `x`): a broadcast divisor, such as the batched scalar
+    `one` under `jax.vmap`, XLA rewrites as a multiplication by its reciprocal, which it then
+    duplicates (256 acas boxes: half of the time went to relaxations recomputed per element of
+    every pass).
 
     The division by 1 is exact for every float (infinities and NaN included) except that XLA:CPU
     flushes a subnormal to zero (DAZ). Only results of arithmetic go through here, which XLA:CPU
@@ -190,7 +198,11 @@ def _shared(x, one):
     that are only moved (a structural map of an input box) must not (see `_float_model`)."""
     if x is None or one is None:
         return x
-    return jax.tree_util.tree_map(lambda v: v / one.astype(v.dtype), x)
+
+    def keep(v):
+        return v / (one.astype(v.dtype) + 0.0 * jnp.isnan(v).astype(v.dtype))
+
+    return jax.tree_util.tree_map(keep, x)
 
 
 def _moved_bounds(tape: Tape) -> set[int]:
@@ -496,6 +508,9 @@ class _Adjoint(Backward):
         self.absbias = jnp.zeros((H,), dt)
         self.steps = 0
 
+    def rowdot(self, a, v):
+        return _rowdot(a, v, self.p.opts.matvec)
+
     def enter(self, e, acc):
         self.steps += 1
         if self.sym and (e is None or e.kind != Kind.AFFINE):
@@ -519,15 +534,15 @@ class _Adjoint(Backward):
         Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
         self.const(_sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi)))
         if self.fs:
-            self.slack = self.slack + fm.gamma(size + 1, self.u) * _rowdot(jnp.abs(L), mag)
+            self.slack = self.slack + fm.gamma(size + 1, self.u) * self.rowdot(jnp.abs(L), mag)
 
     def affine(self, i, e, L):
         p = self.p
         f0 = p.f0(i)
         if f0 is not None:
-            self.const(_sum_rows(L * f0))
+            self.const(self.rowdot(L, f0))
         if self.fs:
-            self.slack = self.slack + _rowdot(jnp.abs(L), p.affine_allowance(i))
+            self.slack = self.slack + self.rowdot(jnp.abs(L), p.affine_allowance(i))
         return list(zip(e.node_inputs, _transpose(e, L), strict=True))
 
     def unary(self, i, e, L):
@@ -553,7 +568,7 @@ class _Adjoint(Backward):
         if self.fs:
             self.slack = (
                 self.slack
-                + 2 * u * _rowdot(jnp.abs(g), p.abs_max(x))
+                + 2 * u * self.rowdot(jnp.abs(g), p.abs_max(x))
                 + fm.gamma(x.size + 1, u) * _sum_rows(tabs)
             )
         return [(x, g)]
@@ -580,7 +595,9 @@ class _Adjoint(Backward):
         if self.fs:
             self.slack = (
                 self.slack
-                + 4 * u * (_rowdot(jnp.abs(gx), p.abs_max(x)) + _rowdot(jnp.abs(gy), p.abs_max(y)))
+                + 4
+                * u
+                * (self.rowdot(jnp.abs(gx), p.abs_max(x)) + self.rowdot(jnp.abs(gy), p.abs_max(y)))
                 + fm.gamma(e.out.size + 1, u) * jnp.abs(t)
             )
             if mixed:
@@ -596,7 +613,7 @@ class _Adjoint(Backward):
                 mx = jnp.broadcast_to(p.abs_max(x), shape)
                 my = jnp.broadcast_to(p.abs_max(y), shape)
                 self.slack = self.slack + 4 * u * (
-                    _rowdot(both(0), mx) + _rowdot(both(1), my) + _sum_rows(both(2))
+                    self.rowdot(both(0), mx) + self.rowdot(both(1), my) + _sum_rows(both(2))
                 )
         return [(x, gx), (y, gy)]
 
@@ -624,7 +641,7 @@ class _Adjoint(Backward):
         Lp, Ln = jnp.maximum(Lc, 0.0), jnp.minimum(Lc, 0.0)
         self.const(_sum_rows(_mul0(Lp, lo) + _mul0(Ln, hi)))
         if self.fs:
-            self.slack = self.slack + fm.gamma(e.out.size + 1, self.u) * _rowdot(
+            self.slack = self.slack + fm.gamma(e.out.size + 1, self.u) * self.rowdot(
                 jnp.abs(L), self.p.abs_max(e.out)
             )
 

@@ -32,11 +32,16 @@ class Options:
         rows, twice the node's size, times the widest node it reaches); nodes over it keep their
         interval bounds (`_crown.refine_plan`). None: no limit. The search sets it from the
         memory it has (`tljax.verify`); max pooling over a wide convolution is the usual case.
+      matvec: lay the bound program out for a mapped call (`jax.vmap` over boxes or domains):
+        the rows' sums against vectors are matrix-vector products, not fused reductions (faster
+        there, slower to compile). The bounds are the same up to summation order. `tljax.bound`
+        sets it when its box is traced.
     """
 
     float_sound: bool = True
     program: fm.ProgramModel = fm.FLOAT32
     refine_limit: int | None = None
+    matvec: bool = False
 
 
 def _err(y, ulps, opts: Options):

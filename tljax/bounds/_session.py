@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 
@@ -222,6 +223,11 @@ def prepare(
     lows, highs = jtu.tree_leaves(box.lower), jtu.tree_leaves(box.upper)
     leaves = graph.flatten_inputs(*example)
     program = program_model(float_format, "tljax.bounds.prepare")
-    opts = Options(float_sound=bool(float_sound), program=program, refine_limit=refine_limit)
+    opts = Options(
+        float_sound=bool(float_sound),
+        program=program,
+        refine_limit=refine_limit,
+        matvec=any(isinstance(v, jax.core.Tracer) for v in lows + highs),
+    )
     boxes = list(zip(lows, highs, strict=True))
     return Problem.from_graph(graph, boxes, leaves[len(lows) :], options=opts, name=name)
