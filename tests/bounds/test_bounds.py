@@ -313,6 +313,30 @@ def test_mapped_bounds_match_single_calls_and_contain_samples(fn, sound):
         assert_contains(b, ys, f"single box {i}")
 
 
+@pytest.mark.parametrize("method", ["crown", "crown-ibp", "alpha-crown"])
+@pytest.mark.parametrize("with_spec", [False, True], ids=["outputs", "spec"])
+def test_lower_only_keeps_the_lower_bound_and_an_interval_upper(method, with_spec):
+    # lower_only: the output pass carries the lower rows only; `upper` is the interval of the
+    # sweep (never tighter than the two-sided CROWN upper), and both still contain the samples
+    params = init_mlp(11, [4, 12, 12, 3], scale=2.0)
+    lo = jnp.asarray(np.float32([-1.0, 0.5, -0.2, 2.0]))
+    box = tljax.Box(lo, lo + 0.6)
+    spec = np.float32([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0]]) if with_spec else None
+    kw = dict(method=method, spec=spec, alpha_iters=5)
+    both = tljax.bound(mlp_mixed, box, params, **kw)
+    half = tljax.bound(mlp_mixed, box, params, lower_only=True, **kw)
+    tol = 1e-5 * (1.0 + np.abs(np.asarray(both.lower)))
+    np.testing.assert_array_less(np.abs(np.asarray(half.lower) - np.asarray(both.lower)), tol)
+    assert np.all(np.asarray(half.upper) >= np.asarray(both.upper) - tol)
+    pts = points_with_corners(jax.random.PRNGKey(5), box.lower, box.upper, 3000)
+    ys = np.asarray(jax.vmap(lambda x: mlp_mixed(x, params))(pts))
+    if with_spec:
+        ys = ys @ spec.T
+    assert_contains(half, ys, f"{method} lower_only")
+    if method == "crown":  # the interval upper is looser somewhere (else nothing was halved)
+        assert np.any(np.asarray(half.upper) > np.asarray(both.upper) + tol)
+
+
 def test_pytree_input_box():
     def f(inp):
         return jnp.tanh(inp["a"] * 2.0) + inp["b"].sum()

@@ -408,6 +408,7 @@ def bound(
     jit: bool = True,
     check_box: bool = False,
     refine_limit: int | None = None,
+    lower_only: bool = False,
 ) -> Bounds:
     """Certified bounds of `fn(x, *args)` for every `x` in `box`.
 
@@ -464,6 +465,10 @@ def bound(
         `tljax.bounds.refine_cost`); the others keep interval bounds. Bounds memory and time on
         wide convolutions with pooling (`tljax.verify` sets it from the memory it has). None:
         every node.
+      lower_only: only `lower` is wanted (a verification margin): CROWN's passes from the
+        outputs carry half the rows, and `upper` is the output's interval bound from the
+        forward sweep (sound, looser). Methods "crown" and "crown-ibp"; alpha-CROWN's optimised
+        passes and certificates bound both sides.
 
     Invalid boxes: a concrete box with lower > upper or NaN anywhere raises `InvalidBoxError`
     (listing the entries), here or when the `Box` is built. A traced box cannot be checked
@@ -495,6 +500,7 @@ def bound(
         program=program_model(float_format),
         refine_limit=_check_limit(refine_limit, "tljax.bound"),
         matvec=any(isinstance(v, jax.core.Tracer) for v in jtu.tree_leaves(box)),
+        lower_only=bool(lower_only),
     )
     fn = adapt_fn(fn)
     example = (box.lower, *args)

@@ -177,30 +177,33 @@ def _mix(a, va, vb):
     return _mul0(a, va) + _mul0(1.0 - a, vb)
 
 
-def _shared(x, one):
+def _shared(x):
     """`x` (a pytree of float arrays, or None) computed once and stored.
 
     XLA fuses cheap elementwise chains (those behind node bounds, relaxations and allowances)
     into every consumer, i.e. into every step of every backward pass that reads them, and
     compiles each copy (on the transformer block of bench/gpu.py: 114 fused operations per
     kernel, 113k in all, from 15k in the program). It does not duplicate an expensive operation
-    such as a division, so `x / d`, with `d` an exact 1 that XLA cannot fold (it comes from
-    the data), is computed once and read from memory by every consumer. `d` has the shape of
-    `x` (`one` plus 0 times a test of `x`): a broadcast divisor, such as the batched scalar
-    `one` under `jax.vmap`, XLA rewrites as a multiplication by its reciprocal, which it then
-    duplicates (256 acas boxes: half of the time went to relaxations recomputed per element of
-    every pass).
+    such as a division, so `x / d`, with `d` an exact 1 that XLA cannot fold (it is computed
+    from `x`: 1 + 0 * isnan(x)), is computed once and read from memory by every consumer. `d`
+    has the shape of `x` and depends on nothing else: a broadcast divisor (a scalar from the
+    box, batched under `jax.vmap`) XLA rewrote as a multiplication by its reciprocal, which it
+    then duplicated (256 acas boxes: half of the time went to ReLU relaxations recomputed per
+    coefficient of every pass), and it made constants (a convolution's bias) batched copies.
+    Concrete values (an eager run) are returned as they are.
 
     The division by 1 is exact for every float (infinities and NaN included) except that XLA:CPU
     flushes a subnormal to zero (DAZ). Only results of arithmetic go through here, which XLA:CPU
     has flushed already (FTZ), or values read only by arithmetic (slopes that are bounds,
     constant parts, magnitudes), which reads a subnormal as zero anyway: nothing changes. Values
     that are only moved (a structural map of an input box) must not (see `_float_model`)."""
-    if x is None or one is None:
+    if x is None:
         return x
 
     def keep(v):
-        return v / (one.astype(v.dtype) + 0.0 * jnp.isnan(v).astype(v.dtype))
+        if not isinstance(v, jax.core.Tracer):
+            return v
+        return v / (1.0 + 0.0 * jnp.isnan(v).astype(v.dtype))
 
     return jax.tree_util.tree_map(keep, x)
 
@@ -251,14 +254,7 @@ class _Pass(Intervals):
     def __init__(self, tape: Tape, in_bounds: dict, opts: Options):
         super().__init__(dict(in_bounds), opts)
         self.tape = tape
-        # an exact 1.0 that XLA cannot constant-fold (see `_shared`)
         self._moved = _moved_bounds(tape)
-        self._one = None
-        for lo, _ in in_bounds.values():
-            if jnp.size(lo):
-                v = jnp.ravel(lo)[0]
-                self._one = 1.0 + 0.0 * jnp.isnan(v).astype(jnp.float32)
-                break
         self.relax: dict[int, tuple] = {}
         self._m: dict[int, jax.Array] = {}
         self._f0: dict[int, jax.Array | None] = {}
@@ -270,7 +266,7 @@ class _Pass(Intervals):
         """Stores node `n`'s bounds, computed once (`_shared`) where they are results of
         arithmetic (see `_moved_bounds`)."""
         if n.id not in self._moved:
-            b = _shared(b, self._one)
+            b = _shared(b)
         self.bounds[n.id] = b
 
     def f0(self, i: int):
@@ -283,7 +279,7 @@ class _Pass(Intervals):
             f0 = None
         else:
             f0 = apply_affine(e, [jnp.zeros(n.shape, n.dtype) for n in e.node_inputs], mode="zero")
-        self._f0[i] = f0 = _shared(f0, self._one)
+        self._f0[i] = f0 = _shared(f0)
         return f0
 
     def abs_max(self, n: Node):
@@ -292,7 +288,7 @@ class _Pass(Intervals):
         hit = self._absmax.get(n.id)
         if hit is not None and hit[0] is b:
             return hit[1]
-        v = _shared(node_abs_max(b), self._one)
+        v = _shared(node_abs_max(b))
         self._absmax[n.id] = (b, v)
         return v
 
@@ -318,7 +314,7 @@ class _Pass(Intervals):
             mag = labs if f0 is None else labs + f0
             m = m + p.rel(n_fwd) * mag * (1.0 + fm.gamma(n_fwd + 1, u)) + p.abs_eta(n_fwd)
         m = fm.inflate(m, 8.0) + (n_bwd + 2) * fm.tiny(labs.dtype)
-        self._m[i] = m = _shared(m, self._one)
+        self._m[i] = m = _shared(m)
         return m
 
     def backward(
@@ -394,16 +390,16 @@ class _Pass(Intervals):
         e = self.tape.eqns[i]
         if e.kind == Kind.UNARY:
             lo, hi = self.bounds[e.inputs[0].id]
-            self.relax[i] = _shared(e.rule.relax(lo, hi, self.opts), self._one)
+            self.relax[i] = _shared(e.rule.relax(lo, hi, self.opts))
         elif e.kind == Kind.SELECT:
-            self.relax[i] = _shared(select_masks(e, self.bounds), self._one)
+            self.relax[i] = _shared(select_masks(e, self.bounds))
         elif e.kind == Kind.MUL:
             x, y = e.node_inputs
             bx, by = self.bounds[x.id], self.bounds[y.id]
             shape = e.out.shape
             bx = tuple(jnp.broadcast_to(v, shape) for v in bx)
             by = tuple(jnp.broadcast_to(v, shape) for v in by)
-            self.relax[i] = _shared(relax_mul(bx, by, self.opts), self._one)
+            self.relax[i] = _shared(relax_mul(bx, by, self.opts))
 
     def propagate(
         self,
@@ -658,7 +654,7 @@ class _Adjoint(Backward):
         u, steps = self.u, self.steps
         slack = self.slack + fm.gamma(steps + 1, u) * self.absbias
         out = fm.down(self.bias - fm.inflate(slack, 4.0 * steps + 16.0))
-        return _shared(jnp.where(jnp.isnan(out), -jnp.inf, out), self.p._one)
+        return _shared(jnp.where(jnp.isnan(out), -jnp.inf, out))
 
 
 def _optax():
@@ -749,16 +745,22 @@ def _finish(p: _Pass, method, spec, alphas=None):
             outs.append(p.bounds[o.id])
             continue
         lam, m = _output_lam(o, spec)
-        low = p.backward(o, lam, alphas, start_key=_out_key(k), sym=True)
-        lo, hi = low[:m], -low[m:]
+        if p.opts.lower_only and alphas is None:
+            # the lower rows only; the upper bound is the output's interval
+            lo = p.backward(o, lam[:m], None, start_key=_out_key(k))
+            hi = None
+        else:
+            low = p.backward(o, lam, alphas, start_key=_out_key(k), sym=True)
+            lo, hi = low[:m], -low[m:]
         if spec is None:
-            lo, hi = lo.reshape(o.shape), hi.reshape(o.shape)
             ilo, ihi = p.bounds[o.id]
-            lo, hi = jnp.maximum(lo, ilo), jnp.minimum(hi, ihi)
-        elif method == "crown-ibp":
+            lo = jnp.maximum(lo.reshape(o.shape), ilo)
+            hi = ihi if hi is None else jnp.minimum(hi.reshape(o.shape), ihi)
+        elif method == "crown-ibp" or hi is None:
             # never looser than IBP, with a spec too
             ilo, ihi = _interval_out(p, o, spec)
-            lo, hi = jnp.maximum(lo, ilo), jnp.minimum(hi, ihi)
+            lo = jnp.maximum(lo, ilo)
+            hi = ihi if hi is None else jnp.minimum(hi, ihi)
         outs.append((lo, hi))
     return outs
 

@@ -36,12 +36,16 @@ class Options:
         the rows' sums against vectors are matrix-vector products, not fused reductions (faster
         there, slower to compile). The bounds are the same up to summation order. `tljax.bound`
         sets it when its box is traced.
+      lower_only: the passes from the outputs carry the lower rows only (half the rows: a
+        verification margin needs no more); the outputs' upper bounds are then their intervals
+        from the forward sweep (sound, looser). alpha-CROWN's optimised passes bound both sides.
     """
 
     float_sound: bool = True
     program: fm.ProgramModel = fm.FLOAT32
     refine_limit: int | None = None
     matvec: bool = False
+    lower_only: bool = False
 
 
 def _err(y, ulps, opts: Options):

@@ -219,6 +219,7 @@ def input_split_bounder(
                 method=method,
                 jit=False,
                 refine_limit=refine_limit,
+                lower_only=True,  # the margins' lower bounds are what the search reads
             )
             return b.lower
 
@@ -296,6 +297,7 @@ def relu_split_bounder(
                 relu_splits=unflatten(flat),
                 jit=False,
                 refine_limit=refine_limit,
+                lower_only=True,  # the margins' lower bounds are what the search reads
             )
             if taps is None:
                 return b.lower, jnp.zeros(total, b.lower.dtype), jnp.zeros(total, b.lower.dtype)
