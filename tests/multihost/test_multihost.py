@@ -102,15 +102,13 @@ def _check_search(single: dict, group: list[dict], n: int, devices: int, expecte
         unsat, sat = out["runs"]
         assert unsat["verdict"] == ref_unsat["verdict"] == expected[UNSAT] == "unsat"
         assert unsat["checked"] and ref_unsat["checked"]
-        # the same leaves (the same boxes, exactly) with the same certified bounds: bit for bit
-        # when each device bounds as many rows as one process did per half batch, else up to
-        # the rounding of a differently sized vmapped batch
+        # the same leaves (the same boxes, exactly) with the same certified bounds up to
+        # rounding: a mapped bound program sums rows by matrix-vector products, and XLA:CPU's
+        # dot kernels round differently for a different batch shape or partitioning
         assert unsat["n_leaves"] == ref_unsat["n_leaves"]
         assert unsat["leaves"] == ref_unsat["leaves"]
         for got, ref in zip(unsat["bounds"], ref_unsat["bounds"], strict=True):
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
-        if n * devices == 2:
-            assert unsat["bounds"] == ref_unsat["bounds"]
         assert unsat["domains"] == ref_unsat["domains"]
         assert unsat["calls"] >= 2  # several batches ...
         assert unsat["spans"] == [n * devices]  # ... each one over every process's devices
