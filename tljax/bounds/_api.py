@@ -495,17 +495,18 @@ def bound(
     if not getattr(box, "_validated", False):  # rebuilt as a pytree: check its concrete leaves
         _validate(box.lower, box.upper, what="tljax.bound: the input box")
     spec_arr = _check_options(alpha_iters, alpha_lr, spec)
+    box_lo = jtu.tree_leaves(box.lower)
+    box_hi = jtu.tree_leaves(box.upper)
+    traced_box = any(isinstance(v, jax.core.Tracer) for v in box_lo + box_hi)
     opts = Options(
         float_sound=bool(float_sound),
         program=program_model(float_format),
         refine_limit=_check_limit(refine_limit, "tljax.bound"),
-        matvec=any(isinstance(v, jax.core.Tracer) for v in jtu.tree_leaves(box)),
+        matvec=traced_box,  # a mapped (or jitted) call: see Options
         lower_only=bool(lower_only),
     )
     fn = adapt_fn(fn)
     example = (box.lower, *args)
-    box_lo = jtu.tree_leaves(box.lower)
-    box_hi = jtu.tree_leaves(box.upper)
     _check_box_dtypes(box_lo)
     graph = trace_boxed(fn, box, args)
     n_box = len(box_lo)
@@ -532,7 +533,6 @@ def bound(
         raise InputError("split_params needs a single-array box")
     if method == "affine" and relu_splits is not None:
         raise InputError("relu_splits needs method 'crown' or 'alpha-crown' (got 'affine')")
-    traced_box = any(isinstance(v, jax.core.Tracer) for v in box_lo + box_hi)
     if method == "affine" and certificate:
         raise InputError(
             "tljax.bound: certificate=True supports methods 'ibp', 'crown', 'alpha-crown' and "
