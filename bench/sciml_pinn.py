@@ -3,9 +3,13 @@ errors over the whole domain by `tljax.sciml.certify_pinn`, against the sampled 
 
 Usage: python bench/sciml_pinn.py [--semantics real|float32] [--timeout S] [--batch B]
        [--only residual,initial,boundary] [--split greedy|gradient|widest] [--check-leaves N]
+       python bench/sciml_pinn.py --crown-batch N [--radius R]
 
 Prints one markdown table: certified sup, sampled max, ratio, leaves, wall time, compile time,
-and the folder README's sampled references beside them.
+and the folder README's sampled references beside them. With --crown-batch: `tljax.bound`'s
+float-sound CROWN of the float32 residual on single boxes and on N boxes in one `jax.vmap` call
+(a program too large to compile: evaluated on the host), first and second calls, with the
+bounds' widths against the sampled ranges.
 """
 
 from __future__ import annotations
@@ -87,6 +91,59 @@ def check_leaves(rep, n: int) -> None:
         )
 
 
+def crown_batch(params, n: int, radius: float) -> None:
+    """`tljax.bound` CROWN of the residual: single boxes, then n boxes in one mapped call."""
+    import tljax
+    from tljax.sciml import derivatives
+
+    d = derivatives(burgers_u(params, jnp.float32), ["t", "x", "xx"], "tx")
+
+    def f(z):
+        return jnp.reshape(residual(d(z), z), (1,))
+
+    def b(lo, hi):
+        r = tljax.bound(f, tljax.Box(lo, hi))
+        return r.lower[0], r.upper[0]
+
+    rng = np.random.default_rng(1)
+    c = np.stack([rng.uniform(radius, 1 - radius, n), rng.uniform(-1 + radius, 1 - radius, n)], 1)
+    los, his = (c - radius).astype(np.float32), (c + radius).astype(np.float32)
+    mapped = jax.vmap(b)
+    rows = []
+    for call in ("first", "second"):
+        t0 = time.perf_counter()
+        one = [np.asarray(v) for v in b(los[0], his[0])]
+        rows.append((f"single box, {call} call", 1, time.perf_counter() - t0))
+    for call in ("first", "second"):
+        t0 = time.perf_counter()
+        lo, hi = (np.asarray(v) for v in mapped(los, his))
+        rows.append((f"{n} boxes in one jax.vmap call, {call}", n, time.perf_counter() - t0))
+    print(
+        f"\nCROWN (float-sound) of the Burgers residual, boxes of radius {radius}, "
+        f"{os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.1f}\n"
+    )
+    print("| call | boxes | s | s per box |")
+    print("|---|---|---|---|")
+    for name, k, t in rows:
+        print(f"| {name} | {k} | {t:.1f} | {t / k:.3f} |")
+    # the mapped bounds against the single call and against sampled residuals
+    same = max(abs(lo[0] - one[0]), abs(hi[0] - one[1])) / (1 + max(abs(one[0]), abs(one[1])))
+    k = min(n, 32)
+    fj = jax.jit(jax.vmap(f))
+    widths, ranges, bad = [], [], 0
+    for i in range(k):
+        pts = rng.uniform(los[i], his[i], (2000, 2)).astype(np.float32)
+        ys = np.asarray(fj(jnp.asarray(pts)))[:, 0]
+        bad += int(np.sum((ys < lo[i]) | (ys > hi[i])))
+        widths.append(hi[i] - lo[i])
+        ranges.append(ys.max() - ys.min())
+    print(
+        f"\nbox 0 mapped vs single: rel. diff {same:.1e}; {k} boxes x 2000 float32 samples: "
+        f"{bad} outside; median bound width {np.median(widths):.4g} vs sampled range "
+        f"{np.median(ranges):.4g} (ratio {np.median(np.divide(widths, ranges)):.1f})"
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--semantics", default="real", choices=["real", "float32"])
@@ -96,6 +153,10 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="greedy", choices=["greedy", "gradient", "widest"])
     ap.add_argument("--only", default="residual,initial,boundary")
     ap.add_argument("--save", default="", help="write the leaves to this .npz")
+    ap.add_argument(
+        "--crown-batch", type=int, default=0, help="only time tljax.bound's CROWN on N boxes"
+    )
+    ap.add_argument("--radius", type=float, default=0.005, help="with --crown-batch")
     ap.add_argument(
         "--check-leaves",
         type=int,
@@ -114,6 +175,9 @@ def main(argv=None) -> int:
     print(
         f"jax.numpy network vs ONNX graph, 1000 points: max |diff| {np.abs(ref - mine).max():.2e}"
     )
+    if a.crown_batch:
+        crown_batch(params, a.crown_batch, a.radius)
+        return 0
     dtype = jnp.float64 if a.semantics == "real" else jnp.float32
     with jax.enable_x64(a.semantics == "real"):
         u = burgers_u(params, dtype)

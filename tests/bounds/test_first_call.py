@@ -7,6 +7,7 @@ import pytest
 
 import tljax
 from tljax.bounds import _api
+from tljax.core import iter_eqns
 
 COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -156,3 +157,80 @@ def test_a_large_program_stays_on_the_host_and_is_traced_once(monkeypatch):
     assert len(traces) == 1  # the second call reused the traced program
     np.testing.assert_array_equal(first.lower, again.lower)
     np.testing.assert_array_equal(first.upper, again.upper)
+
+
+def _mapped_boxes(rng, n=10):
+    # centres near 0 and far out (|x| up to 100), radii from 1e-5 to 2
+    c = np.concatenate([rng.uniform(-3, 3, (n - 2, 3)), [[100.0, -100.0, 12.5], [-100.0, 3, -40]]])
+    r = np.geomspace(1e-5, 2.0, n)[:, None]
+    return (c - r).astype(np.float32), (c + r).astype(np.float32)
+
+
+def _prims(closed) -> set:
+    return {e.primitive.name for e in iter_eqns(closed.jaxpr)}
+
+
+def _close(a, b):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * (1 + float(np.max(np.abs(b)))))
+
+
+@pytest.mark.parametrize("method", ["crown", "ibp"])
+def test_mapped_calls_of_a_host_only_program_are_one_host_callback(monkeypatch, method):
+    monkeypatch.setattr(_api, "HOST_ONLY_EQNS", 10)
+    rng = np.random.RandomState(8)
+    f = _net(jnp.tanh, rng)
+    los, his = _mapped_boxes(rng)
+
+    def b(lo, hi):
+        r = tljax.bound(f, tljax.Box(lo, hi), method=method)
+        return r.lower, r.upper
+
+    prog = jax.make_jaxpr(jax.vmap(b))(los, his)
+    # the user's program holds the callback, not the bound computation (nothing to compile)
+    assert "pure_callback" in _prims(prog) and not _prims(prog) & {"dot_general", "tanh"}
+    lo, hi = jax.jit(jax.vmap(b))(los, his)
+    assert lo.shape == hi.shape == (len(los), 2) and lo.dtype == jnp.float32
+    for i in range(len(los)):
+        one = b(los[i], his[i])  # a top-level call: the host too, one box
+        _close(lo[i], one[0])
+        _close(hi[i], one[1])
+        ys = _samples(f, los[i], his[i], rng)
+        assert np.all(lo[i] <= ys.min(0)) and np.all(ys.max(0) <= hi[i]), i
+
+
+def test_host_callback_batch_layouts_jit_and_gradients(monkeypatch):
+    monkeypatch.setattr(_api, "HOST_ONLY_EQNS", 10)
+    rng = np.random.RandomState(9)
+    f = _net(jax.nn.sigmoid, rng)
+    los, his = _mapped_boxes(rng, 6)
+    scales = np.asarray([0.5, -2.0, 1.0], np.float32)
+
+    def b(lo, hi, s):
+        r = tljax.bound(lambda x, s: f(x * s), tljax.Box(lo, hi), s)
+        return r.lower, r.upper
+
+    # two nested maps, one of them over an argument the boxes do not share
+    nested = jax.vmap(jax.vmap(b, in_axes=(0, 0, None)), in_axes=(None, None, 0))
+    lo, hi = nested(los, his, scales)
+    assert lo.shape == (3, 6, 2)
+    for k, s in enumerate(scales):
+        for i in range(len(los)):
+            one = b(los[i], his[i], s)
+            _close(lo[k, i], one[0])
+            _close(hi[k, i], one[1])
+    # under jit alone the callback gets one box
+    jl, jh = jax.jit(b)(los[0], his[0], scales[0])
+    one = b(los[0], his[0], scales[0])
+    _close(jl, one[0])
+    _close(jh, one[1])
+
+    # gradients differentiate the bound program itself: equal to the compiled program's
+    def loss(lo):
+        return jnp.sum(b(lo, lo + 0.5, scales[0])[1])
+
+    g_host = jax.grad(loss)(los[0])
+    monkeypatch.setattr(_api, "HOST_ONLY_EQNS", 10**9)
+    _api._CACHE.clear()
+    g_jit = jax.grad(loss)(los[0])
+    assert np.all(np.isfinite(g_host)) and np.any(g_host != 0)
+    np.testing.assert_allclose(g_host, g_jit, rtol=1e-5, atol=1e-6)

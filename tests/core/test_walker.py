@@ -210,3 +210,30 @@ def test_coverage_table_lists_rules_and_gaps():
     assert rows["sin"] == ["rule", "MISSING"]
     assert rows["add"] == ["rule", "rule"]
     assert table.endswith("2 primitives, 1 missing rules")
+
+
+def test_walker_drops_values_after_their_last_use():
+    # 60 chained 4 MB steps, the input and one value read at the end: a walker keeping every
+    # intermediate peaks at ~240 MB, one dropping them after their last use at a few arrays
+    import tracemalloc
+
+    from tljax.interpret import evaluate_numpy
+
+    def chain(x):
+        y = x
+        for k in range(60):
+            y = y * 1.0001 + k
+        return y - x, y.sum()
+
+    x = np.linspace(-1.0, 1.0, 1 << 20, dtype=np.float32)
+    closed = jax.make_jaxpr(chain)(x)
+    tracemalloc.start()
+    try:
+        outs = evaluate_numpy(closed, [x])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * x.nbytes, f"peak {peak >> 20} MiB"
+    ref = jax.jit(chain)(x)
+    np.testing.assert_allclose(outs[0], ref[0], rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(outs[1], ref[1], rtol=1e-5)

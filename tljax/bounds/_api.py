@@ -9,6 +9,7 @@ import os
 import warnings
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
@@ -90,6 +91,81 @@ def _host_call(run, args, traced=None) -> tuple[list | None, int, tuple | None]:
     # np.array, not np.ascontiguousarray: that makes a scalar 1-d
     outs = [jax.device_put(np.array(o, order="C")) for o in outs]
     return jtu.tree_unflatten(jtu.tree_structure(shapes), outs), size, traced
+
+
+def _host_traced(closed, cache: dict):
+    """A traceable function of the program's flat inputs that evaluates `closed` by numpy on
+    the host through `jax.pure_callback`, for programs too large to compile, called inside a
+    user's `jax.jit` / `jax.vmap`.
+
+    Under `jax.vmap` the callback receives the whole batch (unmapped inputs with size-1 axes)
+    and evaluates the mapped program, traced once per batch layout and kept in `cache`: one
+    numpy run per batch, so the interpreter's per-equation cost is paid once for all boxes.
+    Differentiating it differentiates the traced program itself (compiled as usual).
+    """
+    invars = compat.open_jaxpr(closed)[0].invars
+    base = [len(v.aval.shape) for v in invars]
+    outvars = compat.open_jaxpr(closed)[0].outvars
+    out_avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in outvars]
+    program = jax.extend.core.jaxpr_as_fun(closed)
+
+    def host(*leaves):
+        leaves = [np.asarray(v) for v in leaves]
+        k = leaves[0].ndim - base[0] if leaves else 0
+        if k == 0:
+            outs = evaluate_numpy(closed, leaves)
+            return tuple(np.asarray(o, a.dtype) for o, a in zip(outs, out_avals, strict=True))
+        lead = np.broadcast_shapes(*(v.shape[:k] for v in leaves))
+        n = int(np.prod(lead))
+        axes = tuple(None if n > 1 and max(v.shape[:k]) == 1 else 0 for v in leaves)
+        flat = [
+            v.reshape(v.shape[k:])
+            if a is None
+            else np.broadcast_to(v, lead + v.shape[k:]).reshape((n, *v.shape[k:]))
+            for v, a in zip(leaves, axes, strict=True)
+        ]
+        mapped = cache.get((axes, n))
+        if mapped is None:
+            # mapping the traced program: 2x faster than tracing the bound code under vmap
+            mapped = jax.make_jaxpr(jax.vmap(program, in_axes=axes))(*flat)
+            cache[(axes, n)] = mapped
+        outs = evaluate_numpy(mapped, flat)
+        return tuple(
+            np.asarray(o, a.dtype).reshape(lead + a.shape)
+            for o, a in zip(outs, out_avals, strict=True)
+        )
+
+    @jax.custom_jvp
+    def run(*leaves):
+        return jax.pure_callback(host, tuple(out_avals), *leaves, vmap_method="expand_dims")
+
+    @run.defjvp
+    def _jvp(primals, tangents):
+        return jax.jvp(lambda *xs: tuple(program(*xs)), primals, tangents)
+
+    return run
+
+
+def _nested_host_call(entry, run, args):
+    """`run(*args)` inside a user's `jax.jit` / `jax.vmap` as a host callback (`_host_traced`)
+    when its program has more than `HOST_ONLY_EQNS` equations, else None (the entry compiles
+    from then on, as a nested jit whose trace is the one made here)."""
+    if entry[1] is None:
+        entry[1] = jax.jit(run)
+    if entry[2] == "host":
+        traced = entry[1].trace(*args)
+        closed = traced.jaxpr
+        jaxpr = compat.open_jaxpr(closed)[0]
+        size = sum(1 for _ in iter_eqns(jaxpr))
+        flat = jtu.tree_leaves(args)
+        if size <= HOST_ONLY_EQNS or numpy_covers(jaxpr) or len(jaxpr.invars) != len(flat):
+            entry[2] = "jit"
+            return None
+        entry[2], entry[3] = "host always", (closed, traced.out_info)
+    if entry[4] is None:
+        entry[4] = _host_traced(entry[3][0], {})
+    outs = entry[4](*jtu.tree_leaves(args))
+    return jtu.tree_unflatten(jtu.tree_structure(entry[3][1]), list(outs))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -585,8 +661,8 @@ def bound(
             if entry is None or entry[0] is not fn:
                 # [fn, the jitted program (made when first needed), how the next call runs:
                 # "host" (first call), "jit", or "host always" (too large to compile on reuse),
-                # the traced program of a "host always" one]
-                entry = [fn, None, "host", None]
+                # the traced program of a "host always" one, its host callback (nested calls)]
+                entry = [fn, None, "host", None, None]
                 _CACHE[key] = entry
                 while len(_CACHE) > _CACHE_SIZE:
                     _CACHE.popitem(last=False)
@@ -599,6 +675,8 @@ def bound(
                 )
                 host = outs is not None and size > HOST_ONLY_EQNS
                 entry[2], entry[3] = ("host always", traced) if host else ("jit", None)
+            if nested and entry[2] != "jit" and not check and _host_first_calls():
+                outs = _nested_host_call(entry, run, (boxes, arg_leaves, relu_splits, alpha))
             if outs is None:
                 if entry[1] is None:
                     entry[1] = jax.jit(
@@ -615,7 +693,7 @@ def bound(
                         raise
                     # called inside a user's trace with concrete values: compile as a nested jit
                     plain = jax.jit(run)
-                    _CACHE[key] = [fn, plain, "jit", None]
+                    _CACHE[key] = [fn, plain, "jit", None, None]
                     outs = plain(boxes, arg_leaves, relu_splits, alpha)
         else:
             outs = _compute(graph, boxes, arg_leaves, relu_splits, check_box=check, **kw)

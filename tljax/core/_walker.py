@@ -127,12 +127,23 @@ def eval_jaxpr(sem: Semantics, jaxpr, consts, args, *, path: tuple[str, ...] = (
         raise TljaxError(f"jaxpr expects {len(jaxpr.invars)} inputs, got {len(args)}")
     for v, a in zip(jaxpr.invars, args, strict=True):
         env[v] = a
-    for _i, eqn in enumerate(jaxpr.eqns):
+    # values are dropped after their last use: a long program's intermediates would otherwise
+    # all stay alive (gigabytes for a mapped bound program)
+    outs = {v for v in jaxpr.outvars if not compat.is_literal(v)}
+    last: dict = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.invars:
+            if not compat.is_literal(v):
+                last[v] = i
+    for i, eqn in enumerate(jaxpr.eqns):
         invals = [read(v) for v in eqn.invars]
         outvals = eval_eqn(sem, eqn, invals, path)
         for v, o in zip(eqn.outvars, outvals, strict=True):
-            if not compat.is_dropvar(v):
+            if not compat.is_dropvar(v) and (v in last or v in outs):
                 env[v] = o
+        for v in eqn.invars:
+            if not compat.is_literal(v) and last[v] == i and v not in outs:
+                env.pop(v, None)
     return [read(v) for v in jaxpr.outvars]
 
 
