@@ -326,6 +326,7 @@ class _Pass(Intervals):
         sym=False,
         betas: dict | None = None,
         record: dict | None = None,
+        float_sound: bool | None = None,
     ):
         """Lower bounds of the rows of `lam · start` over the input box: shape (S,).
 
@@ -343,6 +344,8 @@ class _Pass(Intervals):
         record: if given, filled with `{i: L}`, the coefficients (S, *out.shape) this pass puts on
           the output of each unary equation `i` it reaches, and `{("input", id): L}` those on each
           input node (branching heuristics and falsification read them).
+        float_sound: False leaves out the slack for rounding (`Options.float_sound` by default):
+          for objectives whose parameters are then evaluated soundly.
         """
         starts, lams = (
             (list(start), list(lam)) if isinstance(start, (list, tuple)) else ([start], [lam])
@@ -352,6 +355,8 @@ class _Pass(Intervals):
         if sym:
             assert S % 2 == 0
         adj = _Adjoint(self, H, lams[0].dtype, sym, alphas, start_key, betas, record)
+        if float_sound is not None:
+            adj.fs = adj.fs and float_sound
         backward(self.tape, [(n, lm[:H]) for n, lm in zip(starts, lams, strict=True)], adj)
         return adj.lower()
 
@@ -1037,13 +1042,13 @@ def split_bound(
         beta = [jnp.zeros_like(b) for b in beta]
     key = "out"
 
-    def lower(params, record=None):
+    def lower(params, record=None, sound=True):
         a, b = params
         # a stable neuron's exact slope beats any alpha (both are sound)
         a = [jnp.where(st, ex, v) for v, (st, ex) in zip(a, exact, strict=True)]
         al = {(key, i): v for i, v in zip(relus, a, strict=True)}
         be = {(key, i): v for i, v in zip(relus, b, strict=True)}
-        return p.backward(out, lam, al, start_key=key, betas=be, record=record)
+        return p.backward(out, lam, al, start_key=key, betas=be, record=record, float_sound=sound)
 
     def keep(best, lb, params):
         blb, (ba, bb) = best
@@ -1064,7 +1069,9 @@ def split_bound(
     opt = optax.adam(lr)
 
     def objective(params):
-        lb = lower(params)
+        # the steps only choose parameters: without the rounding slack (a third of a float-sound
+        # pass); the returned bounds are the chosen parameters evaluated soundly
+        lb = lower(params, sound=False)
         return -jnp.sum(jnp.where(jnp.isfinite(lb), lb, 0.0)), lb
 
     def body(_, carry):
@@ -1080,7 +1087,7 @@ def split_bound(
         return params, state, best
 
     params, _, best = lax.fori_loop(0, iters, body, (params, opt.init(params), best))
-    best = keep(best, lower(params), params)
+    best = keep(best, lower(params, sound=False), params)
     a, b = best[1]
     rec: dict = {}
     lb = lower((a, b), rec)
