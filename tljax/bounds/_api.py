@@ -103,15 +103,14 @@ def _host_traced(closed, cache: dict):
     numpy run per batch, so the interpreter's per-equation cost is paid once for all boxes.
     Differentiating it differentiates the traced program itself (compiled as usual).
     """
-    invars = compat.open_jaxpr(closed)[0].invars
-    base = [len(v.aval.shape) for v in invars]
-    outvars = compat.open_jaxpr(closed)[0].outvars
-    out_avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in outvars]
+    jaxpr = compat.open_jaxpr(closed)[0]
+    rank0 = len(jaxpr.invars[0].aval.shape)  # the first box leaf's rank, unmapped
+    out_avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in jaxpr.outvars]
     program = jax.extend.core.jaxpr_as_fun(closed)
 
     def host(*leaves):
         leaves = [np.asarray(v) for v in leaves]
-        k = leaves[0].ndim - base[0] if leaves else 0
+        k = leaves[0].ndim - rank0  # mapped axes: expand_dims gives every input the same number
         if k == 0:
             outs = evaluate_numpy(closed, leaves)
             return tuple(np.asarray(o, a.dtype) for o, a in zip(outs, out_avals, strict=True))
