@@ -2,8 +2,10 @@
 
 Sampling only shows a bound contains the points it drew; the MILP's minimiser is where a bound
 would break first. Every method's lower bound must lie below the network's float64 output at
-that point, and (being a relaxation of it) below the triangle LP's optimum. The reference is
-bench/relu_milp.py (numpy and HiGHS, independent of tljax).
+that point, and below the LP of the relaxation it uses: the triangle LP for ibp, crown and
+crown-ibp; for alpha-CROWN, whose output passes optimise the input-space hull planes of
+first-layer ReLUs with few inputs (`tljax.bounds._crown.HullForm`), the hull LP. The reference
+is bench/relu_milp.py (numpy and HiGHS, independent of tljax).
 """
 
 from __future__ import annotations
@@ -34,22 +36,27 @@ def _tol(v):
 
 
 def _check_against_reference(g, box, net, rows, methods=METHODS):
-    """Each method's lower bounds of `g` over `box` against `net`'s MILP and triangle LP."""
+    """Each method's lower bounds of `g` over `box` against `net`'s MILP and LPs; returns the
+    references and the lower bounds per method."""
     out = {}
     for r in range(rows):
         mip = ref.optimum(net, r, "milp", time_limit=60)
         tri = ref.optimum(net, r, "triangle")
+        hull = ref.optimum(net, r, "ideal")
         assert mip.status.startswith("Optimization terminated successfully"), mip.status
-        # the reference itself: the MILP reaches its value, the LP relaxes it
+        # the reference itself: the MILP reaches its value, the LPs relax it, the hull is tighter
         assert abs(mip.bound - mip.value) <= _tol(mip.value)
-        assert tri.bound <= mip.value + _tol(mip.value)
-        out[r] = (mip, tri)
+        assert tri.bound - _tol(tri.bound) <= hull.bound <= mip.value + _tol(mip.value)
+        out[r] = (mip, tri, hull)
+    lows = {}
     for method in methods:
         lower = np.asarray(tljax.bound(g, box, method=method).lower, np.float64)
-        for r, (mip, tri) in out.items():
+        for r, (mip, tri, hull) in out.items():
+            lp = hull if method == "alpha-crown" else tri
             assert lower[r] <= mip.value, (method, r, lower[r], mip.value)
-            assert lower[r] <= tri.bound + _tol(tri.bound), (method, r, lower[r], tri.bound)
-    return out
+            assert lower[r] <= lp.bound + _tol(lp.bound), (method, r, lower[r], lp.bound)
+        lows[method] = lower
+    return out, lows
 
 
 @pytest.mark.parametrize(
@@ -85,11 +92,13 @@ def test_dense_one_layer_bounds_lie_below_the_true_minimum(seed, centre, radius,
         net(xs), np.asarray(jax.vmap(g)(jnp.asarray(xs, jnp.float32))), rtol=1e-4, atol=1e-4 * scale
     )
     box = tljax.Box(jnp.asarray(lo32), jnp.asarray(hi32))
-    out = _check_against_reference(g, box, net, 2 * k)
+    out, lows = _check_against_reference(g, box, net, 2 * k)
     # the MILP is the minimum: no sample goes below it
     ys = net(xs)
-    for r, (mip, _) in out.items():
+    for r, (mip, _, _) in out.items():
         assert mip.value <= ys[:, r].min() + _tol(mip.value)
+    # alpha-CROWN with the hull planes is never looser than CROWN
+    assert np.all(lows["alpha-crown"] >= lows["crown"])
 
 
 def _conv_net(rng):
@@ -126,18 +135,17 @@ def test_conv_one_layer_bounds_and_the_input_space_hull():
     got = np.asarray(jax.vmap(lambda x: g(x.reshape(1, 5, 5)))(jnp.asarray(xs, jnp.float32)))
     np.testing.assert_allclose(net(xs), got, rtol=1e-4, atol=1e-4)
     box = tljax.Box(jnp.asarray(lo32), jnp.asarray(hi32))
-    out = _check_against_reference(g, box, net, 6)
-    for r, (mip, tri) in out.items():
-        hull = ref.optimum(net, r, "ideal")
-        # the input-space hull lies between the triangle LP and the minimum
-        assert tri.bound - _tol(tri.bound) <= hull.bound <= mip.value + _tol(mip.value)
+    out, lows = _check_against_reference(g, box, net, 6)
+    # the hull planes pay here: alpha-CROWN above the triangle LP on some row (0.02 or more)
+    gain = [lows["alpha-crown"][r] - tri.bound for r, (_, tri, _) in out.items()]
+    assert max(gain) > 0.02, gain
 
 
 def test_verivital_cnn_open_rows_against_the_reference(benchmarks_dir):
-    """The avg-pool CNN's prop_7 (eps 0.04): the two rows its root bounds leave open. tljax's
-    CROWN and alpha-CROWN lie below the triangle LP, which lies far below the input-space hull LP
-    (positive: the hull alone proves both rows); the hull LP's point is a real input whose
-    network output (float64 reference and tljax's float32 run) bounds the minimum from above."""
+    """The avg-pool CNN's prop_7 (eps 0.04): the two rows CROWN leaves open. CROWN lies below the
+    triangle LP (negative); alpha-CROWN with the input-space hull planes proves both rows, below
+    the hull LP's optimum; the hull LP's point is a real input whose network output (float64
+    reference and tljax's float32 run) bounds the minimum from above."""
     from tljax.verify import load_instance
 
     fn, prop, fargs, shape = load_instance(
@@ -158,13 +166,13 @@ def test_verivital_cnn_open_rows_against_the_reference(benchmarks_dir):
     box = tljax.Box(
         jnp.asarray(lo, jnp.float32).reshape(shape), jnp.asarray(hi, jnp.float32).reshape(shape)
     )
-    lows = [np.asarray(tljax.bound(g, box, method=m).lower) for m in ("crown", "alpha-crown")]
+    crown = np.asarray(tljax.bound(g, box, method="crown").lower)
+    alpha = np.asarray(tljax.bound(g, box, method="alpha-crown").lower)
     for r in range(2):
         tri = ref.optimum(net, r, "triangle")
         hull = ref.optimum(net, r, "ideal")
         y32 = float(g(jnp.asarray(hull.x, jnp.float32).reshape(shape))[r])
         assert abs(y32 - hull.value) <= 1e-4
-        for low in lows:
-            assert low[r] <= tri.bound + _tol(tri.bound) < 0.0
-            assert low[r] <= min(hull.value, y32)
-        assert tri.bound < 0.0 < hull.bound <= hull.value + _tol(hull.value)
+        assert crown[r] <= tri.bound + _tol(tri.bound) < 0.0
+        assert 0.0 < alpha[r] <= hull.bound + _tol(hull.bound)
+        assert hull.bound <= min(hull.value, y32) + _tol(hull.value)

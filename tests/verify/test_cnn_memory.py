@@ -324,3 +324,23 @@ def test_pgd_stops_its_steps_once_a_start_holds_a_violation():
     np.testing.assert_allclose(np.asarray(pv)[0], 0.35 - eta1 - 0.5, atol=1e-5)
     # the slow start moved by its own two steps only
     assert 0.89 < float(np.asarray(px)[1, 0]) < 0.9
+
+
+@pytest.mark.long  # about 40 s
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/benchmarks/verivital is absent")
+def test_verivital_avgpool_eps004_verified_at_the_root_by_the_input_space_hull():
+    """prop_7 at eps 0.04 (expected.csv: unsat) timed out after 300 s of ReLU splitting: CROWN's
+    margins of its two open rows are -0.49 / -0.52 and their triangle LP's -0.44 / -0.49.
+    alpha-CROWN with the first layer's input-space hull planes proves both at the root; the
+    certificate re-checks (coverage exact, every leaf's bounds recomputed)."""
+    from tljax.verify import load_instance
+    from tljax.verify._cli import run_one
+
+    onnx = SHARED / "onnx" / "Convnet_avgpool.onnx"
+    vnnlib = SHARED / "vnnlib" / "avgpool_specs" / "prop_7_0.04.vnnlib"
+    res = run_one(str(onnx), str(vnnlib), timeout=200, progress=False)
+    assert res.verdict == "unsat"
+    assert res.stats["domains"] == 1 and res.stats["alpha_roots"] == 1
+    fn, prop, args, _ = load_instance(str(onnx), str(vnnlib))
+    rep = res.certificate.check(prop, fn, *args, rebound=True)
+    assert rep.accepted, rep.reasons

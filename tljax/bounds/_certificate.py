@@ -287,7 +287,8 @@ def _alpha_pass(tape, in_bounds, opts, spec, plan, iters, lr, splits=None):
     bounds of that pass (None when there is nothing to optimise)."""
 
     state: dict = {}
-    _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits, record=state)
+    # (the checker does not re-derive the input-space hull planes yet)
+    _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits, record=state, hull=False)
     a = state.get("alphas")
     if not a:
         return None

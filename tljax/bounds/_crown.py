@@ -248,6 +248,141 @@ def _transpose(e, L):
     return list(jax.vmap(tr)(L))
 
 
+# --- the input-space hull of a first-layer ReLU --------------------------------------------------
+# A ReLU whose input is z = W v + b, with v the bounded input itself (through reshapes) and few
+# inputs per neuron (a convolution's patch, a narrow dense layer). Over the box, relu(z) lies
+# below every plane sum_k t_k e_k + c(t), with e_k = W_k v_k the neuron's terms, t in [0, 1]^K
+# and c(t) = max(-sum_k t_k min e_k, b + sum_k (1 - t_k) max e_k): for e in the box the plane is
+# >= 0 (first term) and >= z (second). t = u / (u - l) for every term is CROWN's upper line;
+# alpha-CROWN optimising t per row, neuron and term reaches the convex hull of the neuron over
+# the box (the LP of Anderson et al. 2020's ideal formulation), which a line in z over [l, u]
+# cannot: on the verivital avg-pool CNN's open rows (bench/relu_milp.py) the triangle LP's
+# margins are -0.44 / -0.49, the hull's +0.49 / +0.71 (true minima +0.51 / +0.71).
+# Parameters per row grow with the fan-in: only up to this many terms per neuron.
+HULL_MAX_FAN_IN = 64
+# ... and at most this many per relu equation and output pass (rows x neurons x terms; the
+# verivital CNN's 16 rows: 3M): Adam keeps three copies, the steps a few more.
+HULL_MAX_PARAMS = 1 << 24
+# Adam steps on the hull planes are this fraction of alpha-CROWN's learning rate: at the full
+# rate (0.25, 40 steps) they oscillated (verivital avg-pool prop_12's open row stayed at -0.36;
+# at 0.03 x 100 steps +0.23, the hull LP's optimum +0.35).
+HULL_LR_SCALE = 0.12
+_BOX_MAPS = frozenset([lax.reshape_p, lax.squeeze_p, lax.convert_element_type_p, lax.copy_p])
+
+
+@dataclasses.dataclass(frozen=True)
+class HullForm:
+    """Where relu equation `i`'s input comes from: `z = W v (+ b)`."""
+
+    v: Node  # the bounded input (or a reshape of it)
+    w_eqn: int  # the convolution or dot_general
+    b_eqn: int | None  # the bias addition, if any
+    fan_in: int  # terms per neuron
+
+
+def _reshaped(tape: Tape, n: Node, convert: bool = True) -> Node | None:
+    # the node `n` is a reshape of (same elements in the same order; `convert`: or converted),
+    # or None
+    e = tape.eqns[n.eqn_index]
+    if e.kind != Kind.AFFINE or len(e.inputs) != 1 or not isinstance(e.inputs[0], Node):
+        return None
+    if e.prim is lax.convert_element_type_p and not convert:
+        return None
+    same = e.prim in _BOX_MAPS or (
+        e.prim is lax.broadcast_in_dim_p and e.inputs[0].size == n.size
+    )  # expand_dims
+    return e.inputs[0] if same else None
+
+
+def _box_node(tape: Tape, v: Node) -> bool:
+    # v's interval is the input box itself (so the hull over it loses nothing)
+    while v.eqn_index is not None:
+        v = _reshaped(tape, v)
+        if v is None:
+            return False
+    return True
+
+
+def hull_form(tape: Tape, i: int) -> HullForm | None:
+    """The `HullForm` of relu equation `i`, or None when the input-space hull does not apply."""
+    e = tape.eqns[i]
+    if e.kind != Kind.UNARY or e.prim is not relu_p:
+        return None
+    z = e.inputs[0]
+    if not isinstance(z, Node) or z.eqn_index is None:
+        return None
+    ez = tape.eqns[z.eqn_index]
+    b_eqn, w = None, z
+    if ez.kind == Kind.AFFINE and ez.prim in (lax.add_p, compat.add_any_p):
+        if len(ez.node_inputs) != 1 or ez.node_inputs[0].eqn_index is None:
+            return None
+        b_eqn, w = z.eqn_index, ez.node_inputs[0]
+    if w.size != z.size:
+        return None
+    ew = tape.eqns[w.eqn_index]
+    while ew.kind == Kind.AFFINE and ew.prim not in (lax.conv_general_dilated_p, lax.dot_general_p):
+        w = _reshaped(tape, w, convert=False)  # e.g. a squeeze of the convolution's output
+        if w is None or w.eqn_index is None:
+            return None
+        ew = tape.eqns[w.eqn_index]
+    if ew.kind != Kind.AFFINE or len(ew.node_inputs) != 1:
+        return None
+    v = ew.node_inputs[0]
+    if not _box_node(tape, v) or not jnp.issubdtype(v.dtype, jnp.floating):
+        return None
+    if ew.prim is lax.conv_general_dilated_p:
+        kernel, p = ew.inputs[1], ew.params
+        dn = p["dimension_numbers"]
+        nd = len(v.shape)
+        canonical = tuple(range(nd))
+        if (
+            ew.inputs[0] is not v
+            or isinstance(kernel, Node)
+            or p["feature_group_count"] != 1
+            or p["batch_group_count"] != 1
+            or any(tuple(s) != canonical for s in (dn.lhs_spec, dn.rhs_spec, dn.out_spec))
+        ):
+            return None
+        k = int(np.prod(np.shape(kernel)[1:]))
+    elif ew.prim is lax.dot_general_p:
+        k = v.size
+    else:
+        return None
+    if k > HULL_MAX_FAN_IN:
+        return None
+    return HullForm(v, w.eqn_index, b_eqn, k)
+
+
+def _patches(x, ew):
+    """The convolution's input patches: (N, C * window, *out spatial), exact (a 0/1 kernel at
+    full precision), C-major as the kernel's (O, C, *window) reshaped to (O, K)."""
+    p = ew.params
+    return lax.conv_general_dilated_patches(
+        x,
+        np.shape(ew.inputs[1])[2:],
+        p["window_strides"],
+        p["padding"],
+        lhs_dilation=p["lhs_dilation"],
+        rhs_dilation=p["rhs_dilation"],
+        precision=lax.Precision.HIGHEST,
+    )
+
+
+def _hull_intercept(T, elo, ehi, bias, flush, fs: bool):
+    """Per row and neuron, c(t) for the planes `T` (S, *z, K) (rounded up when `fs`)."""
+    a = -jnp.sum(_mul0(T, elo), axis=-1)
+    one_t = 1.0 - T
+    b = bias + jnp.sum(_mul0(one_t, ehi), axis=-1)
+    if not fs:
+        return jnp.maximum(a, b)
+    k = T.shape[-1]
+    u = fm.unit(T.dtype)
+    # the products' and sums' rounding, 1 - t's, and flushed subnormal terms
+    ea = fm.gamma(k + 3, u) * jnp.sum(_mul0(T, jnp.abs(elo)), axis=-1)
+    eb = fm.gamma(k + 4, u) * (jnp.abs(bias) + jnp.sum(_mul0(one_t, jnp.abs(ehi)), axis=-1))
+    return fm.up(jnp.maximum(a + fm.inflate(ea + flush), b + fm.inflate(eb + flush)))
+
+
 class _Pass(Intervals):
     """State of one bound computation: node bounds, relaxations, and the float error terms."""
 
@@ -261,6 +396,7 @@ class _Pass(Intervals):
         self._absmax: dict[int, tuple] = {}
         self.empty = jnp.asarray(False)  # the split constraints leave no point of the box
         self.split_sign: dict[int, jax.Array] = {}  # relu equation -> +1/-1/0 over its input
+        self._hull: dict[int, tuple] = {}
 
     def set_bounds(self, n: Node, b):
         """Stores node `n`'s bounds, computed once (`_shared`) where they are results of
@@ -316,6 +452,77 @@ class _Pass(Intervals):
         m = fm.inflate(m, 8.0) + (n_bwd + 2) * fm.tiny(labs.dtype)
         self._m[i] = m = _shared(m)
         return m
+
+    def hull_data(self, i: int, hf: HullForm):
+        """For relu equation `i` of form `hf`: the terms' weights and bounds (broadcast to
+        (*z, K)), the bias (*z), how coefficients on the terms reach `v`, the program's rounding
+        allowance at z, |W| |v|max per neuron, the flushed-subnormal allowance and the number
+        of terms summed into one coefficient of `v`; computed once per pass."""
+        if i in self._hull:
+            return self._hull[i]
+        tape = self.tape
+        z = tape.eqns[i].inputs[0]
+        ew = tape.eqns[hf.w_eqn]
+        v = hf.v
+        vlo, vhi = self.bounds[v.id]
+        dt = z.dtype
+        if ew.prim is lax.conv_general_dilated_p:
+            # the terms in the convolution's output layout (N, O, *spatial, K), then z's
+            kernel = jnp.asarray(ew.inputs[1], dt)
+            o, k = kernel.shape[0], hf.fan_in
+            wshape = ew.out.shape
+            sp = wshape[2:]
+            w_e = jnp.broadcast_to(kernel.reshape(1, o, *(1,) * len(sp), k), (*wshape, k))
+            w_e = w_e.reshape(*z.shape, k)
+
+            def gather(x):
+                g = jnp.moveaxis(_patches(x.reshape(v.shape), ew), 1, -1)[:, None]
+                return jnp.broadcast_to(g, (*wshape, k)).reshape(*z.shape, k)
+
+            def to_v(gw):
+                s_, n = gw.shape[0], v.shape[0]
+                gw = gw.reshape(s_, *wshape, k)
+                g = jnp.moveaxis(jnp.sum(gw, axis=2), -1, 2).reshape(s_ * n, k, *sp)
+                aval = jax.ShapeDtypeStruct((s_ * n, *v.shape[1:]), dt)
+                (out,) = jax.linear_transpose(lambda x: _patches(x, ew), aval)(g)
+                return out.reshape(s_, *v.shape)
+
+            n_acc = o * k
+        else:
+            n = v.size
+            with jax.default_matmul_precision("highest"):
+                eye = jnp.eye(n, dtype=dt).reshape(n, *v.shape)
+                jac = jax.vmap(lambda x: apply_affine(ew, [x], mode="linear"))(eye)
+            w_e = jnp.moveaxis(jac.reshape(n, *z.shape), 0, -1)
+
+            def gather(x):
+                return x.reshape(-1)
+
+            def to_v(gw):
+                return jnp.sum(gw, axis=tuple(range(1, gw.ndim - 1))).reshape(-1, *v.shape)
+
+            n_acc = z.size
+        p1, p2 = w_e * gather(vlo), w_e * gather(vhi)
+        elo, ehi = jnp.minimum(p1, p2), jnp.maximum(p1, p2)
+        bias = jnp.zeros(z.shape, dt)
+        f0 = self.f0(hf.w_eqn)
+        if f0 is not None:
+            bias = bias + f0.reshape(z.shape)
+        f0 = None if hf.b_eqn is None else self.f0(hf.b_eqn)
+        if f0 is not None:
+            bias = bias + jnp.broadcast_to(f0, z.shape)
+        delta = labs = flush = None
+        if self.opts.float_sound:
+            # (the reshapes between the product and z are exact)
+            delta = self.affine_allowance(hf.w_eqn).reshape(z.shape)
+            if hf.b_eqn is not None:
+                delta = delta + self.affine_allowance(hf.b_eqn)
+            labs = apply_affine(ew, [self.abs_max(v)], mode="abs").reshape(z.shape)
+            absw = jnp.sum(jnp.abs(jnp.broadcast_to(w_e, elo.shape)), axis=-1)
+            flush = (hf.fan_in + 2) * fm.tiny(dt) * (1.0 + absw)
+        out = (w_e, _shared((elo, ehi)), bias, to_v, delta, labs, flush, n_acc)
+        self._hull[i] = out
+        return out
 
     def backward(
         self,
@@ -554,6 +761,9 @@ class _Adjoint(Backward):
         if self.alphas is not None and (self.key, i) in self.alphas and e.rule.alpha:
             a_l = jnp.clip(self.alphas[(self.key, i)], 0.0, 1.0)
         Lp, Ln = jnp.maximum(L, 0.0), jnp.minimum(L, 0.0)
+        hull = self.alphas is not None and (self.key, i, "hull") in self.alphas
+        if hull:
+            return self.hull(i, e, Lp * a_l, Ln)
         g = Lp * a_l + Ln * a_u
         if self.betas is not None and (self.key, i) in self.betas and i in p.split_sign:
             sgn = p.split_sign[i].astype(g.dtype)
@@ -573,6 +783,30 @@ class _Adjoint(Backward):
                 + fm.gamma(x.size + 1, u) * _sum_rows(tabs)
             )
         return [(x, g)]
+
+    def hull(self, i, e, g, Ln):
+        """A relu's lower line `g` (coefficients on its input z) and, for the negative
+        coefficients `Ln`, the input-space hull planes (see `HullForm`) on the box node v."""
+        p, u = self.p, self.u
+        hf = hull_form(p.tape, i)
+        w_e, (elo, ehi), bias, to_v, delta, labs, flush, n_acc = p.hull_data(i, hf)
+        T = jnp.clip(self.alphas[(self.key, i, "hull")], 0.0, 1.0)
+        c0 = _hull_intercept(T, elo, ehi, bias, flush, self.fs)
+        tb = _mul0(Ln, c0)
+        self.const(_sum_rows(tb))
+        gv = to_v(Ln[..., None] * T * w_e)
+        x = e.inputs[0]
+        if self.fs:
+            # the lower line's product; the program's rounding of z (relu(z + d) <= relu(z) + |d|);
+            # the terms' products and sums into gv; the intercepts' products
+            self.slack = (
+                self.slack
+                + 2 * u * self.rowdot(jnp.abs(g), p.abs_max(x))
+                + self.rowdot(-Ln, delta)
+                + fm.gamma(n_acc + 4, u) * self.rowdot(-Ln, labs)
+                + fm.gamma(x.size + 1, u) * _sum_rows(jnp.abs(tb))
+            )
+        return [(x, g), (hf.v, gv)]
 
     def mul(self, i, e, L):
         p, u = self.p, self.u
@@ -801,9 +1035,12 @@ def _interval_out(p: _Pass, o: Node, spec):
     return l1, h1
 
 
-def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, record=None):
+def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, record=None, hull=True):
     """alpha-CROWN: the best of CROWN and every iterate. `record` (a dict), if given, receives the
-    final slopes as `record["alphas"]` (keys `(start, eqn)`; unset without slopes to optimise)."""
+    final slopes as `record["alphas"]` (keys `(start, eqn)`; unset without slopes to optimise).
+    `hull`: the output passes also optimise the input-space hull planes of first-layer ReLUs
+    (`HullForm`; not with `splits`: a batch of split domains would carry rows x neurons x
+    terms parameters per domain, 162 GB for 256 domains of the verivital CNN)."""
     base = _Pass(tape, in_bounds, opts)
     base.propagate("crown", plan=plan, splits=splits)
     best = _finish(base, "crown", spec)
@@ -820,7 +1057,7 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
         for k, o in enumerate(tape.outputs)
         if isinstance(o, Node)
     ]
-    alphas = {}
+    alphas, planes = {}, {}
     for node, key, S in starts + outs:
         for i in relus:
             if i < node.eqn_index:
@@ -833,47 +1070,62 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
         for i in muls:
             if i < node.eqn_index:
                 alphas[(key, i)] = jnp.ones((S, 2, *tape.eqns[i].out.shape), node.dtype)
-    keys = list(alphas)
-    params = [alphas[k] for k in keys]
-
-    def evaluate(params):
-        a = dict(zip(keys, params, strict=True))
-        p = _Pass(tape, in_bounds, opts)
-        p.propagate("crown", alphas=a, plan=plan, splits=splits)
-        res = _finish(p, "crown", spec, alphas=a)
-        loss = sum(jnp.sum(hi - lo) for lo, hi in res if lo.size)
-        return loss, res
-
+        for i in relus if hull and splits is None else ():
+            hf = hull_form(tape, i)
+            if hf is not None and i < node.eqn_index:
+                # from CROWN's upper line: the slope on every term
+                a_u = base.relax[i][2]
+                shape = (S, *a_u.shape, hf.fan_in)
+                if np.prod(shape) <= HULL_MAX_PARAMS:
+                    planes[(key, i, "hull")] = jnp.broadcast_to(a_u[..., None], shape)
     optax = _optax()
-    opt = optax.adam(lr)
-    state = opt.init(params)
-    flat_best = [(lo, hi) for lo, hi in best]
 
-    def step(carry, _):
-        params, state, cur = carry
-        (loss, res), grads = jax.value_and_grad(evaluate, has_aux=True)(params)
-        # an infinite bound somewhere (0 * inf in its gradient) must not turn slopes into NaN:
-        # any slope in [0, 1] is sound, a NaN one would give its rows -inf bounds
-        grads = [jnp.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0) for g in grads]
-        new_best = [
+    def optimise(keys, params, flat_best):
+        def evaluate(params):
+            a = dict(zip(keys, params, strict=True))
+            p = _Pass(tape, in_bounds, opts)
+            p.propagate("crown", alphas=a, plan=plan, splits=splits)
+            res = _finish(p, "crown", spec, alphas=a)
+            loss = sum(jnp.sum(hi - lo) for lo, hi in res if lo.size)
+            return loss, res
+
+        opt = optax.adam(lr)
+        rates = [HULL_LR_SCALE if k[-1] == "hull" else 1.0 for k in keys]
+
+        def body(_, carry):
+            params, state, cur = carry
+            (_, res), grads = jax.value_and_grad(evaluate, has_aux=True)(params)
+            # an infinite bound somewhere (0 * inf in its gradient) must not turn slopes into
+            # NaN: any slope in [0, 1] is sound, a NaN one would give its rows -inf bounds
+            grads = [jnp.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0) for g in grads]
+            new_best = [
+                (jnp.maximum(b[0], r[0]), jnp.minimum(b[1], r[1]))
+                for b, r in zip(cur, res, strict=True)
+            ]
+            updates, state = opt.update(grads, state, params)
+            updates = [u * r if r != 1.0 else u for u, r in zip(updates, rates, strict=True)]
+            params = [jnp.clip(v, 0.0, 1.0) for v in optax.apply_updates(params, updates)]
+            return params, state, new_best
+
+        # a scan for a concrete count, a while loop for a traced one
+        carry = (params, opt.init(params), flat_best)
+        params, _, flat_best = lax.fori_loop(0, iters, body, carry)
+        # The final parameters are evaluated too (the loop evaluates before each update).
+        _, res = evaluate(params)
+        flat_best = [
             (jnp.maximum(b[0], r[0]), jnp.minimum(b[1], r[1]))
-            for b, r in zip(cur, res, strict=True)
+            for b, r in zip(flat_best, res, strict=True)
         ]
-        updates, state = opt.update(grads, state, params)
-        params = [jnp.clip(v, 0.0, 1.0) for v in optax.apply_updates(params, updates)]
-        return (params, state, new_best), loss
+        return params, flat_best
 
-    def body(_, carry):
-        return step(carry, None)[0]
-
-    # a scan for a concrete count, a while loop for a traced one
-    params, state, flat_best = lax.fori_loop(0, iters, body, (params, state, flat_best))
-    # The final parameters are evaluated too (the scan evaluates before each update).
-    _, res = evaluate(params)
-    flat_best = [
-        (jnp.maximum(b[0], r[0]), jnp.minimum(b[1], r[1]))
-        for b, r in zip(flat_best, res, strict=True)
-    ]
+    keys = list(alphas)
+    params, flat_best = optimise(keys, [alphas[k] for k in keys], [(lo, hi) for lo, hi in best])
+    if planes:
+        # Then the hull planes from CROWN's lines, with the slopes where they ended: optimised
+        # jointly from the start, the planes' nonsmooth intercepts (the larger of two, nearly
+        # equal at the optimum) slowed the slopes (ACAS Xu rows below auto_LiRPA's alpha-CROWN)
+        keys = keys + list(planes)
+        params, flat_best = optimise(keys, params + list(planes.values()), flat_best)
     if record is not None:
         record["alphas"] = dict(zip(keys, params, strict=True))
     return _mark_empty(flat_best, base.empty), base

@@ -175,7 +175,7 @@ def _rebound(leaves: GroupLeaves, fn, args, shape, batch_size) -> str | None:
     import jax.numpy as jnp
 
     from ._attack import attack_arrays
-    from ._bounder import input_split_bounder, pad_batch, relu_split_bounder
+    from ._bounder import input_split_bounder, pad_batch, relu_split_bounder, single_bound
     from ._spec import f32_outward
 
     g = leaves.group
@@ -190,6 +190,21 @@ def _rebound(leaves: GroupLeaves, fn, args, shape, batch_size) -> str | None:
             if why is not None:
                 return why
             continue
+        if method == "alpha-crown" and leaves.splits.shape[1]:
+            # case boxes alpha-CROWN ruled out before any split (`Search.alpha_roots`): by the
+            # program that bounded them, one box at a time (the split-domain program has no
+            # input-space hull planes)
+            root = idx[~np.any(leaves.splits[idx] != 0, axis=1)]
+            for j in root:
+                lo32, hi32 = f32_outward(leaves.lower[j], leaves.upper[j])
+                lower_all[j] = np.asarray(
+                    single_bound(
+                        fn, lo32, hi32, shape, jnp.asarray(g.spec), tuple(args), method=method
+                    )
+                )
+            idx = np.setdiff1d(idx, root)
+            if not idx.size:
+                continue
         if leaves.splits.shape[1] == 0:
             # The search's program also computes its branching score ("unstable"); with or
             # without it the bounds are sound, but each leaf's are reproduced bit for bit by the
