@@ -459,15 +459,9 @@ def test_bounds_of_a_tanh_gradient_contain_float32_and_float64_values(method):
         assert np.all(np.asarray(b.upper - b.lower) < 2.0)  # not vacuous (the range is [0, 2])
 
 
-def test_alpha_steps_and_rate_do_not_recompile(monkeypatch):
+def test_alpha_steps_and_rate_do_not_recompile():
     # alpha_iters / alpha_lr are arguments of the compiled program: one compilation serves all
-    from tljax.bounds import _api, _crown
-
-    # Without the input-space hull planes (3 inputs per neuron would have them): their
-    # intercepts are the larger of two terms, nearly equal at the optimum, so which one wins
-    # follows the rounding of the compiled or op-by-op run and the steps diverge (0.2% here);
-    # both are sound (tests/bounds/test_input_hull.py), but not equal
-    monkeypatch.setattr(_crown, "HULL_MAX_FAN_IN", 0)
+    from tljax.bounds import _api
 
     rng = np.random.RandomState(5)
     params = [

@@ -4,7 +4,8 @@ Sampling only shows a bound contains the points it drew; the MILP's minimiser is
 would break first. Every method's lower bound must lie below the network's float64 output at
 that point, and below the LP of the relaxation it uses: the triangle LP for ibp, crown and
 crown-ibp; for alpha-CROWN, whose output passes optimise the input-space hull planes of
-first-layer ReLUs with few inputs (`tljax.bounds._crown.HullForm`), the hull LP. The reference
+first-layer ReLUs with few inputs (`tljax.bounds._crown.HullForm`; convolutions by default,
+dense layers with `input_hull=True`), the hull LP. The reference
 is bench/relu_milp.py (numpy and HiGHS, independent of tljax).
 """
 
@@ -27,7 +28,7 @@ ref = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("relu_milp", ref)  # dataclasses look their module up
 _spec.loader.exec_module(ref)
 
-METHODS = ("ibp", "crown", "crown-ibp", "alpha-crown")
+METHODS = ("ibp", "crown", "crown-ibp", "alpha-crown", "alpha-crown-hull")
 
 
 def _tol(v):
@@ -50,9 +51,13 @@ def _check_against_reference(g, box, net, rows, methods=METHODS):
         out[r] = (mip, tri, hull)
     lows = {}
     for method in methods:
-        lower = np.asarray(tljax.bound(g, box, method=method).lower, np.float64)
+        if method == "alpha-crown-hull":  # the hull planes on dense first layers too
+            b = tljax.bound(g, box, method="alpha-crown", input_hull=True)
+        else:
+            b = tljax.bound(g, box, method=method)
+        lower = np.asarray(b.lower, np.float64)
         for r, (mip, tri, hull) in out.items():
-            lp = hull if method == "alpha-crown" else tri
+            lp = hull if method.startswith("alpha-crown") else tri
             assert lower[r] <= mip.value, (method, r, lower[r], mip.value)
             assert lower[r] <= lp.bound + _tol(lp.bound), (method, r, lower[r], lp.bound)
         lows[method] = lower
@@ -98,7 +103,7 @@ def test_dense_one_layer_bounds_lie_below_the_true_minimum(seed, centre, radius,
     for r, (mip, _, _) in out.items():
         assert mip.value <= ys[:, r].min() + _tol(mip.value)
     # alpha-CROWN with the hull planes is never looser than CROWN
-    assert np.all(lows["alpha-crown"] >= lows["crown"])
+    assert np.all(lows["alpha-crown-hull"] >= lows["crown"])
 
 
 def _conv_net(rng):

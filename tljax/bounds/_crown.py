@@ -1039,8 +1039,9 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
     """alpha-CROWN: the best of CROWN and every iterate. `record` (a dict), if given, receives the
     final slopes as `record["alphas"]` (keys `(start, eqn)`; unset without slopes to optimise).
     `hull`: the output passes also optimise the input-space hull planes of first-layer ReLUs
-    (`HullForm`; not with `splits`: a batch of split domains would carry rows x neurons x
-    terms parameters per domain, 162 GB for 256 domains of the verivital CNN)."""
+    (`HullForm`, where `Options.input_hull` says; not with `splits`: a batch of split domains
+    would carry rows x neurons x terms parameters per domain, 162 GB for 256 domains of the
+    verivital CNN)."""
     base = _Pass(tape, in_bounds, opts)
     base.propagate("crown", plan=plan, splits=splits)
     best = _finish(base, "crown", spec)
@@ -1070,8 +1071,11 @@ def _alpha_crown(tape, in_bounds, opts, spec, plan, iters, lr, splits=None, reco
         for i in muls:
             if i < node.eqn_index:
                 alphas[(key, i)] = jnp.ones((S, 2, *tape.eqns[i].out.shape), node.dtype)
-        for i in relus if hull and splits is None else ():
+        for i in relus if hull and splits is None and opts.input_hull is not False else ():
             hf = hull_form(tape, i)
+            dense = hf is not None and tape.eqns[hf.w_eqn].prim is lax.dot_general_p
+            if dense and opts.input_hull is not True:
+                continue
             if hf is not None and i < node.eqn_index:
                 # from CROWN's upper line: the slope on every term
                 a_u = base.relax[i][2]
