@@ -267,7 +267,8 @@ HULL_MAX_PARAMS = 1 << 24
 # rate (0.25, 40 steps) they oscillated (verivital avg-pool prop_12's open row stayed at -0.36;
 # at 0.03 x 100 steps +0.23, the hull LP's optimum +0.35).
 HULL_LR_SCALE = 0.12
-_BOX_MAPS = frozenset([lax.reshape_p, lax.squeeze_p, lax.convert_element_type_p, lax.copy_p])
+# the order-preserving part of `_BOXLIKE` (no transpose, slice or reversal)
+_BOX_MAPS = _BOXLIKE - {lax.transpose_p, lax.slice_p, lax.rev_p}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -453,14 +454,15 @@ class _Pass(Intervals):
         self._m[i] = m = _shared(m)
         return m
 
-    def hull_data(self, i: int, hf: HullForm):
-        """For relu equation `i` of form `hf`: the terms' weights and bounds (broadcast to
+    def hull_data(self, i: int):
+        """For relu equation `i`: its `HullForm`, the terms' weights and bounds (broadcast to
         (*z, K)), the bias (*z), how coefficients on the terms reach `v`, the program's rounding
         allowance at z, |W| |v|max per neuron, the flushed-subnormal allowance and the number
         of terms summed into one coefficient of `v`; computed once per pass."""
         if i in self._hull:
             return self._hull[i]
         tape = self.tape
+        hf = hull_form(tape, i)
         z = tape.eqns[i].inputs[0]
         ew = tape.eqns[hf.w_eqn]
         v = hf.v
@@ -520,7 +522,7 @@ class _Pass(Intervals):
             labs = apply_affine(ew, [self.abs_max(v)], mode="abs").reshape(z.shape)
             absw = jnp.sum(jnp.abs(jnp.broadcast_to(w_e, elo.shape)), axis=-1)
             flush = (hf.fan_in + 2) * fm.tiny(dt) * (1.0 + absw)
-        out = (w_e, _shared((elo, ehi)), bias, to_v, delta, labs, flush, n_acc)
+        out = (hf, w_e, _shared((elo, ehi)), bias, to_v, delta, labs, flush, n_acc)
         self._hull[i] = out
         return out
 
@@ -788,8 +790,7 @@ class _Adjoint(Backward):
         """A relu's lower line `g` (coefficients on its input z) and, for the negative
         coefficients `Ln`, the input-space hull planes (see `HullForm`) on the box node v."""
         p, u = self.p, self.u
-        hf = hull_form(p.tape, i)
-        w_e, (elo, ehi), bias, to_v, delta, labs, flush, n_acc = p.hull_data(i, hf)
+        hf, w_e, (elo, ehi), bias, to_v, delta, labs, flush, n_acc = p.hull_data(i)
         T = jnp.clip(self.alphas[(self.key, i, "hull")], 0.0, 1.0)
         c0 = _hull_intercept(T, elo, ehi, bias, flush, self.fs)
         tb = _mul0(Ln, c0)
