@@ -105,7 +105,8 @@ def verify(
       method: bound method of the search: "crown" (default), "alpha-crown" or "ibp".
       input_shape: the shape of `x` (default `(prop.n_inputs,)`); VNN-LIB's `X_i` are its
         elements in row-major order.
-      split: "auto" (input splitting up to 64 inputs, ReLU splitting above), "input" or "relu".
+      split: "auto" (input splitting up to 16 inputs, ReLU splitting above: halving every
+        coordinate once takes 2^n input domains), "input" or "relu".
       branching: input-split coordinate choice: "unstable" (the coordinate that causes most of
         the spread of the ReLU inputs likely to be unstable in the box, estimated at its centre),
         "objective" (width x |gradient| of the row that decides the float margin at the box
