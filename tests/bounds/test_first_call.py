@@ -198,6 +198,7 @@ def test_mapped_calls_of_a_host_only_program_are_one_host_callback(monkeypatch, 
         assert np.all(lo[i] <= ys.min(0)) and np.all(ys.max(0) <= hi[i]), i
 
 
+@pytest.mark.long  # over 12 s on 2 cores: run by CI's -m long stage
 def test_host_callback_batch_layouts_jit_and_gradients(monkeypatch):
     monkeypatch.setattr(_api, "HOST_ONLY_EQNS", 10)
     rng = np.random.RandomState(9)

@@ -122,6 +122,7 @@ def _conv_net(rng):
     return fn, kernel, bias, out_w, out_b
 
 
+@pytest.mark.long  # over 12 s on 2 cores: run by CI's -m long stage
 def test_conv_one_layer_bounds_and_the_input_space_hull():
     rng = np.random.default_rng(7)
     fn, kernel, bias, out_w, out_b = _conv_net(rng)

@@ -51,7 +51,7 @@ def _inside(f, lo, hi, l, h, n=20000, seed=0, tol=0.0):
 @pytest.mark.parametrize(
     "act, fs",
     [
-        (jnp.tanh, True),
+        pytest.param(jnp.tanh, True, marks=pytest.mark.long),  # 30 s
         (jnp.tanh, False),
         # the softplus chord relaxation's code compiles for 40-50 s: run in CI's long step
         pytest.param(jax.nn.softplus, False, marks=pytest.mark.long),

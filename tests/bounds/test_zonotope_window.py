@@ -72,7 +72,7 @@ def test_window_trades_tightness_for_memory():
     assert widths[None] < widths[1]
 
 
-@pytest.mark.parametrize("symbols", [None, 13])
+@pytest.mark.parametrize("symbols", [pytest.param(None, marks=pytest.mark.long), 13])  # None: 23 s
 def test_float32_program_under_x64_stays_float32(symbols):
     """With jax_enable_x64 on, a float32 program's zonotope stays float32 (a remainder built
     from two Python scalars was float64 and broke the next equation) and contains samples;

@@ -70,6 +70,7 @@ def _regex_unsafe(text):
     return unsafe
 
 
+@pytest.mark.long  # over 12 s on 2 cores: run by CI's -m long stage
 def test_every_benchmark_property_matches_an_independent_reading(benchmarks_dir):
     files = _benchmark_vnnlibs(benchmarks_dir)
     assert len(files) >= 38

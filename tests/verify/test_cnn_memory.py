@@ -96,6 +96,7 @@ def test_refine_limit_bounds_contain_float32_samples(method, eps):
     assert np.all(wl <= 2.0 * wf + 1e-3)
 
 
+@pytest.mark.long  # over 12 s on 2 cores: run by CI's -m long stage
 def test_refine_limit_certificate_checks_and_tamper_fails():
     params = _params()
     _, box = _box(0.02)
