@@ -345,3 +345,49 @@ def test_verivital_avgpool_eps004_verified_at_the_root_by_the_input_space_hull()
     fn, prop, args, _ = load_instance(str(onnx), str(vnnlib))
     rep = res.certificate.check(prop, fn, *args, rebound=True)
     assert rep.accepted, rep.reasons
+
+
+def test_bound_keeps_wide_passes_at_intervals_when_memory_is_short(monkeypatch):
+    """`tljax.bound` never plans a CROWN pass over half the machine's memory: on a machine of a
+    few MiB the pooling nodes' passes keep interval bounds, a warning names the widest, and the
+    bounds stay sound (never tighter than the full CROWN, which fits here)."""
+    import tljax.bounds._api as api
+
+    params = _params()
+    _, box = _box(0.05)
+    fn = jax.vmap(lambda x: pool_cnn(x[None], params)[0])  # a fresh function: no cached costs
+    full = tljax.bound(fn, box, method="crown")
+    costs, _ = prepare(fn, box).refine_costs()
+    budget = costs[0] * api.PASS_BYTES["crown"]  # twice the budget: the widest does not fit
+    monkeypatch.setattr(api, "available_memory", lambda total=False: budget)
+    with pytest.warns(RuntimeWarning, match=r"keep their interval bounds.*carries [\d,]+ coeff"):
+        short = tljax.bound(fn, box, method="crown")
+    ref = tljax.bound(fn, box, method="crown", refine_limit=budget // 2 // api.PASS_BYTES["crown"])
+    # the same limit (the second call compiles: rounding apart, the same bounds)
+    np.testing.assert_allclose(np.asarray(short.lower), np.asarray(ref.lower), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(short.upper), np.asarray(ref.upper), rtol=1e-5)
+    assert np.all(np.asarray(short.lower) <= np.asarray(full.lower))
+    assert np.all(np.asarray(short.upper) >= np.asarray(full.upper))
+    ys = np.asarray(jax.vmap(fn)(jnp.asarray(_samples(box)[:, None])))[:, 0]
+    assert np.all(ys >= np.asarray(short.lower)) and np.all(ys <= np.asarray(short.upper))
+
+
+def test_bound_out_of_memory_is_a_memory_error_naming_the_pass(monkeypatch):
+    import tljax.bounds._api as api
+
+    params = _params()
+    _, box = _box(0.05)
+    fn = jax.vmap(lambda x: pool_cnn(x[None], params)[0])
+
+    def refuse(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError(
+            "RESOURCE_EXHAUSTED: Out of memory allocating 996109907560 bytes."
+        )
+
+    monkeypatch.setattr(api, "_compute", refuse)
+    monkeypatch.setattr(api, "_host_first_calls", lambda: False)
+    with pytest.raises(MemoryError, match=r"out of memory computing crown bounds") as info:
+        tljax.bound(fn, box, method="crown", jit=False)
+    msg = str(info.value)
+    assert "widest intermediate CROWN pass" in msg and "coefficients" in msg
+    assert "refine_limit=" in msg and "996109907560" in msg

@@ -26,7 +26,10 @@ from ._rules import Kind as Kind
 from ._rules import UnaryRule as UnaryRule
 from ._rules import register as register
 from ._rules import registered as registered
+from ._session import REFINE_FLOOR as REFINE_FLOOR
+from ._session import REFINE_RATIO as REFINE_RATIO
 from ._session import Problem as Problem
+from ._session import available_memory as available_memory
 from ._session import prepare as prepare
 from ._smooth import SMOOTH as SMOOTH
 from ._smooth import Smooth as Smooth

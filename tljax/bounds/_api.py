@@ -30,7 +30,7 @@ from ..interpret import evaluate_numpy, numpy_covers
 from ._box import Bounds, Box, _validate, box_check, box_valid
 from ._certificate import SplitParams, _contracts, make_certificate
 from ._relax import Options
-from ._session import Problem, program_model
+from ._session import REFINE_FLOOR, REFINE_RATIO, Problem, available_memory, program_model
 
 compat.register_exclusion(__file__)
 
@@ -57,16 +57,114 @@ _CACHE_SIZE = 64
 # evaluates it in seconds); `jax.jit(lambda b: tljax.bound(..., jit=False))` still compiles it.
 # TLJAX_FIRST_CALL=compile compiles from the first call, as before.
 HOST_ONLY_EQNS = 40_000
+# ...and only while numpy's work (`_host_work`) stays small: alpha-CROWN's 40 steps on the
+# verivital CNN (1.6e10) kept numpy 15 s where XLA compiles in 3 s; on a 5-layer ResNet (8e8)
+# numpy took 4 s where XLA compiled for 12 s.
+HOST_MAX_WORK = 1e10
+
+
+# Bytes per coefficient of CROWN's widest intermediate pass at its peak: the float32
+# coefficients, their temporaries and XLA's buffers (the verivital max-pooling CNN's pass of
+# 430M coefficients: 41 measured for CROWN, about 160 for alpha-CROWN's gradient through it).
+PASS_BYTES = {"crown": 48, "alpha-crown": 192}
+_PASS_COSTS: collections.OrderedDict = collections.OrderedDict()
+
+
+def _pass_costs(fn, graph, boxes, arg_leaves, opts) -> tuple[list[int], int, int, str]:
+    """The costs of CROWN's intermediate passes (largest first), of the output's pass, and
+    where the widest starts, kept per function and input shapes (warm calls do not rebuild the
+    tape)."""
+    key = (id(fn), graph.in_tree, tuple((a.shape, str(a.dtype)) for a in graph.in_avals))
+    hit = _PASS_COSTS.get(key)
+    if hit is not None and hit[0] is fn:
+        _PASS_COSTS.move_to_end(key)
+        return hit[1]
+    p = Problem.from_graph(graph, boxes, arg_leaves, options=opts)
+    costs, out = p.refine_costs()
+    widest, where = p.widest_pass() if costs else (0, "")
+    _PASS_COSTS[key] = (fn, (costs, out, widest, where))
+    while len(_PASS_COSTS) > _CACHE_SIZE:
+        _PASS_COSTS.popitem(last=False)
+    return costs, out, widest, where
+
+
+def _memory_limit(fn, graph, boxes, arg_leaves, method, opts) -> int | None:
+    """A `refine_limit` that keeps CROWN's widest intermediate pass within half the machine's
+    memory (a warning says what keeps interval bounds), or None when every pass fits. Of the
+    machine's, not of what is free now: the same call gives the same bounds every time."""
+    per = PASS_BYTES[method]
+    budget = available_memory(total=True) // 2
+    # no pass is wider than twice the largest value squared: most programs stop here
+    largest = max((int(np.prod(v.aval.shape)) for e in iter_eqns(graph.jaxpr) for v in e.outvars),
+                  default=0)  # fmt: skip
+    if 2 * largest * largest * per <= budget:
+        return None
+    costs, out, widest, where = _pass_costs(fn, graph, boxes, arg_leaves, opts)
+    if not costs or costs[0] * per <= budget:
+        return None
+    # a program this wide: also skip the passes not worth their cost (`REFINE_RATIO`)
+    limit = max(min(budget // per, max(REFINE_FLOOR, REFINE_RATIO * out)), 1)
+    kept = sum(c > limit for c in costs)
+    warnings.warn(
+        f"tljax.bound: {kept} of {len(costs)} intermediate nodes keep their interval bounds "
+        f"(sound, looser): {method}'s pass for the widest, {where}, carries {widest:,} "
+        f"coefficients (~{widest * per / 2**30:.1f} GiB at its peak, over half the machine's "
+        f"memory, {budget / 2**30:.1f} GiB). refine_limit=<coefficients> sets the cut-off yourself",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return limit
+
+
+def _out_of_memory(err, fn, graph, boxes, arg_leaves, method, opts) -> MemoryError:
+    """The error for an allocation XLA refused: which pass, how large, what to do."""
+    costs, _, widest, where = _pass_costs(fn, graph, boxes, arg_leaves, opts)
+    what = (
+        f"its widest intermediate CROWN pass, {where}, carries {widest:,} coefficients per box "
+        f"(~{widest * PASS_BYTES.get(method, 48) / 2**30:.1f} GiB)"
+        if costs
+        else "it has no intermediate CROWN pass: the output's pass or the box batch is too large"
+    )
+    return MemoryError(
+        f"tljax.bound: out of memory computing {method} bounds of {graph.name!r}: {what}. Pass "
+        f"refine_limit=<coefficients> (intermediate passes over it keep interval bounds), bound "
+        f"fewer boxes per call, or use method='crown-ibp'. XLA said: {str(err).splitlines()[0]}"
+    )
 
 
 def _host_first_calls() -> bool:
     return os.environ.get("TLJAX_FIRST_CALL", "numpy") != "compile"
 
 
-def _host_call(run, args, traced=None) -> tuple[list | None, int, tuple | None]:
+def _host_work(jaxpr, trips: int) -> float:
+    """What numpy would do for `jaxpr`: the products' operations (dot_general,
+    conv_general_dilated) and every other equation's output elements, loop bodies counted
+    `trips` times."""
+    total = 0.0
+    for e in jaxpr.eqns:
+        name = e.primitive.name
+        out = float(np.prod(e.outvars[0].aval.shape)) if e.outvars else 0.0
+        if name == "dot_general":
+            (lc, _), _ = e.params["dimension_numbers"]
+            shape = e.invars[0].aval.shape
+            total += 2.0 * out * float(np.prod([shape[d] for d in lc]))
+        elif name == "conv_general_dilated":
+            rhs = e.invars[1].aval.shape
+            o = rhs[e.params["dimension_numbers"].rhs_spec[0]]
+            total += 2.0 * out * float(np.prod(rhs)) / max(o, 1)
+        else:
+            total += out
+        reps = trips if name in ("while", "scan") else 1
+        for sub in compat.sub_jaxprs(e):
+            total += reps * _host_work(sub.jaxpr, trips)
+    return total
+
+
+def _host_call(run, args, traced=None, trips: int = 1) -> tuple[list | None, int, tuple | None]:
     """`run(*args)` evaluated by numpy (outputs as JAX arrays), the program's equation count and
     its traced jaxpr (`traced`, when given, is reused: no tracing); outputs None when numpy
-    cannot run it (a primitive without a numpy rule, values spread over several devices)."""
+    cannot run it (a primitive without a numpy rule, values spread over several devices) or
+    its products (loops run `trips` times) would keep numpy longer than XLA compiles."""
     leaves = jtu.tree_leaves(args)
     if any(isinstance(v, jax.Array) and len(v.sharding.device_set) > 1 for v in leaves):
         return None, 0, None
@@ -75,7 +173,7 @@ def _host_call(run, args, traced=None) -> tuple[list | None, int, tuple | None]:
     closed, shapes = traced
     jaxpr = compat.open_jaxpr(closed)[0]
     size = sum(1 for _ in iter_eqns(jaxpr))
-    if numpy_covers(jaxpr):
+    if numpy_covers(jaxpr) or _host_work(jaxpr, trips) > HOST_MAX_WORK:
         return None, size, None
     try:
         outs = evaluate_numpy(closed, leaves)
@@ -630,6 +728,18 @@ def bound(
             "tljax.bound: certificate=True supports methods 'ibp', 'crown', 'alpha-crown' and "
             "'taylor'; the checker has no affine rule yet: use method='crown' or 'alpha-crown'"
         )
+    boxes = list(zip(box_lo, box_hi, strict=True))
+    if (
+        refine_limit is None
+        and method in PASS_BYTES
+        and not traced_box
+        and split_params is None
+        and relu_splits is None
+    ):
+        # never ask for more memory than there is: the widest passes keep interval bounds
+        limit = _memory_limit(fn, graph, boxes, arg_leaves, method, opts)
+        if limit is not None:
+            opts = dataclasses.replace(opts, refine_limit=limit)
     kw = {
         "method": method,
         "opts": opts,
@@ -639,7 +749,6 @@ def bound(
     }
     # concrete boxes were checked above; checkify.check cannot be staged outside checkify
     check = bool(check_box) and traced_box
-    boxes = list(zip(box_lo, box_hi, strict=True))
     if split_params is not None:
         return _split_bound(
             graph, n_box, boxes, arg_leaves, relu_splits, split_params, certificate, kw
@@ -686,8 +795,9 @@ def bound(
             outs = None
             run = ft.partial(_compute, graph, check_box=check, **static)
             if entry[2] != "jit" and not nested and _host_first_calls():
+                trips = max(int(alpha_iters), 1) if method == "alpha-crown" else 1
                 outs, size, traced = _host_call(
-                    run, (boxes, arg_leaves, relu_splits, alpha), entry[3]
+                    run, (boxes, arg_leaves, relu_splits, alpha), entry[3], trips
                 )
                 host = outs is not None and size > HOST_ONLY_EQNS
                 entry[2], entry[3] = ("host always", traced) if host else ("jit", None)
@@ -713,6 +823,10 @@ def bound(
                     outs = plain(boxes, arg_leaves, relu_splits, alpha)
         else:
             outs = _compute(graph, boxes, arg_leaves, relu_splits, check_box=check, **kw)
+    except jax.errors.JaxRuntimeError as err:
+        if "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        raise _out_of_memory(err, fn, graph, boxes, arg_leaves, method, opts) from err
     except UnsupportedPrimitiveError as err:
         ints = [
             f"leaf {k}: {_dtype_of(v).name}{list(np.shape(v))}"

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -30,9 +31,27 @@ from . import _float_model as fm
 from ._box import Box
 from ._crown import refine_cost, refine_plan, relu_eqns, root_relu_bounds, run_method, split_bound
 from ._relax import Options
+from ._rules import Kind
 from ._tape import Node, Tape, record_graph
 from ._taylor import run_taylor
 from ._zonotope import run_affine
+
+# CROWN passes worth their cost: at most max(REFINE_FLOOR, REFINE_RATIO x the output's pass)
+# coefficients. On the verivital max-pooling CNN every pooling node's pass carries 54M to 430M
+# (128x to 920x the output's) and took 14 s per box (minutes for alpha-CROWN) for bounds within
+# 1e-4 of the interval-based ones; every MLP of the shared suites stays under the floor.
+REFINE_FLOOR = 1 << 22
+REFINE_RATIO = 64
+
+
+def available_memory(total: bool = False) -> int:
+    """Bytes of memory this process may use now (available physical memory), or with `total`
+    the machine's physical memory (the same on every call); 4 GiB where the OS does not say."""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES" if total else "SC_AVPHYS_PAGES")
+        return int(pages) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
 
 
 def program_model(float_format=None, who: str = "tljax.bound") -> fm.ProgramModel:
@@ -147,6 +166,24 @@ class Problem:
                 r = o.size if rows is None else rows
                 out = max(out, cost[o.id] // (2 * o.size) * 2 * r)
         return plan, out
+
+    def widest_pass(self, limit: int | None = None) -> tuple[int, str]:
+        """The widest pass CROWN runs for an intermediate node when passes over `limit`
+        coefficients are skipped (None: none skipped): its coefficients per domain and where it
+        starts (the equation whose operand it tightens, its shape); (0, "") when none runs."""
+        tape = self.tape
+        cost = refine_cost(tape)
+        plan = refine_plan(tape, limit)
+        if not plan:
+            return 0, ""
+        best, nid = max((cost[i], i) for i in plan)
+        for e in tape.eqns:
+            for n in e.node_inputs if e.kind is not Kind.AFFINE else ():
+                if n.id == nid:
+                    at = e.where()
+                    at = at if at.startswith("at ") else f"at {at}"
+                    return best, f"the input {n.shape} of {e.prim} {at}"
+        return best, f"a node of shape {tape.nodes[nid].shape}"
 
     def root_relu_bounds(self, *, iters: int, lr: float, with_alphas: bool = False):
         """Bounds of every ReLU input over the box (CROWN, then `iters` alpha-CROWN steps on

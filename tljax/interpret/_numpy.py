@@ -7,9 +7,10 @@ op with numpy costs milliseconds. The values are IEEE arithmetic in the program'
   give exactly what XLA gives on normal numbers. Subnormals are kept (gradual underflow), where
   XLA:CPU flushes them to zero: never less accurate, and a result that XLA would flush differs by
   less than the smallest normal.
-* ``dot_general`` and ``reduce_sum`` accumulate in the operands' dtype in numpy's (BLAS, pairwise)
-  order; XLA's order differs, so sums differ by rounding (both within the a-priori error bound of
-  any order that `tljax.bounds` charges).
+* ``dot_general``, ``conv_general_dilated`` and ``reduce_sum`` accumulate in the operands' dtype in
+  numpy's order (BLAS, pairwise; a convolution kernel tap by tap); XLA's order differs, so sums
+  differ by rounding (both within the a-priori error bound of any order that `tljax.bounds`
+  charges).
 * Transcendentals (exp, log, tanh, logistic, sin, pow, ...) of float32 operands are computed in
   float64 and rounded once to float32: within one ulp, more accurate than XLA's float32
   implementations (1-6 ulp, NUMERICS.md §1.1).
@@ -303,6 +304,91 @@ def _dot_general(ctx, a, b, *, dimension_numbers, **params):
     return _cast(ctx, out.reshape(shape))
 
 
+def _base(a, dilation, padding):
+    """`a` with zeros between its elements (XLA's base / lhs dilation), padded at the edges
+    (negative padding crops)."""
+    shape = tuple((n - 1) * d + 1 if n else 0 for n, d in zip(a.shape, dilation, strict=True))
+    base = np.zeros(shape, a.dtype)
+    base[tuple(slice(None, None, int(d)) for d in dilation)] = a
+    base = np.pad(base, [(max(int(lo), 0), max(int(hi), 0)) for lo, hi in padding])
+    return base[
+        tuple(
+            slice(max(-int(lo), 0), base.shape[i] - max(-int(hi), 0))
+            for i, (lo, hi) in enumerate(padding)
+        )
+    ]
+
+
+def _taps(shape, window, strides, dilation):
+    """The output shape of windows over an array of `shape`, and per window tap the slices of
+    the array that tap reads for every output position (empty when the output is)."""
+    out = tuple(
+        max((n - (w - 1) * d - 1) // int(s) + 1, 0)
+        for n, w, d, s in zip(shape, window, dilation, strides, strict=True)
+    )
+    if 0 in out:
+        return out, []
+    taps = [
+        tuple(
+            slice(t * d, t * d + (m - 1) * int(s) + 1, int(s))
+            for t, d, m, s in zip(tap, dilation, out, strides, strict=True)
+        )
+        for tap in np.ndindex(*window)
+    ]
+    return out, taps
+
+
+def _reduce_window_sum(
+    ctx, x, *, window_dimensions, window_strides, padding, base_dilation, window_dilation, **params
+):
+    del params
+    base = _base(np.asarray(x), base_dilation, padding)
+    out, taps = _taps(base.shape, window_dimensions, window_strides, window_dilation)
+    acc = np.zeros(out, _out_dtype(ctx))
+    with _quiet():
+        for window in taps:
+            acc += base[window]
+    return _cast(ctx, acc)
+
+
+def _conv_general_dilated(ctx, lhs, rhs, **params):
+    """XLA's convolution, one BLAS product per kernel tap (memory of the operands and output
+    only: no window table), accumulated in the output dtype."""
+    dimension_numbers, window_strides = params["dimension_numbers"], params["window_strides"]
+    padding, lhs_dilation, rhs_dilation = (
+        params[k] for k in ("padding", "lhs_dilation", "rhs_dilation")
+    )
+    g, bg = int(params["feature_group_count"]), int(params["batch_group_count"])
+    dt = _out_dtype(ctx)
+    a = np.transpose(np.asarray(lhs), dimension_numbers.lhs_spec)  # (N, C, *spatial)
+    k = np.transpose(np.asarray(rhs), dimension_numbers.rhs_spec)  # (O, I, *kernel)
+    if np.issubdtype(dt, np.floating):
+        a, k = a.astype(dt, copy=False), k.astype(dt, copy=False)
+    nsp = a.ndim - 2
+    one = (1,) * nsp
+    base = _base(a, (1, 1, *(lhs_dilation or one)), [(0, 0), (0, 0), *padding])
+    osp, taps = _taps(base.shape[2:], k.shape[2:], window_strides, rhs_dilation or one)
+    n, c = base.shape[:2]
+    o = k.shape[0]
+    out = np.zeros((n // bg, o) + osp, dt)
+    lead = (slice(None), slice(None))
+    with _quiet():
+        for tap, window in zip(np.ndindex(*k.shape[2:]), taps, strict=False):
+            x = base[lead + window].reshape(n, c, -1)  # (N, C, P): what this tap reads
+            w = k[lead + tap]  # (O, I)
+            if bg > 1:  # output feature block j reads batch block j
+                r = np.matmul(w.reshape(bg, 1, o // bg, c), x.reshape(bg, n // bg, c, -1))
+                out += np.swapaxes(r, 0, 1).reshape(out.shape)
+            else:  # output feature block j reads input feature block j
+                r = np.matmul(w.reshape(1, g, o // g, c // g), x.reshape(n, g, c // g, -1))
+                out += r.reshape(out.shape)
+    return _cast(ctx, np.transpose(out, np.argsort(dimension_numbers.out_spec)))
+
+
+def _unstack(ctx, x, *, axis, **params):
+    return list(np.moveaxis(np.asarray(x), int(axis), 0))
+
+
 def _copy(ctx, x, **params):
     del params
     return np.asarray(x)
@@ -417,6 +503,9 @@ def _rules() -> dict:
         "cummax": _cumulative(np.maximum.accumulate),
         "cummin": _cumulative(np.minimum.accumulate),
         "dot_general": _dot_general,
+        "conv_general_dilated": _conv_general_dilated,
+        "reduce_window_sum": _reduce_window_sum,
+        "unstack": _unstack,
         "stop_gradient": _copy,
         "split": _split,
         "stack": _stack,

@@ -52,10 +52,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..bounds import available_memory
 from ..core import processes
 from ._attack import attack, attack_arrays, attack_domains, batch_objective, confirm
 from ._bounder import (
-    available_memory,
     input_split_bounder,
     memory_plan,
     pad_batch,

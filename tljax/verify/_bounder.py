@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import functools as ft
 import inspect
-import os
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ..bounds import Box, Kind, bound, prepare, refine_cost, refine_plan
+from ..bounds import REFINE_FLOOR, REFINE_RATIO, Box, bound, prepare
 from ..core import processes
 from ._attack import _objective
 
@@ -461,24 +460,10 @@ def beta_bounder(
 
 # --- memory ------------------------------------------------------------------------------------
 # A search tightens an intermediate node by CROWN only while its pass carries at most
-# max(REFINE_FLOOR, REFINE_RATIO x the output pass) coefficients per domain: on the verivital
-# max-pooling CNN every pooling node's pass carries 54M (128x the output pass) and took 14 s per
-# box for bounds within 1e-4 of the interval-based ones; every MLP of the shared suites stays
-# under the floor.
-REFINE_FLOOR = 1 << 22
-REFINE_RATIO = 64
+# max(REFINE_FLOOR, REFINE_RATIO x the output pass) coefficients per domain (`tljax.bounds`).
 # Bytes a coefficient costs while a pass runs: float32 L and the temporaries beside it.
 COEF_BYTES = 16
 MIN_BATCH = 8
-
-
-def available_memory() -> int:
-    """Bytes of memory this process may use now (available physical memory; 4 GiB where the OS
-    does not say)."""
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
 
 
 def memory_plan(fn, shape, box, spec, args, *, batch: int, budget: int) -> dict:
@@ -522,17 +507,7 @@ def memory_plan(fn, shape, box, spec, args, *, batch: int, budget: int) -> dict:
 def _widest_pass(problem, limit: int, out: int) -> str:
     """Where the widest CROWN pass a search runs under `limit` starts: the equation whose
     operand it tightens, its shape and size (the output's pass, `out` coefficients, if wider)."""
-    tape = problem.tape
-    cost = refine_cost(tape)
-    plan = refine_plan(tape, limit)
-    best = max((cost[i], i) for i in plan) if plan else (0, None)
-    if best[0] <= out:
+    best, where = problem.widest_pass(limit)
+    if best <= out:
         return f"the output ({out:,} coefficients per domain)"
-    for e in tape.eqns:
-        for n in e.node_inputs if e.kind is not Kind.AFFINE else ():
-            if n.id == best[1]:
-                return (
-                    f"the input {n.shape} of {e.prim} at {e.where()} ({best[0]:,} coefficients "
-                    "per domain)"
-                )
-    return f"a node of {best[0]:,} coefficients per domain"
+    return f"{where} ({best:,} coefficients per domain)"
