@@ -94,9 +94,14 @@ def _memory_limit(fn, graph, boxes, arg_leaves, method, opts) -> int | None:
     machine's, not of what is free now: the same call gives the same bounds every time."""
     per = PASS_BYTES[method]
     budget = available_memory(total=True) // 2
-    # no pass is wider than twice the largest value squared: most programs stop here
-    largest = max((int(np.prod(v.aval.shape)) for e in iter_eqns(graph.jaxpr) for v in e.outvars),
-                  default=0)  # fmt: skip
+    # no pass is wider than twice the largest node squared (a pooling window's node is its
+    # output times the window, as the tape stacks it): most programs stop here
+    sizes = (
+        np.prod(getattr(v.aval, "shape", ())) * np.prod(e.params.get("window_dimensions", ()))
+        for e in iter_eqns(graph.jaxpr)
+        for v in e.outvars
+    )
+    largest = int(max(sizes, default=0))
     if 2 * largest * largest * per <= budget:
         return None
     costs, out, widest, where = _pass_costs(fn, graph, boxes, arg_leaves, opts)
@@ -143,7 +148,7 @@ def _host_work(jaxpr, trips: int) -> float:
     total = 0.0
     for e in jaxpr.eqns:
         name = e.primitive.name
-        out = float(np.prod(e.outvars[0].aval.shape)) if e.outvars else 0.0
+        out = float(np.prod(getattr(e.outvars[0].aval, "shape", ()))) if e.outvars else 0.0
         if name == "dot_general":
             (lc, _), _ = e.params["dimension_numbers"]
             shape = e.invars[0].aval.shape
