@@ -134,7 +134,7 @@ def test_verify_verdicts_agree_with_the_milp(onnx_path, tmp_path):
     fn, params, shape = load_network(str(onnx_path))
     for eps, want in ((0.03, "unsat"), (0.04, "sat")):
         sub = net.with_box(np.maximum(x0 - eps, 0.0), np.minimum(x0 + eps, 1.0))
-        margin, _, x_min, _ = ref.milp_margin(sub, label)
+        margin, _, _, _ = ref.milp_margin(sub, label)
         assert (margin > 1e-3) if want == "unsat" else (margin < -1e-3), (eps, margin)
         spec = tmp_path / f"prop_{eps}.vnnlib"
         spec.write_text(ref.robustness_vnnlib(x0, eps, label))
@@ -149,5 +149,3 @@ def test_verify_verdicts_agree_with_the_milp(onnx_path, tmp_path):
             assert max(y[j] - y[label] for j in range(ref.N_OUT) if j != label) >= 0
         else:
             assert res.stats.get("input_splits", 0) == 0  # ReLU splitting on 25 inputs
-            # the MILP minimiser is inside and its margin is what the leaves certified above 0
-            assert np.all(x_min >= sub.lo) and np.all(x_min <= sub.hi)

@@ -70,22 +70,31 @@ PASS_BYTES = {"crown": 48, "alpha-crown": 192}
 _PASS_COSTS: collections.OrderedDict = collections.OrderedDict()
 
 
-def _pass_costs(fn, graph, boxes, arg_leaves, opts) -> tuple[list[int], int, int, str]:
-    """The costs of CROWN's intermediate passes (largest first), of the output's pass, and
-    where the widest starts, kept per function and input shapes (warm calls do not rebuild the
-    tape)."""
+def _pass_costs(fn, graph, boxes, arg_leaves, opts, largest_only=False):
+    """Per function and input shapes, kept (warm calls walk nothing): the largest node of the
+    program (a pooling window's node is its output times the window, as the tape stacks it),
+    then, unless `largest_only`, the costs of CROWN's intermediate passes (largest first), of
+    the output's pass, and where the widest starts."""
     key = (id(fn), graph.in_tree, tuple((a.shape, str(a.dtype)) for a in graph.in_avals))
     hit = _PASS_COSTS.get(key)
-    if hit is not None and hit[0] is fn:
-        _PASS_COSTS.move_to_end(key)
+    if hit is None or hit[0] is not fn:
+        sizes = (
+            np.prod(getattr(v.aval, "shape", ())) * np.prod(e.params.get("window_dimensions", ()))
+            for e in iter_eqns(graph.jaxpr)
+            for v in e.outvars
+        )
+        hit = [fn, int(max(sizes, default=0)), None]
+        _PASS_COSTS[key] = hit
+        while len(_PASS_COSTS) > _CACHE_SIZE:
+            _PASS_COSTS.popitem(last=False)
+    _PASS_COSTS.move_to_end(key)
+    if largest_only:
         return hit[1]
-    p = Problem.from_graph(graph, boxes, arg_leaves, options=opts)
-    costs, out = p.refine_costs()
-    widest, where = p.widest_pass() if costs else (0, "")
-    _PASS_COSTS[key] = (fn, (costs, out, widest, where))
-    while len(_PASS_COSTS) > _CACHE_SIZE:
-        _PASS_COSTS.popitem(last=False)
-    return costs, out, widest, where
+    if hit[2] is None:
+        p = Problem.from_graph(graph, boxes, arg_leaves, options=opts)
+        costs, out = p.refine_costs()
+        hit[2] = (costs, out, *(p.widest_pass() if costs else (0, "")))
+    return hit[2]
 
 
 def _memory_limit(fn, graph, boxes, arg_leaves, method, opts) -> int | None:
@@ -94,14 +103,8 @@ def _memory_limit(fn, graph, boxes, arg_leaves, method, opts) -> int | None:
     machine's, not of what is free now: the same call gives the same bounds every time."""
     per = PASS_BYTES[method]
     budget = available_memory(total=True) // 2
-    # no pass is wider than twice the largest node squared (a pooling window's node is its
-    # output times the window, as the tape stacks it): most programs stop here
-    sizes = (
-        np.prod(getattr(v.aval, "shape", ())) * np.prod(e.params.get("window_dimensions", ()))
-        for e in iter_eqns(graph.jaxpr)
-        for v in e.outvars
-    )
-    largest = int(max(sizes, default=0))
+    # no pass is wider than twice the largest node squared: most programs stop here
+    largest = _pass_costs(fn, graph, boxes, arg_leaves, opts, largest_only=True)
     if 2 * largest * largest * per <= budget:
         return None
     costs, out, widest, where = _pass_costs(fn, graph, boxes, arg_leaves, opts)
@@ -173,12 +176,13 @@ def _host_call(run, args, traced=None, trips: int = 1) -> tuple[list | None, int
     leaves = jtu.tree_leaves(args)
     if any(isinstance(v, jax.Array) and len(v.sharding.device_set) > 1 for v in leaves):
         return None, 0, None
-    if traced is None:
+    first = traced is None  # a reused trace already passed the checks below
+    if first:
         traced = jax.make_jaxpr(run, return_shape=True)(*args)
     closed, shapes = traced
     jaxpr = compat.open_jaxpr(closed)[0]
     size = sum(1 for _ in iter_eqns(jaxpr))
-    if numpy_covers(jaxpr) or _host_work(jaxpr, trips) > HOST_MAX_WORK:
+    if numpy_covers(jaxpr) or (first and _host_work(jaxpr, trips) > HOST_MAX_WORK):
         return None, size, None
     try:
         outs = evaluate_numpy(closed, leaves)
